@@ -1,0 +1,257 @@
+"""The ``runner`` command line: the only module that prints or exits.
+
+Exit codes: 0 all good; 1 a step failed (or the run could not be tracked); 2 usage, config or
+parameter errors (nothing ran); 130 the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from runner.errors import ConfigError, ParameterError, RunnerError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "bold red",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "skipped": "dim",
+    "pending": "dim",
+}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(error: RunnerError) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(error))}")
+    sys.exit(EXIT_USAGE if isinstance(error, (ConfigError, ParameterError)) else EXIT_FAILED)
+
+
+def handles_errors(command):
+    """Turn a RunnerError into one line on stderr and the right exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RunnerError as error:
+            _fail(error)
+
+    return wrapper
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="runner.yaml to use (default: ./runner.yaml or $RUNNER_CONFIG).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="notebook-runner")
+def main() -> None:
+    """Run parameterized Jupyter notebooks as production pipelines."""
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("-p", "--param", "params", multiple=True, metavar="STEP.NAME=VALUE",
+              help="Set a step's parameter; repeatable. The value is coerced to the parameter's type.")
+@click.option("--as-of", help="The run's logical date (ISO, e.g. 2026-07-01); default today.")
+@click.option("--max-workers", type=click.IntRange(min=1), default=None,
+              help="Run up to N independent steps at once (default: defaults.max_workers, 1).")
+@config_option
+@handles_errors
+def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, config_path: str | None) -> None:
+    """Run PIPELINE: check everything, then execute its steps in dependency order."""
+    from runner.config import load_config
+    from runner.parameters import parse_assignments
+    from runner.pipeline import RunRequest
+    from runner.pipeline import run as run_pipeline
+    from runner.records import RunStore
+
+    config = load_config(config_path)
+    request = RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with _Progress() as progress:
+            record = run_pipeline(config, request, observer=progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    store = RunStore(config.stores.runs)
+    run_dir = store.run_dir(record.pipeline, record.run_id)
+    out.print(f"run {record.run_id} {_status(record.status)} in {record.duration_s:.1f}s  ({run_dir})")
+    for step in record.failed_steps():
+        cell = f" in cell {step.error.cell_index}" if step.error and step.error.cell_index is not None else ""
+        what = f"{step.error.ename}: {step.error.evalue}" if step.error else "failed"
+        where = f"{run_dir}/{step.output}" if step.output else step.notebook
+        out.print(f"[bold red]FAILED[/] {step.name}{cell}: {escape(what)} -> {where}")
+    for warning in record.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    if record.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+    if record.status != "succeeded":
+        sys.exit(EXIT_FAILED)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class _Progress:
+    """Steps and cells as they run: a live display on a terminal, one line per event elsewhere."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.live = err.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+            TimeElapsedColumn(), console=err, disable=not self.live,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def run_started(self, record) -> None:
+        err.print(f"run {record.run_id}: pipeline {record.pipeline}, as_of {record.as_of}, "
+                  f"{len(record.steps)} step(s)")
+
+    def step_started(self, step: str) -> None:
+        self.tasks[step] = self.progress.add_task(step, total=None)
+        if not self.live:
+            err.print(f"  {step}: started")
+
+    def cell_started(self, step: str, index: int, total: int) -> None:
+        self.progress.update(self.tasks[step], completed=index, total=total)
+
+    def step_finished(self, step) -> None:
+        if step.name in self.tasks:
+            task = self.tasks[step.name]
+            self.progress.update(task, description=f"{step.name} {_status(step.status)}",
+                                 completed=self.progress.tasks[task].total or 0)
+        if not self.live or step.name not in self.tasks:
+            took = f" in {step.duration_s:.1f}s" if step.duration_s is not None else ""
+            err.print(f"  {step.name}: {_status(step.status)}{took}")
+
+
+@main.command()
+@click.argument("pipelines", nargs=-1)
+@config_option
+@handles_errors
+def validate(pipelines: tuple[str, ...], config_path: str | None) -> None:
+    """Check runner.yaml, every step's notebook and parameters, without starting a kernel."""
+    from runner.config import load_config
+    from runner.pipeline import validate as validate_pipelines
+
+    config = load_config(config_path)
+    for plan in validate_pipelines(config, list(pipelines) or None):
+        out.print(f"[green]ok[/] {plan.pipeline}: {len(plan.steps)} step(s)")
+        for step in plan.steps.values():
+            values = ", ".join(f"{k}={v!r}" for k, v in step.parameters.items())
+            out.print(f"   {step.name}: {step.config.notebook}  {escape(values)}")
+
+
+@main.command()
+@click.option("--pipeline", help="Only runs of this pipeline.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@config_option
+@handles_errors
+def runs(pipeline: str | None, status: str | None, limit: int, as_json: bool, config_path: str | None) -> None:
+    """List runs, newest first."""
+    from runner.config import load_config
+    from runner.records import RunStore
+
+    records = RunStore(load_config(config_path).stores.runs).list(pipeline, status, limit)
+    if as_json:
+        out.print_json(json.dumps([_with_status(r) for r in records]))
+        return
+    if not records:
+        out.print("no runs yet; start one with `runner run PIPELINE`")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("run id", "pipeline", "trigger", "as_of", "status", "duration", "steps"):
+        table.add_column(column)
+    for record in records:
+        steps = " ".join(f"{s.name}:{_status(s.status)}" for s in record.steps.values())
+        took = f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"
+        table.add_row(record.run_id, record.pipeline, record.trigger, record.as_of,
+                      _status(record.effective_status), took, steps)
+    out.print(table)
+
+
+def _with_status(record) -> dict[str, Any]:
+    data = record.model_dump(mode="json")
+    data["status"] = record.effective_status
+    return data
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@config_option
+@handles_errors
+def show(run_id: str, as_json: bool, config_path: str | None) -> None:
+    """Show one run: its steps, parameters, scraps and where its notebooks are."""
+    from runner.config import load_config
+    from runner.records import RunStore
+
+    store = RunStore(load_config(config_path).stores.runs)
+    record = store.read(run_id)
+    if as_json:
+        out.print_json(json.dumps(_with_status(record)))
+        return
+    run_dir = store.run_dir(record.pipeline, record.run_id)
+    dirty = " (uncommitted changes)" if record.git.dirty else ""
+    out.print(f"[bold]run {record.run_id}[/]  {_status(record.effective_status)}")
+    for label, value in (
+        ("pipeline", record.pipeline), ("trigger", record.trigger), ("as_of", record.as_of),
+        ("started", record.created_at), ("ended", record.ended_at or "-"),
+        ("duration", f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"),
+        ("git", f"{record.git.commit or '-'}{dirty}"), ("mlflow run", record.mlflow_run_id or "-"),
+        ("folder", run_dir),
+    ):
+        out.print(f"  {label:<10} {escape(str(value))}")
+    for step in record.steps.values():
+        took = f" {step.duration_s:.1f}s" if step.duration_s is not None else ""
+        out.print(f"\n  [bold]{step.name}[/] {_status(step.status)}{took}  {step.notebook} "
+                  f"(sha256 {step.notebook_sha256[:12]})")
+        if step.error:
+            cell = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
+            out.print(f"    [red]error{cell}: {escape(step.error.ename)}: {escape(step.error.evalue)}[/]")
+        if step.parameters:
+            out.print(f"    parameters: {escape(json.dumps(step.parameters, default=str))}")
+        if step.scraps:
+            out.print(f"    scraps:     {escape(json.dumps(step.scraps, default=str))[:500]}")
+        if step.output:
+            out.print(f"    notebook:   {run_dir}/{step.output}")
+        if step.mlflow_run_id:
+            out.print(f"    mlflow run: {step.mlflow_run_id}")
+    for warning in record.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""``runner.yaml`` loaded into frozen, validated objects, and the environment variables we read.
+
+Every environment variable the runner reads is declared once here (:data:`ENV_VARS`), with
+its meaning and default; reading a bad value names the variable. Relative paths in
+``runner.yaml`` are relative to the file's folder, the *project root*.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runner.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+# ${steps.<step>.<scrap>} refers to an upstream step's scrap; ${as_of} and ${run_id} to the run.
+REFERENCE = re.compile(r"\$\{([^}]*)\}")
+STEP_REFERENCE = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+RUN_REFERENCES = ("as_of", "run_id", "pipeline")
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    meaning: str
+    default: str
+
+    def get(self) -> str | None:
+        value = os.environ.get(self.name, "").strip()
+        return value or None
+
+
+ENV_CONFIG = EnvVar("RUNNER_CONFIG", "path of runner.yaml", "./runner.yaml")
+ENV_HOME = EnvVar("RUNNER_HOME", "folder of the embedded stores", "<project root>/.runner")
+ENV_RUN_STORE = EnvVar("RUNNER_RUN_STORE", "run store (path or fsspec URL)", "<home>/runs")
+ENV_TRACKING_URI = EnvVar("RUNNER_TRACKING_URI", "MLflow tracking URI", "sqlite:///<home>/mlflow.db")
+ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experiments", "<home>/mlartifacts")
+ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number or a string like ``90``, ``45s``, ``30m``, ``2h``."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if value is None else float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+    if not match:
+        raise ValueError(f"expected seconds or a duration like '90s', '30m', '2h', got {value!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepConfig(_Frozen):
+    notebook: str = Field(description="path of the notebook, relative to the project root")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    timeout: float | None = Field(None, description="deadline for the whole step, seconds")
+    cell_timeout: float | None = Field(None, description="deadline for one cell, seconds")
+
+    _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
+class PipelineConfig(_Frozen):
+    purpose: str | None = None
+    description: str = ""
+    steps: dict[str, StepConfig]
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_form_a_dag(cls, steps: dict[str, StepConfig]) -> dict[str, StepConfig]:
+        if not steps:
+            raise ValueError("a pipeline needs at least one step")
+        for name, step in steps.items():
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"step name {name!r} must match {NAME_PATTERN}")
+            for need in step.needs:
+                if need not in steps:
+                    raise ValueError(f"step {name!r} needs unknown step {need!r}; steps: {sorted(steps)}")
+        order = topological_order(steps)
+        for name, step in steps.items():
+            ancestors = upstream_of(steps, name)
+            for ref in iter_references(step.parameters):
+                step_ref = STEP_REFERENCE.match(ref)
+                if step_ref:
+                    if step_ref.group(1) not in ancestors:
+                        raise ValueError(
+                            f"step {name!r} refers to ${{{ref}}} but {step_ref.group(1)!r} is not upstream "
+                            f"of it; add it to 'needs'"
+                        )
+                elif ref not in RUN_REFERENCES:
+                    raise ValueError(
+                        f"step {name!r}: unknown reference ${{{ref}}}; use ${{steps.<step>.<scrap>}} "
+                        f"or one of {['${' + r + '}' for r in RUN_REFERENCES]}"
+                    )
+        return {name: steps[name] for name in order}
+
+
+class StoresConfig(_Frozen):
+    home: str = ".runner"
+    runs: str | None = None
+    tracking: str | None = None
+    artifacts: str | None = None
+
+
+class DefaultsConfig(_Frozen):
+    cell_timeout: float | None = 3600.0
+    timeout: float | None = None
+    max_workers: int = Field(1, ge=1)
+
+    _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
+
+
+class _ConfigFile(_Frozen):
+    stores: StoresConfig = StoresConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
+    pipelines: dict[str, PipelineConfig]
+
+    @model_validator(mode="after")
+    def _names(self) -> _ConfigFile:
+        for name in self.pipelines:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"pipeline name {name!r} must match {NAME_PATTERN}")
+        return self
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Resolved locations: environment variable, else ``runner.yaml``, else the embedded default."""
+
+    home: Path
+    runs: str
+    tracking_uri: str
+    artifacts: str
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    root: Path
+    stores: Stores
+    defaults: DefaultsConfig
+    pipelines: dict[str, PipelineConfig]
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        if name not in self.pipelines:
+            raise ConfigError(
+                f"no pipeline named {name!r}; known: {', '.join(sorted(self.pipelines)) or 'none'}",
+                str(self.source),
+                "pipelines",
+            )
+        return self.pipelines[name]
+
+    def notebook_path(self, step: StepConfig) -> Path:
+        return (self.root / step.notebook).resolve()
+
+
+def config_path(path: str | Path | None = None) -> Path:
+    return Path(path or ENV_CONFIG.get() or ENV_CONFIG.default).resolve()
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate ``runner.yaml``; every problem is a :class:`ConfigError` naming file and key."""
+    source = config_path(path)
+    if not source.is_file():
+        raise ConfigError(
+            "file not found; create runner.yaml in the project root (see README), "
+            f"pass --config or set {ENV_CONFIG.name}",
+            str(source),
+        )
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", str(source), where) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping with a 'pipelines' key", str(source))
+    try:
+        parsed = _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the README's runner.yaml reference"
+        raise ConfigError(message, str(source), key) from None
+    root = source.parent
+    return Config(
+        source=source,
+        root=root,
+        stores=_resolve_stores(parsed.stores, root),
+        defaults=parsed.defaults,
+        pipelines=parsed.pipelines,
+    )
+
+
+def _resolve_stores(stores: StoresConfig, root: Path) -> Stores:
+    home = Path(ENV_HOME.get() or stores.home)
+    home = home if home.is_absolute() else (root / home)
+    home = home.resolve()
+
+    def local(value: str | None, default: Path) -> str:
+        if value is None:
+            return str(default)
+        if "://" in value:
+            return value
+        path = Path(value)
+        return str(path if path.is_absolute() else (root / path).resolve())
+
+    tracking = ENV_TRACKING_URI.get() or stores.tracking or f"sqlite:///{home / 'mlflow.db'}"
+    if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
+        relative = Path(tracking.removeprefix("sqlite:///"))
+        if not relative.is_absolute():
+            tracking = f"sqlite:///{(root / relative).resolve()}"
+    return Stores(
+        home=home,
+        runs=local(ENV_RUN_STORE.get() or stores.runs, home / "runs"),
+        tracking_uri=tracking,
+        artifacts=local(ENV_ARTIFACTS.get() or stores.artifacts, home / "mlartifacts"),
+    )
+
+
+def iter_references(value: Any) -> Iterator[str]:
+    """Every ``${...}`` expression inside a parameter value (strings, lists and dicts)."""
+    if isinstance(value, str):
+        yield from (match.group(1).strip() for match in REFERENCE.finditer(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_references(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from iter_references(item)
+
+
+def topological_order(steps: dict[str, StepConfig]) -> list[str]:
+    """Step names in dependency order, keeping the file's order among independent steps."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = " -> ".join(path[path.index(name):] + (name,))
+            raise ValueError(f"steps form a cycle: {cycle}")
+        state[name] = "visiting"
+        for need in steps[name].needs:
+            visit(need, path + (name,))
+        state[name] = "done"
+        order.append(name)
+
+    for name in steps:
+        visit(name, ())
+    return order
+
+
+def upstream_of(steps: dict[str, StepConfig], name: str) -> set[str]:
+    """All steps that ``name`` depends on, directly or through others."""
+    seen: set[str] = set()
+    stack = list(steps[name].needs)
+    while stack:
+        need = stack.pop()
+        if need not in seen:
+            seen.add(need)
+            stack.extend(steps[need].needs)
+    return seen

@@ -1,0 +1,256 @@
+"""The one adapter over papermill, scrapbook, nbformat and nbconvert.
+
+Everything the runner does *to* a notebook goes through here: read its parameter contract,
+execute it, mark where it failed, read its scraps, render it to HTML. scrapbook is unmaintained
+since 2021; keeping every call to it in this module means replacing it touches one file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ParameterError, StepFailed
+from runner.parameters import Parameter, ParameterContract, infer_type
+
+ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's own tag, so its tools strip our banner too
+ERROR_ANCHOR = "papermill-error-cell"
+_STYLE = 'style="color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;"'
+
+CellCallback = Callable[[int, int], None]  # (index of the cell starting, number of cells)
+
+
+class StopExecution(BaseException):
+    """Raised from a signal handler to stop a running notebook (deadline passed, run stopped).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` in papermill,
+    nbclient or asyncio swallows it on its way out; the kernel is shut down on the way.
+    """
+
+    def __init__(self, ename: str, evalue: str):
+        super().__init__(ename, evalue)
+        self.ename = ename
+        self.evalue = evalue
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read(path: str | Path):
+    import nbformat
+
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except FileNotFoundError:
+        raise ParameterError("notebook not found; check the step's 'notebook:' path", str(path)) from None
+    except Exception as exc:  # nbformat raises several types for unreadable notebooks
+        raise ParameterError(f"not a readable notebook ({exc}); open and re-save it in JupyterLab", str(path)) from exc
+
+
+def read_contract(path: str | Path) -> ParameterContract:
+    """The notebook's parameter contract, from its cell tagged ``parameters``; no kernel is started."""
+    from papermill.translators import PythonTranslator
+
+    nb = _read(path)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ParameterError(
+            "no cell tagged 'parameters'; in JupyterLab select the cell holding the defaults, open the "
+            "property inspector and add the tag 'parameters'",
+            str(path),
+        )
+    parameters = {}
+    for found in PythonTranslator.inspect(cell):
+        annotation = None if found.inferred_type_name in ("None", "NoneType") else found.inferred_type_name
+        kind, default = infer_type(annotation, found.default)
+        parameters[found.name] = Parameter(found.name, kind, default, found.help)
+    return ParameterContract(str(path), parameters)
+
+
+def ensure_kernel(home: Path) -> str:
+    """Name of a kernelspec that runs this very interpreter, written under ``home/kernels``.
+
+    Steps must run with the packages of the interpreter that runs ``runner``; the ``python3``
+    kernelspec a venv ships runs whatever ``python`` is first on PATH. Point ``JUPYTER_PATH``
+    at ``home`` to make the kernel visible.
+    """
+    name = "runner-" + hashlib.sha256(sys.executable.encode()).hexdigest()[:10]
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python (runner, {sys.executable})",
+        "language": "python",
+        "metadata": {"debugger": False},
+    }
+    path = home / "kernels" / name / "kernel.json"
+    text = json.dumps(spec, indent=1)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return name
+
+
+def execute(
+    notebook: str | Path,
+    output: str | Path,
+    parameters: dict[str, Any],
+    kernel_name: str,
+    cwd: str | Path,
+    cell_timeout: float | None = None,
+    on_cell: CellCallback | None = None,
+) -> None:
+    """Execute ``notebook`` into ``output`` with papermill; raise :class:`StepFailed` if it fails.
+
+    The executed notebook is always written, with papermill's error banner and a link to the
+    failing cell when a cell raised, a kernel died or a deadline passed.
+    """
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.engines import papermill_engines
+
+    papermill_engines.register("runner", _reporting_engine())
+    started: list[int] = []
+
+    def track(index: int, total: int) -> None:
+        started.append(index)
+        if on_cell:
+            on_cell(index, total)
+
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            engine_name="runner",
+            kernel_name=kernel_name,
+            language="python",
+            progress_bar=False,
+            cwd=str(cwd),
+            execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None,
+            on_cell=track,
+        )
+    except papermill.PapermillExecutionError as exc:
+        index = _error_cell_index(output)
+        raise StepFailed(exc.ename, exc.evalue, index, str(output)) from None
+    except CellTimeoutError:
+        evalue = f"a cell ran longer than cell_timeout={cell_timeout:g}s; raise the step's cell_timeout or fix the cell"
+        raise _fail_at(output, started, "CellTimeout", evalue) from None
+    except DeadKernelError as exc:
+        evalue = f"the kernel died while running the cell ({exc}); look for os._exit, a crash or running out of memory"
+        raise _fail_at(output, started, "DeadKernelError", evalue) from None
+    except StopExecution as exc:
+        raise _fail_at(output, started, exc.ename, exc.evalue) from None
+
+
+@functools.cache
+def _reporting_engine() -> type:
+    """papermill's nbclient engine, calling ``on_cell`` as each cell starts."""
+    from papermill.engines import NBClientEngine
+
+    class ReportingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+            if on_cell is not None:
+                cell_start = nb_man.cell_start
+
+                def reporting_cell_start(cell, cell_index=None, **kw):
+                    on_cell(cell_index, len(nb_man.nb.cells))
+                    return cell_start(cell, cell_index, **kw)
+
+                nb_man.cell_start = reporting_cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return ReportingEngine
+
+
+def _error_cell_index(path: str | Path) -> int | None:
+    nb = _read(path)
+    for index, cell in enumerate(nb.cells):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return index
+    return None
+
+
+def _fail_at(output: str | Path, started: list[int], ename: str, evalue: str) -> StepFailed:
+    """Mark the cell that was running in the executed notebook, papermill style, and say so."""
+    import nbformat
+
+    index = started[-1] if started else None
+    path = Path(output)
+    if not path.is_file():
+        return StepFailed(ename, evalue, None, str(output))
+    nb = _read(path)
+    if index is not None and index < len(nb.cells):
+        anchor = nbformat.v4.new_markdown_cell(
+            f'<span id="{ERROR_ANCHOR}" {_STYLE}>Execution stopped here: {ename}: {_escape(evalue)}</span>'
+        )
+        anchor.metadata["tags"] = [ERROR_MARKER_TAG]
+        nb.cells.insert(index, anchor)
+        index += 1
+    banner = nbformat.v4.new_markdown_cell(
+        f'<span {_STYLE}>Execution stopped: {ename}. <a href="#{ERROR_ANCHOR}">Go to the cell</a>.</span>'
+    )
+    banner.metadata["tags"] = [ERROR_MARKER_TAG]
+    nb.cells.insert(0, banner)
+    _write(nb, path)
+    return StepFailed(ename, evalue, None if index is None else index + 1, str(output))
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _write(nb, path: Path) -> None:
+    import nbformat
+
+    tmp = path.with_name(path.name + ".tmp")
+    nbformat.write(nb, str(tmp))
+    tmp.replace(path)
+
+
+def read_scraps(path: str | Path) -> dict[str, Any]:
+    """The values a notebook glued with scrapbook, as JSON-ready values.
+
+    Values that are not JSON (a DataFrame glued with the pandas encoder, say) are described
+    by a short text instead; downstream steps can only receive JSON values anyway.
+    """
+    import scrapbook
+
+    scraps = {}
+    for name, scrap in scrapbook.read_notebook(str(path)).scraps.items():
+        scraps[name] = _jsonable(scrap.data)
+    return scraps
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=True)
+        return value
+    except (TypeError, ValueError):
+        shape = getattr(value, "shape", None)
+        return f"<{type(value).__name__}{' ' + 'x'.join(map(str, shape)) if shape else ''}>"
+
+
+def render_html(notebook: str | Path, html: str | Path) -> None:
+    """Render an executed notebook to a self-contained HTML page (images embedded)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    target = Path(html)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(target)

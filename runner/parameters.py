@@ -1,0 +1,203 @@
+"""The parameter contract of a notebook, and the coercion of values to it.
+
+A notebook's contract is its cell tagged ``parameters``: names, defaults and, from them (or
+from annotations), types. Values from ``runner.yaml``, the CLI and upstream scraps are coerced
+to those types and checked here, before any kernel starts; papermill itself only warns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from runner.config import REFERENCE, STEP_REFERENCE
+from runner.errors import ParameterError
+
+TYPES = ("int", "float", "bool", "str", "date", "list", "dict", "any")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # one of TYPES; "date" is an ISO date carried as a string
+    default: Any
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class ParameterContract:
+    notebook: str
+    parameters: Mapping[str, Parameter]
+
+    def coerce(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Values coerced to the declared types; any unknown name or bad value is a ParameterError."""
+        return {name: coerce_value(value, self.parameter(name), self.notebook) for name, value in values.items()}
+
+    def parameter(self, name: str) -> Parameter:
+        if name not in self.parameters:
+            known = ", ".join(sorted(self.parameters)) or "none"
+            raise ParameterError(
+                f"unknown parameter; the notebook's parameters cell declares: {known}", self.notebook, name
+            )
+        return self.parameters[name]
+
+
+def infer_type(annotation: str | None, default_source: str) -> tuple[str, Any]:
+    """(type, default value) from a parameter's annotation and the source text of its default."""
+    import ast
+
+    try:
+        default = ast.literal_eval(default_source)
+    except (ValueError, SyntaxError, TypeError):
+        default = None
+        literal = False
+    else:
+        literal = True
+    annotation = (annotation or "").strip().strip("'\"")
+    if annotation in ("int", "float", "bool", "str", "list", "dict"):
+        kind = annotation
+    elif annotation in ("datetime.date", "date"):
+        kind = "date"
+    elif not literal or default is None:
+        kind = "any"
+    elif isinstance(default, bool):
+        kind = "bool"
+    elif isinstance(default, (int, float, str, list, dict)):
+        kind = type(default).__name__
+    elif isinstance(default, tuple):
+        kind = "list"
+    else:
+        kind = "any"
+    if kind == "str" and isinstance(default, str) and _is_iso_date(default):
+        kind = "date"
+    return kind, default
+
+
+def coerce_value(value: Any, parameter: Parameter, notebook: str = "") -> Any:
+    """``value`` as the parameter's type, or a ParameterError that says what was expected."""
+    kind = parameter.type
+
+    def fail(detail: str = "") -> ParameterError:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        expected = {"date": "an ISO date string like 2026-07-01", "any": "a value"}.get(kind, kind)
+        return ParameterError(
+            f"expected {expected}, got {type(value).__name__} {shown}{detail}", notebook, parameter.name, kind
+        )
+
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = value.isoformat()
+    if value is None:
+        if parameter.default is None:
+            return None
+        raise fail()
+    if kind == "any":
+        return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise fail()
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise fail() from None
+        raise fail()
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise fail(" (quote it in runner.yaml to pass a string)")
+    if kind == "date":
+        if isinstance(value, str) and _is_iso_date(value.strip()):
+            return value.strip()
+        raise fail()
+    if kind in ("list", "dict"):
+        container = list if kind == "list" else dict
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise fail(" (give it as YAML or JSON)") from None
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, container):
+            return value
+        raise fail()
+    raise fail()
+
+
+def _is_iso_date(text: str) -> bool:
+    if not _ISO_DATE.match(text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``["train.max_depth=5", ...]`` -> ``{"train": {"max_depth": "5"}}`` (values stay strings)."""
+    parsed: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        step, dot, name = key.strip().partition(".")
+        if not sep or not dot or not step or not name:
+            raise ParameterError(f"-p {item!r}: expected STEP.NAME=VALUE, e.g. -p train.max_depth=5")
+        parsed.setdefault(step, {})[name] = value
+    return parsed
+
+
+def resolve_references(value: Any, scraps: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> Any:
+    """Replace ``${steps.<step>.<scrap>}`` and ``${as_of}``-style references in a parameter value.
+
+    A value that is exactly one reference takes the referred value with its type; a reference
+    inside longer text is substituted as text.
+    """
+    if isinstance(value, dict):
+        return {key: resolve_references(item, scraps, run) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [resolve_references(item, scraps, run) for item in value]
+    if not isinstance(value, str):
+        return value
+    whole = REFERENCE.fullmatch(value.strip())
+    if whole:
+        return _lookup(whole.group(1).strip(), scraps, run)
+    return REFERENCE.sub(lambda match: str(_lookup(match.group(1).strip(), scraps, run)), value)
+
+
+def _lookup(ref: str, scraps: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> Any:
+    step_ref = STEP_REFERENCE.match(ref)
+    if not step_ref:
+        return run[ref]
+    step, name = step_ref.groups()
+    glued = scraps.get(step, {})
+    if name not in glued:
+        have = ", ".join(sorted(glued)) or "nothing"
+        raise ParameterError(
+            f"${{{ref}}}: upstream step {step!r} did not glue {name!r} (it glued: {have}); "
+            f"add scrapbook.glue({name!r}, ...) to its notebook",
+            parameter=name,
+        )
+    return glued[name]

@@ -1,0 +1,341 @@
+"""A pipeline run: plan and check every step, then run the steps in dependency order.
+
+:func:`plan_run` does everything that can go wrong before a kernel starts: the pipeline and
+its steps exist, every notebook has a parameters cell, every value fits its parameter. Only
+then does :func:`run` create a run record and MLflow runs, and execute the steps through an
+executor, each in a process of its own (:mod:`runner.stepproc`). A failed step's downstream
+steps are skipped; a reference to an upstream scrap is resolved when its step is about to start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner import notebooks
+from runner.config import Config, PipelineConfig, StepConfig, iter_references
+from runner.errors import ParameterError, TrackingError
+from runner.executors import get_executor
+from runner.parameters import Parameter, ParameterContract, coerce_value, resolve_references
+from runner.records import (
+    HEARTBEAT_SECONDS,
+    RunRecord,
+    RunStore,
+    StepError,
+    StepRecord,
+    current_process,
+    git_state,
+    new_run_id,
+    utcnow,
+)
+from runner.stepproc import StepOutcome, StepTask, StopRequest, run_step
+from runner.tracking import Tracker
+
+AS_OF = Parameter("as_of", "date", None)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    pipeline: str
+    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # step -> name -> value
+    as_of: str | None = None
+    trigger: str = "manual"
+    max_workers: int | None = None
+    executor: str = "local"
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    name: str
+    config: StepConfig
+    notebook: Path
+    contract: ParameterContract
+    parameters: dict[str, Any]  # coerced values; values holding ${...} are resolved at start
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    config: PipelineConfig
+    as_of: str
+    steps: dict[str, PlannedStep]
+
+
+class RunObserver(Protocol):
+    """What a progress display hears about a run (called from worker threads too)."""
+
+    def run_started(self, record: RunRecord) -> None: ...
+    def step_started(self, step: str) -> None: ...
+    def cell_started(self, step: str, index: int, total: int) -> None: ...
+    def step_finished(self, step: StepRecord) -> None: ...
+
+
+def plan_run(config: Config, request: RunRequest) -> Plan:
+    """Check the request against the config and every notebook's parameter contract."""
+    pipeline = config.pipeline(request.pipeline)
+    unknown = set(request.parameters) - set(pipeline.steps)
+    if unknown:
+        raise ParameterError(
+            f"no step named {sorted(unknown)[0]!r} in pipeline {request.pipeline!r}; steps: {', '.join(pipeline.steps)}"
+        )
+    as_of = coerce_value(request.as_of or dt.date.today().isoformat(), AS_OF, "--as-of")
+    steps = {}
+    for name, step in pipeline.steps.items():
+        notebook = config.notebook_path(step)
+        contract = notebooks.read_contract(notebook)
+        values = {**step.parameters, **request.parameters.get(name, {})}
+        if "as_of" in contract.parameters and "as_of" not in values:
+            values["as_of"] = as_of
+        deferred = {key: value for key, value in values.items() if any(True for _ in iter_references(value))}
+        for key in deferred:
+            contract.parameter(key)  # an unknown name fails now, not when the step starts
+        static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
+        steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
+    return Plan(request.pipeline, pipeline, as_of, steps)
+
+
+def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:
+    """Plans for the named pipelines (all by default): the checks of a run, without running."""
+    return [plan_run(config, RunRequest(name)) for name in (pipelines or list(config.pipelines))]
+
+
+def run(
+    config: Config,
+    request: RunRequest,
+    observer: RunObserver | None = None,
+    stop: StopRequest | None = None,
+) -> RunRecord:
+    """Run a pipeline and return its final record. Raises only before anything ran."""
+    plan = plan_run(config, request)
+    return _PipelineRun(config, plan, request, observer, stop or StopRequest()).execute()
+
+
+class _PipelineRun:
+    def __init__(self, config: Config, plan: Plan, request: RunRequest, observer: RunObserver | None, stop: StopRequest):
+        self.config, self.plan, self.observer, self.stop = config, plan, observer, stop
+        self.max_workers = request.max_workers or config.defaults.max_workers
+        self.executor_name = request.executor
+        self.store = RunStore(config.stores.runs)
+        self.tracker = Tracker(config.stores.tracking_uri, config.stores.artifacts)
+        self.kernel = notebooks.ensure_kernel(config.stores.home)
+        run_id = new_run_id()
+        self.workdir = Path(
+            self.store.run_dir(plan.pipeline, run_id)
+            if self.store.is_local
+            else config.stores.home / "staging" / plan.pipeline / run_id
+        )
+        steps = {
+            name: StepRecord(
+                name=name,
+                notebook=_display_path(step.notebook, config.root),
+                notebook_sha256=notebooks.sha256_file(step.notebook),
+                parameters=step.parameters,
+            )
+            for name, step in plan.steps.items()
+        }
+        self.record = RunRecord(
+            run_id=run_id,
+            pipeline=plan.pipeline,
+            trigger=request.trigger,
+            as_of=plan.as_of,
+            config=str(config.source),
+            git=git_state(config.root),
+            tracking_uri=config.stores.tracking_uri,
+            process=current_process(),
+            steps=steps,
+        )
+        self.started = time.monotonic()
+        self.step_started: dict[str, float] = {}
+        self.scraps: dict[str, dict[str, Any]] = {}
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def execute(self) -> RunRecord:
+        record = self.record
+        tags = self._tags()
+        record.mlflow_experiment_id = self.tracker.experiment(record.pipeline)
+        record.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, record.run_id, tags)
+        self._write()
+        if self.observer:
+            self.observer.run_started(record)
+        running: dict[Future, str] = {}
+        executor = get_executor(self.executor_name, self.max_workers)
+        try:
+            while True:
+                self._start_ready(executor, running)
+                if not running:
+                    break
+                done, _ = wait(running, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._finish(running.pop(future), future.result())
+                self._write()
+        except KeyboardInterrupt:
+            self.stop.stop()
+            for future, name in running.items():
+                self._finish(name, future.result())
+            for step in record.steps.values():
+                if step.status == "pending":
+                    step.status = "skipped"
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+        self._end()
+        return record
+
+    def _start_ready(self, executor, running: dict[Future, str]) -> None:
+        """Start every step whose upstream steps succeeded; skip those whose upstream did not."""
+        steps = self.record.steps
+        changed = True
+        while changed:
+            changed = False
+            for name, planned in self.plan.steps.items():
+                if steps[name].status != "pending" or len(running) >= self.max_workers or self.stop.requested:
+                    continue
+                upstream = [steps[need].status for need in planned.config.needs]
+                if any(status in ("failed", "skipped", "interrupted") for status in upstream):
+                    steps[name].status = "skipped"
+                    self._notify_finished(steps[name])
+                    changed = True
+                elif all(status == "succeeded" for status in upstream):
+                    future = self._start(executor, planned)
+                    if future is not None:
+                        running[future] = name
+                    changed = True
+
+    def _start(self, executor, planned: PlannedStep) -> Future | None:
+        record, step = self.record, self.record.steps[planned.name]
+        step.started_at = utcnow()
+        self.step_started[planned.name] = time.monotonic()
+        context = {"as_of": record.as_of, "run_id": record.run_id, "pipeline": record.pipeline}
+        try:
+            parameters = planned.contract.coerce(resolve_references(planned.parameters, self.scraps, context))
+        except ParameterError as exc:
+            exc.notebook = step.notebook
+            self._settle(step, "failed", StepError(ename="ParameterError", evalue=str(exc)))
+            return None
+        step.parameters = parameters
+        step.status = "running"
+        step.mlflow_run_id = self.tracker.start_run(
+            record.mlflow_experiment_id,
+            planned.name,
+            {**self._tags(), "runner.step": planned.name, "runner.notebook.sha256": step.notebook_sha256},
+            parent=record.mlflow_run_id,
+        )
+        step.output, step.html = f"{planned.name}.ipynb", f"{planned.name}.html"
+        timeout = planned.config.timeout or self.config.defaults.timeout
+        task = StepTask(
+            run_id=record.run_id,
+            pipeline=record.pipeline,
+            step=planned.name,
+            notebook=str(planned.notebook),
+            output=str(self.workdir / step.output),
+            html=str(self.workdir / step.html),
+            log=str(self.workdir / f"{planned.name}.log"),
+            parameters=parameters,
+            kernel_name=self.kernel,
+            jupyter_path=str(self.config.stores.home),
+            cwd=str(planned.notebook.parent),
+            cell_timeout=planned.config.cell_timeout or self.config.defaults.cell_timeout,
+            timeout=timeout,
+            env=self._kernel_env(planned.name, step.mlflow_run_id),
+        )
+        self._write()
+        if self.observer:
+            self.observer.step_started(planned.name)
+        on_cell = self.observer.cell_started if self.observer else None
+        return executor.submit(run_step, task, on_cell, self.stop)
+
+    def _finish(self, name: str, outcome: StepOutcome) -> None:
+        step = self.record.steps[name]
+        output = self.workdir / (step.output or "")
+        if output.is_file():
+            try:
+                step.scraps = notebooks.read_scraps(output)
+            except Exception as exc:  # unreadable scraps must not lose the step's result
+                outcome = StepOutcome("failed", outcome.started_at, outcome.ended_at,
+                                      {"ename": type(exc).__name__, "evalue": f"could not read scraps: {exc}"})
+        self.scraps[name] = step.scraps
+        error = StepError(**outcome.error) if outcome.error else None
+        for produced in (step.output, step.html, f"{name}.log"):
+            if produced and (self.workdir / produced).is_file():
+                self.store.put(str(self.workdir / produced), self.record.pipeline, self.record.run_id)
+        try:
+            self.tracker.log_step(
+                step.mlflow_run_id, step.parameters, step.scraps,
+                [str(self.workdir / step.output), str(self.workdir / step.html)],
+            )
+            self.tracker.end_run(step.mlflow_run_id, outcome.status)
+        except TrackingError as exc:
+            self.record.warnings.append(f"step {name}: {exc}")
+        self._settle(step, outcome.status, error)
+
+    def _settle(self, step: StepRecord, status: str, error: StepError | None) -> None:
+        step.status = status
+        step.error = error
+        step.ended_at = utcnow()
+        step.duration_s = round(time.monotonic() - self.step_started.get(step.name, time.monotonic()), 3)
+        self._notify_finished(step)
+
+    def _notify_finished(self, step: StepRecord) -> None:
+        if self.observer:
+            self.observer.step_finished(step)
+
+    def _end(self) -> None:
+        record = self.record
+        statuses = [step.status for step in record.steps.values()]
+        if "interrupted" in statuses or self.stop.requested:
+            record.status = "interrupted"
+        elif all(status == "succeeded" for status in statuses):
+            record.status = "succeeded"
+        else:
+            record.status = "failed"
+        record.ended_at = utcnow()
+        record.duration_s = round(time.monotonic() - self.started, 3)
+        try:
+            self.tracker.end_run(record.mlflow_run_id, record.status)
+        except TrackingError as exc:
+            record.warnings.append(str(exc))
+        self._write()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        self.record.process.heartbeat_at = utcnow()
+        self.store.write(self.record)
+
+    def _tags(self) -> dict[str, str]:
+        record = self.record
+        return {
+            "runner.run_id": record.run_id,
+            "runner.pipeline": record.pipeline,
+            "runner.trigger": record.trigger,
+            "runner.as_of": record.as_of,
+            "mlflow.source.git.commit": record.git.commit,
+        }
+
+    def _kernel_env(self, step: str, mlflow_run_id: str) -> dict[str, str]:
+        """The environment of the step's kernel: the run context and its MLflow run."""
+        record = self.record
+        return {
+            "MLFLOW_TRACKING_URI": self.config.stores.tracking_uri,
+            "MLFLOW_RUN_ID": mlflow_run_id,
+            "MLFLOW_EXPERIMENT_ID": record.mlflow_experiment_id or "",
+            "RUNNER_CONFIG": str(self.config.source),
+            "RUNNER_HOME": str(self.config.stores.home),
+            "RUNNER_RUN_ID": record.run_id,
+            "RUNNER_PIPELINE": record.pipeline,
+            "RUNNER_STEP": step,
+            "RUNNER_AS_OF": record.as_of,
+        }
+
+
+def _display_path(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when inside it, else absolute."""
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,203 @@
+"""Run records and the run store.
+
+A run's record lives at ``<store>/<pipeline>/<run_id>/run.json`` with each step's executed
+notebook beside it (``<step>.ipynb``, ``<step>.html``, ``<step>.log``). The store is a local
+folder or any fsspec URL; records are written atomically (a local temp file renamed, or one
+object put) and are not rewritten after the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from runner.errors import RunnerError
+
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted"]
+Trigger = Literal["manual", "schedule", "backfill", "rerun", "resume"]
+HEARTBEAT_SECONDS = 30.0
+FINAL = ("succeeded", "failed", "interrupted")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``YYYYMMDDTHHMMSS-xxxxxx``: UTC time and 6 random hex digits; sorts by start time."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StepError(BaseModel):
+    ename: str
+    evalue: str
+    cell_index: int | None = None
+
+
+class StepRecord(BaseModel):
+    name: str
+    notebook: str
+    notebook_sha256: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = "pending"
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    error: StepError | None = None
+    scraps: dict[str, Any] = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    output: str | None = None  # file names inside the run folder
+    html: str | None = None
+    snapshots: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+
+
+class GitState(BaseModel):
+    commit: str | None = None
+    dirty: bool | None = None
+
+
+class Process(BaseModel):
+    """Who runs the run, so a reader can tell a live run from one whose process died."""
+
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+    pid_started: float | None = None
+    heartbeat_at: str = Field(default_factory=utcnow)
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    pipeline: str
+    trigger: Trigger = "manual"
+    as_of: str
+    status: RunStatus = "running"
+    created_at: str = Field(default_factory=utcnow)
+    ended_at: str | None = None
+    duration_s: float | None = None
+    config: str = ""
+    git: GitState = Field(default_factory=GitState)
+    mlflow_experiment_id: str | None = None
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+    process: Process = Field(default_factory=Process)
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def effective_status(self) -> str:
+        """``interrupted`` for a run still marked running whose process is gone or silent."""
+        if self.status != "running":
+            return self.status
+        return "interrupted" if not _process_alive(self.process) else "running"
+
+    def failed_steps(self) -> list[StepRecord]:
+        return [step for step in self.steps.values() if step.status == "failed"]
+
+
+def _process_alive(process: Process) -> bool:
+    import psutil
+
+    if process.host == socket.gethostname():
+        try:
+            started = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            return False
+        return process.pid_started is None or abs(started - process.pid_started) < 1.0
+    heartbeat = datetime.fromisoformat(process.heartbeat_at)
+    return datetime.now(timezone.utc) - heartbeat < timedelta(seconds=4 * HEARTBEAT_SECONDS)
+
+
+def current_process() -> Process:
+    import psutil
+
+    return Process(pid_started=psutil.Process(os.getpid()).create_time())
+
+
+def git_state(root: Path) -> GitState:
+    """The project's commit and whether its work tree has uncommitted changes (None outside git)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return GitState()
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return GitState(commit=commit.strip(), dirty=bool(status and status.strip()))
+
+
+class RunStore:
+    """The run records and executed notebooks, in a local folder or behind an fsspec URL."""
+
+    def __init__(self, url: str):
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def run_dir(self, pipeline: str, run_id: str) -> str:
+        return f"{self.root.rstrip('/')}/{pipeline}/{run_id}"
+
+    def write(self, record: RunRecord) -> None:
+        """Write ``run.json`` atomically."""
+        path = f"{self.run_dir(record.pipeline, record.run_id)}/run.json"
+        data = record.model_dump_json(indent=2).encode()
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)  # one object put: readers see the old or the new record
+
+    def put(self, local_path: str, pipeline: str, run_id: str) -> None:
+        """Copy a file produced locally (an executed notebook) into a remote run folder."""
+        if not self.is_local:
+            self.fs.put_file(local_path, f"{self.run_dir(pipeline, run_id)}/{os.path.basename(local_path)}")
+
+    def read(self, run_id: str) -> RunRecord:
+        matches = self.fs.glob(f"{self.root.rstrip('/')}/*/{run_id}/run.json")
+        if not matches:
+            raise RunnerError(f"no run {run_id!r} in the run store {self.url}; `runner runs` lists the runs")
+        return self._load(matches[0])
+
+    def _load(self, path: str) -> RunRecord:
+        try:
+            return RunRecord.model_validate_json(self.fs.cat_file(path))
+        except ValidationError as exc:
+            raise RunnerError(f"{path}: not a valid run record ({exc.errors()[0]['msg']})") from None
+
+    def list(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs newest first, optionally of one pipeline and with one (effective) status."""
+        pattern = f"{self.root.rstrip('/')}/{pipeline or '*'}/*/run.json"
+        paths = sorted(self.fs.glob(pattern), key=lambda p: p.rsplit("/", 2)[-2], reverse=True)
+        records = []
+        for path in paths:
+            with contextlib.suppress(RunnerError, FileNotFoundError):
+                record = self._load(path)
+                if status is None or record.effective_status == status:
+                    records.append(record)
+                    if limit and len(records) >= limit:
+                        break
+        return records

@@ -1,0 +1,221 @@
+"""Run one step in a process of its own.
+
+Each step runs as ``python -m runner.stepproc`` with its :class:`StepTask` on stdin. The child
+sets the kernel's environment (``MLFLOW_RUN_ID`` and the run context), enforces the step's
+deadline with a timer signal, executes the notebook through :mod:`runner.notebooks`, renders
+its HTML and reports JSON events on stdout: one per cell started, then one result. Everything
+else it prints goes to the step's log file.
+
+A process per step keeps environments apart when steps run in parallel, lets a deadline or a
+stop request end a step cleanly (the kernel is shut down on the way out), and, as a backstop,
+lets the parent kill the whole process tree of a step that does not stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+GRACE_SECONDS = 20.0  # after a deadline or stop request, how long a step gets before it is killed
+
+
+@dataclass(frozen=True)
+class StepTask:
+    run_id: str
+    pipeline: str
+    step: str
+    notebook: str
+    output: str
+    html: str
+    log: str
+    parameters: dict[str, Any]
+    kernel_name: str
+    jupyter_path: str
+    cwd: str
+    cell_timeout: float | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    status: str  # succeeded | failed | interrupted
+    started_at: str
+    ended_at: str
+    error: dict[str, Any] | None = None
+
+
+CellProgress = Callable[[str, int, int], None]  # (step, cell index, number of cells)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StopRequest:
+    """Lets the pipeline ask every running step process to stop (SIGTERM), then kill it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self.requested = False
+
+    def attach(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.add(proc)
+            stop_now = self.requested
+        if stop_now:
+            _signal(proc, signal.SIGTERM)
+
+    def detach(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.requested = True
+            procs = list(self._procs)
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
+            threading.Timer(GRACE_SECONDS, kill_tree, [proc.pid]).start()
+
+
+def _signal(proc: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signum)
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything it started (kernels run in sessions of their own)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=3)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def run_step(task: StepTask, on_cell: CellProgress | None = None, stop: StopRequest | None = None) -> StepOutcome:
+    """Run ``task`` in a child process and return how it went. Never raises for a failing step."""
+    started = utcnow()
+    os.makedirs(os.path.dirname(task.output), exist_ok=True)
+    with open(task.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.stepproc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=task.cwd,
+            start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
+        )
+    backstop = None
+    if task.timeout:
+        backstop = threading.Timer(task.timeout + GRACE_SECONDS, kill_tree, [proc.pid])
+        backstop.daemon = True
+        backstop.start()
+    if stop is not None:
+        stop.attach(proc)
+    result: dict[str, Any] | None = None
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(asdict(task)).encode())
+        proc.stdin.close()
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["event"] == "cell" and on_cell is not None:
+                on_cell(task.step, event["index"], event["total"])
+            elif event["event"] == "result":
+                result = event
+        code = proc.wait()
+    finally:
+        if backstop is not None:
+            backstop.cancel()
+        if stop is not None:
+            stop.detach(proc)
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    if result is None:
+        why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        error = {
+            "ename": "StepProcessDied",
+            "evalue": f"the step's process ended without a result ({why}); see {task.log}",
+            "cell_index": None,
+        }
+        return StepOutcome("failed", started, utcnow(), error)
+    return StepOutcome(result["status"], started, utcnow(), result["error"])
+
+
+def _child() -> int:
+    """The step process: read the task, execute, report."""
+    from runner import notebooks
+    from runner.errors import StepFailed
+
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else prints goes to the step's log, not into our event stream
+    sys.stdout = sys.stderr
+    task = StepTask(**json.loads(sys.stdin.read()))
+
+    def emit(**event: Any) -> None:
+        events.write(json.dumps(event) + "\n")
+
+    def stop_with(ename: str, evalue: str) -> Callable[[int, Any], None]:
+        def handler(signum: int, frame: Any) -> None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise notebooks.StopExecution(ename, evalue)
+
+        return handler
+
+    os.environ.update(task.env)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [task.jupyter_path, os.environ.get("JUPYTER_PATH")]))
+    signal.signal(signal.SIGTERM, stop_with("Interrupted", "the run was stopped before this step finished"))
+    if task.timeout:
+        deadline = f"the step ran longer than its timeout of {task.timeout:g}s; raise 'timeout:' on the step or make it faster"
+        signal.signal(signal.SIGALRM, stop_with("StepTimeout", deadline))
+        signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    status, error = "succeeded", None
+    try:
+        notebooks.execute(
+            task.notebook,
+            task.output,
+            task.parameters,
+            kernel_name=task.kernel_name,
+            cwd=task.cwd,
+            cell_timeout=task.cell_timeout,
+            on_cell=lambda index, total: emit(event="cell", index=index, total=total),
+        )
+    except StepFailed as exc:
+        status = "interrupted" if exc.ename == "Interrupted" else "failed"
+        error = {"ename": exc.ename, "evalue": exc.evalue, "cell_index": exc.cell_index}
+    except Exception as exc:  # the notebook engine itself broke; report it as the step's failure
+        status, error = "failed", {"ename": type(exc).__name__, "evalue": str(exc), "cell_index": None}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.path.isfile(task.output):
+        try:
+            notebooks.render_html(task.output, task.html)
+        except Exception as exc:  # a page we cannot render must not hide the step's own result
+            print(f"could not render {task.output} to HTML: {exc}", file=sys.stderr)
+    emit(event="result", status=status, error=error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

@@ -1,0 +1,72 @@
+"""Regenerate the tiny test notebooks: python tests/notebooks/generate.py tests/notebooks"""
+import sys
+import nbformat
+from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell
+
+OUT = sys.argv[1]
+META = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}}
+
+def nb(name, title, cells):
+    book = new_notebook(metadata=META)
+    book.cells = [new_markdown_cell(f"# {title}")]
+    for c in cells:
+        if isinstance(c, tuple):
+            cell = new_code_cell(c[1]); cell.metadata["tags"] = [c[0]]
+        else:
+            cell = new_code_cell(c)
+        book.cells.append(cell)
+    nbformat.write(book, f"{OUT}/{name}.ipynb")
+
+P = "parameters"
+nb("ok", "ok: runs cleanly and glues what it received", [
+    (P, 'x = 1\nname = "world"\nratio = 0.5\nflag = False\nitems = [1, 2]\noptions = {"a": 1}\nas_of = "2026-01-01"'),
+    "import os\nimport sys\nimport scrapbook as sb",
+    'sb.glue("result", x * 2)\nsb.glue("name_seen", name)\nsb.glue("ratio_seen", ratio)\nsb.glue("flag_seen", flag)\n'
+    'sb.glue("items_seen", items)\nsb.glue("options_seen", options)\nsb.glue("as_of_seen", as_of)',
+    'sb.glue("env_run_id", os.environ.get("RUNNER_RUN_ID", ""))\nsb.glue("python", sys.executable)\nsb.glue("cwd", os.getcwd())',
+])
+nb("broken", "broken: the third code cell raises", [
+    (P, "x = 1"),
+    "y = x + 1\nprint(y)",
+    'raise ValueError(f"boom with x={x}")',
+    'print("never reached")',
+])
+nb("no_parameters", "no_parameters: has no cell tagged parameters", [
+    "x = 1",
+    "print(x)",
+])
+nb("kernel_dies", "kernel_dies: the kernel process exits in the middle of a cell", [
+    (P, "x = 1"),
+    "import os\nos._exit(1)",
+    'print("never reached")',
+])
+nb("hangs", "hangs: sleeps for as long as it is told", [
+    (P, "seconds = 600"),
+    "import time\ntime.sleep(seconds)",
+    'print("woke up")',
+])
+nb("glues_values", "glues_values: glues values of every JSON kind", [
+    (P, "base = 2"),
+    "import scrapbook as sb",
+    'sb.glue("number", base * 21)\nsb.glue("fraction", base / 8)\nsb.glue("label", "champion")\n'
+    'sb.glue("ok", True)\nsb.glue("sizes", [base, base * 2])\nsb.glue("info", {"base": base})\n'
+    'sb.glue("model_uri", f"models:/demo/{base}")',
+])
+nb("uses_upstream", "uses_upstream: takes values that upstream steps glued", [
+    (P, 'model_uri = ""\nnumber = 0'),
+    "import scrapbook as sb",
+    'sb.glue("echo_uri", model_uri)\nsb.glue("echo_number", number)\nsb.glue("number_type", type(number).__name__)',
+])
+nb("logs_to_mlflow", "logs_to_mlflow: logs into the step's MLflow run", [
+    (P, "value = 1.5"),
+    "import os\nimport mlflow\nimport scrapbook as sb",
+    'with mlflow.start_run() as run:\n    mlflow.log_metric("inside_metric", value)\n    mlflow.log_param("inside_param", "yes")\n'
+    'sb.glue("mlflow_run_id_seen", run.info.run_id)\nsb.glue("env_mlflow_run_id", os.environ.get("MLFLOW_RUN_ID", ""))',
+])
+nb("plots", "plots: draws an image that the HTML page must embed", [
+    (P, "points = 5"),
+    "import base64\nfrom IPython.display import Image, display\n"
+    "png = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==')\n"
+    "display(Image(data=png))",
+])
