@@ -192,11 +192,13 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         parsed = _ConfigFile.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # A misspelt key also makes the key it was meant to be "missing": name the misspelling.
+        error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         key = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the README's runner.yaml reference"
+        message = {
+            "extra_forbidden": "unknown key; check its spelling against the README's runner.yaml reference",
+            "missing": "required key is missing",
+        }.get(error["type"], error["msg"].removeprefix("Value error, "))
         raise ConfigError(message, str(source), key) from None
     root = source.parent
     return Config(

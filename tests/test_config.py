@@ -1,0 +1,99 @@
+"""runner.yaml: loaded into frozen objects; every mistake names the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+from conftest import notebook, step
+
+from runner.config import load_config
+from runner.errors import ConfigError
+
+
+def test_config_loads_into_frozen_objects_with_steps_in_dependency_order(project):
+    project.write({
+        "credit": {
+            "purpose": "credit_scoring",
+            "steps": {
+                "score": step("uses_upstream", needs=["train"], parameters={"model_uri": "${steps.train.model_uri}"}),
+                "train": step("glues_values", parameters={"base": 3}, timeout="30m", cell_timeout=90),
+            },
+        }
+    })
+    config = load_config(project.config)
+    pipeline = config.pipeline("credit")
+    assert list(pipeline.steps) == ["train", "score"]
+    assert pipeline.steps["train"].timeout == 1800 and pipeline.steps["train"].cell_timeout == 90
+    assert config.stores.home == project.home
+    assert config.stores.tracking_uri == f"sqlite:///{project.home / 'mlflow.db'}"
+    with pytest.raises(pydantic.ValidationError):
+        pipeline.steps["train"].notebook = "other.ipynb"
+
+
+@pytest.mark.parametrize(
+    ("pipelines", "key", "words"),
+    [
+        ({"p": {"steps": {"a": {"notebok": "x.ipynb"}}}}, "pipelines.p.steps.a.notebok", "unknown key"),
+        ({"p": {"steps": {"a": {"notebook": "x.ipynb", "timeout": "soon"}}}}, "pipelines.p.steps.a.timeout", "30m"),
+        ({"p": {"steps": {"a": {"notebook": "x.ipynb", "needs": ["b"]}}}}, "pipelines.p.steps", "unknown step 'b'"),
+        (
+            {"p": {"steps": {"a": {"notebook": "x", "needs": ["b"]}, "b": {"notebook": "y", "needs": ["a"]}}}},
+            "pipelines.p.steps",
+            "cycle: a -> b -> a",
+        ),
+        (
+            {"p": {"steps": {"a": {"notebook": "x"}, "b": {"notebook": "y", "parameters": {"m": "${steps.a.uri}"}}}}},
+            "pipelines.p.steps",
+            "add it to 'needs'",
+        ),
+        ({"p": {"steps": {"a": {"notebook": "x", "parameters": {"m": "${today}"}}}}}, "pipelines.p.steps", "unknown reference"),
+        ({"p": {"steps": {}}}, "pipelines.p.steps", "at least one step"),
+    ],
+)
+def test_config_errors_name_file_key_and_expectation(project, pipelines, key, words):
+    project.write(pipelines)
+    with pytest.raises(ConfigError) as caught:
+        load_config(project.config)
+    assert caught.value.source == str(project.config)
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_validate_reports_a_broken_config_in_one_line_with_exit_code_2(project):
+    project.write({"p": {"steps": {"a": {"notebook": notebook("ok"), "retries": 3}}}})
+    result = project.cli("validate")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {project.config}:pipelines.p.steps.a.retries: unknown key; check its spelling against the "
+        "README's runner.yaml reference"
+    ]
+
+
+def test_yaml_syntax_errors_name_the_line(project):
+    project.config.write_text("pipelines:\n  p:\n    steps: [unclosed\n")
+    with pytest.raises(ConfigError, match="line 4"):
+        load_config(project.config)
+
+
+def test_missing_config_says_how_to_fix_it(tmp_path):
+    with pytest.raises(ConfigError, match="create runner.yaml"):
+        load_config(tmp_path / "runner.yaml")
+
+
+def test_environment_variables_override_runner_yaml(project, monkeypatch, tmp_path):
+    project.write({"p": {"steps": {"a": step("ok")}}}, stores={"runs": "elsewhere/runs", "tracking": "sqlite:///t.db"})
+    config = load_config(project.config)
+    assert config.stores.runs == str(project.root / "elsewhere" / "runs")
+    assert config.stores.tracking_uri == f"sqlite:///{project.root / 't.db'}"
+    monkeypatch.setenv("RUNNER_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.setenv("RUNNER_RUN_STORE", str(tmp_path / "store"))
+    config = load_config(project.config)
+    assert config.stores.tracking_uri == "http://127.0.0.1:5999"
+    assert config.stores.runs == str(tmp_path / "store")
+
+
+def test_unknown_pipeline_lists_the_known_ones(project):
+    project.write({"credit": {"steps": {"a": step("ok")}}})
+    result = project.cli("validate", "fraud")
+    assert result.exit_code == 2
+    assert "no pipeline named 'fraud'; known: credit" in result.stderr

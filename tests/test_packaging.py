@@ -1,0 +1,53 @@
+"""The project's own promises about packaging and structure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(p.stem for p in (ROOT / "runner").glob("*.py") if p.stem != "__init__")
+
+
+def test_environment_yml_lists_exactly_the_pyproject_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    declared = sorted(dep for dep in pip_section if dep != "-e .")
+    assert declared == sorted(project["dependencies"])
+    python = next(item for item in env["dependencies"] if isinstance(item, str) and item.startswith("python"))
+    assert python.removeprefix("python") == project["requires-python"]
+
+
+def test_every_module_imports_alone_in_a_fresh_interpreter():
+    for module in MODULES:
+        done = subprocess.run([sys.executable, "-c", f"import runner.{module}"], capture_output=True, text=True)
+        assert done.returncode == 0, f"runner.{module}: {done.stderr}"
+
+
+def test_importing_runner_is_cheap_and_has_no_side_effects():
+    code = (
+        "import os, sys; before = dict(os.environ); import runner, runner.cli, runner.config, runner.errors; "
+        "heavy = [m for m in ('mlflow', 'papermill', 'pandas', 'nbconvert', 'scrapbook') if m in sys.modules]; "
+        "assert not heavy, heavy; assert dict(os.environ) == before"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_errors_survive_pickling():
+    import pickle
+
+    from runner.errors import ConfigError, ParameterError, StepFailed
+
+    for error in (
+        ConfigError("expected an int", "runner.yaml", "pipelines.a.steps.b"),
+        ParameterError("expected int", "train.ipynb", "max_depth", "int"),
+        StepFailed("ValueError", "boom", 4, "out.ipynb", "20260101T000000-abcdef", "train"),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
