@@ -16,6 +16,8 @@ def nb(name, title, cells):
         else:
             cell = new_code_cell(c)
         book.cells.append(cell)
+    for index, cell in enumerate(book.cells):
+        cell.id = f"{name}-{index}"  # stable ids keep regenerated notebooks diff-free
     nbformat.write(book, f"{OUT}/{name}.ipynb")
 
 P = "parameters"
@@ -60,9 +62,9 @@ nb("uses_upstream", "uses_upstream: takes values that upstream steps glued", [
 ])
 nb("logs_to_mlflow", "logs_to_mlflow: logs into the step's MLflow run", [
     (P, "value = 1.5"),
-    "import os\nimport mlflow\nimport scrapbook as sb",
+    'import os\nimport mlflow\nimport scrapbook as sb\nsb.glue("env_mlflow_run_id", os.environ.get("MLFLOW_RUN_ID", ""))',
     'with mlflow.start_run() as run:\n    mlflow.log_metric("inside_metric", value)\n    mlflow.log_param("inside_param", "yes")\n'
-    'sb.glue("mlflow_run_id_seen", run.info.run_id)\nsb.glue("env_mlflow_run_id", os.environ.get("MLFLOW_RUN_ID", ""))',
+    'sb.glue("mlflow_run_id_seen", run.info.run_id)',
 ])
 nb("plots", "plots: draws an image that the HTML page must embed", [
     (P, "points = 5"),
