@@ -220,6 +220,12 @@ def _write(nb, path: Path) -> None:
     tmp.replace(path)
 
 
+def preload_rendering() -> None:
+    """Import what :func:`render_html` and :func:`read_scraps` need (about a second), ahead of use."""
+    import nbconvert  # noqa: F401
+    import scrapbook  # noqa: F401
+
+
 def read_scraps(path: str | Path) -> dict[str, Any]:
     """The values a notebook glued with scrapbook, as JSON-ready values.
 

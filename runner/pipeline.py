@@ -33,7 +33,7 @@ from runner.records import (
     new_run_id,
     utcnow,
 )
-from runner.stepproc import StepOutcome, StepTask, StopRequest, run_step
+from runner.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest, run_step
 from runner.tracking import Tracker
 
 AS_OF = Parameter("as_of", "date", None)
@@ -111,13 +111,26 @@ def run(
     stop: StopRequest | None = None,
 ) -> RunRecord:
     """Run a pipeline and return its final record. Raises only before anything ran."""
-    plan = plan_run(config, request)
-    return _PipelineRun(config, plan, request, observer, stop or StopRequest()).execute()
+    processes = StepProcesses()
+    processes.warm(1)  # its imports overlap with the checks and the MLflow set-up below
+    try:
+        plan = plan_run(config, request)
+        return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
+    finally:
+        processes.close()
 
 
 class _PipelineRun:
-    def __init__(self, config: Config, plan: Plan, request: RunRequest, observer: RunObserver | None, stop: StopRequest):
-        self.config, self.plan, self.observer, self.stop = config, plan, observer, stop
+    def __init__(
+        self,
+        config: Config,
+        plan: Plan,
+        request: RunRequest,
+        observer: RunObserver | None,
+        stop: StopRequest,
+        processes: StepProcesses,
+    ):
+        self.config, self.plan, self.observer, self.stop, self.processes = config, plan, observer, stop, processes
         self.max_workers = request.max_workers or config.defaults.max_workers
         self.executor_name = request.executor
         self.store = RunStore(config.stores.runs)
@@ -205,6 +218,8 @@ class _PipelineRun:
                     if future is not None:
                         running[future] = name
                     changed = True
+        waiting = sum(step.status == "pending" for step in steps.values())
+        self.processes.warm(min(self.max_workers, waiting))  # ready before the next steps are
 
     def _start(self, executor, planned: PlannedStep) -> Future | None:
         record, step = self.record, self.record.steps[planned.name]
@@ -247,17 +262,11 @@ class _PipelineRun:
         if self.observer:
             self.observer.step_started(planned.name)
         on_cell = self.observer.cell_started if self.observer else None
-        return executor.submit(run_step, task, on_cell, self.stop)
+        return executor.submit(run_step, task, on_cell, self.stop, self.processes)
 
     def _finish(self, name: str, outcome: StepOutcome) -> None:
         step = self.record.steps[name]
-        output = self.workdir / (step.output or "")
-        if output.is_file():
-            try:
-                step.scraps = notebooks.read_scraps(output)
-            except Exception as exc:  # unreadable scraps must not lose the step's result
-                outcome = StepOutcome("failed", outcome.started_at, outcome.ended_at,
-                                      {"ename": type(exc).__name__, "evalue": f"could not read scraps: {exc}"})
+        step.scraps = outcome.scraps
         self.scraps[name] = step.scraps
         error = StepError(**outcome.error) if outcome.error else None
         for produced in (step.output, step.html, f"{name}.log"):

@@ -52,6 +52,7 @@ class StepOutcome:
     started_at: str
     ended_at: str
     error: dict[str, Any] | None = None
+    scraps: dict[str, Any] = field(default_factory=dict)
 
 
 CellProgress = Callable[[str, int, int], None]  # (step, cell index, number of cells)
@@ -112,19 +113,61 @@ def kill_tree(pid: int) -> None:
             proc.kill()
 
 
-def run_step(task: StepTask, on_cell: CellProgress | None = None, stop: StopRequest | None = None) -> StepOutcome:
-    """Run ``task`` in a child process and return how it went. Never raises for a failing step."""
+class StepProcesses:
+    """Step processes started ahead of need, so their imports overlap with other work.
+
+    A step process spends its first second importing papermill; starting it while the runner
+    sets up MLflow, or while the previous step runs, takes that off the critical path.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[subprocess.Popen] = []
+
+    def warm(self, count: int) -> None:
+        with self._lock:
+            while len(self._idle) < count:
+                self._idle.append(_spawn())
+
+    def take(self) -> subprocess.Popen:
+        with self._lock:
+            while self._idle:
+                proc = self._idle.pop(0)
+                if proc.poll() is None:
+                    return proc
+        return _spawn()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # an empty task: the process exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+
+
+def _spawn() -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.stepproc"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
+    )
+
+
+def run_step(
+    task: StepTask,
+    on_cell: CellProgress | None = None,
+    stop: StopRequest | None = None,
+    processes: StepProcesses | None = None,
+) -> StepOutcome:
+    """Run ``task`` in a step process and return how it went. Never raises for a failing step."""
     started = utcnow()
     os.makedirs(os.path.dirname(task.output), exist_ok=True)
-    with open(task.log, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.stepproc"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            cwd=task.cwd,
-            start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
-        )
+    proc = processes.take() if processes is not None else _spawn()
     backstop = None
     if task.timeout:
         backstop = threading.Timer(task.timeout + GRACE_SECONDS, kill_tree, [proc.pid])
@@ -135,8 +178,9 @@ def run_step(task: StepTask, on_cell: CellProgress | None = None, stop: StopRequ
     result: dict[str, Any] | None = None
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(asdict(task)).encode())
-        proc.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps(asdict(task)).encode())
+            proc.stdin.close()
         for line in proc.stdout:
             event = json.loads(line)
             if event["event"] == "cell" and on_cell is not None:
@@ -159,21 +203,37 @@ def run_step(task: StepTask, on_cell: CellProgress | None = None, stop: StopRequ
             "cell_index": None,
         }
         return StepOutcome("failed", started, utcnow(), error)
-    return StepOutcome(result["status"], started, utcnow(), result["error"])
+    return StepOutcome(result["status"], started, utcnow(), result["error"], result.get("scraps", {}))
 
 
 def _child() -> int:
-    """The step process: read the task, execute, report."""
-    from runner import notebooks
-    from runner.errors import StepFailed
+    """The step process: import while waiting for a task, then execute it and report."""
+    import traceback
 
     events = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # whatever else prints goes to the step's log, not into our event stream
-    sys.stdout = sys.stderr
-    task = StepTask(**json.loads(sys.stdin.read()))
+    try:
+        from runner import notebooks
+        from runner.errors import StepFailed
+    except Exception:  # reported once a task arrives, in the step's log, where one looks
+        broken = traceback.format_exc()
+    else:
+        broken = None
+    raw = sys.stdin.read()
+    if not raw.strip():
+        return 0  # a warm process that was not needed
+    task = StepTask(**json.loads(raw))
+    log = os.open(task.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)  # whatever else prints goes to the step's log, not into our event stream
+    os.dup2(log, 2)
 
     def emit(**event: Any) -> None:
         events.write(json.dumps(event) + "\n")
+
+    if broken is not None:
+        print(broken, file=sys.stderr)
+        emit(event="result", status="failed", error={"ename": "ImportError", "evalue": broken.splitlines()[-1],
+                                                     "cell_index": None})
+        return 1
 
     def stop_with(ename: str, evalue: str) -> Callable[[int, Any], None]:
         def handler(signum: int, frame: Any) -> None:
@@ -182,6 +242,7 @@ def _child() -> int:
 
         return handler
 
+    os.chdir(task.cwd)
     os.environ.update(task.env)
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [task.jupyter_path, os.environ.get("JUPYTER_PATH")]))
     signal.signal(signal.SIGTERM, stop_with("Interrupted", "the run was stopped before this step finished"))
@@ -189,7 +250,9 @@ def _child() -> int:
         deadline = f"the step ran longer than its timeout of {task.timeout:g}s; raise 'timeout:' on the step or make it faster"
         signal.signal(signal.SIGALRM, stop_with("StepTimeout", deadline))
         signal.setitimer(signal.ITIMER_REAL, task.timeout)
-    status, error = "succeeded", None
+    # The kernel mostly waits; meanwhile import what rendering and reading scraps need.
+    threading.Thread(target=notebooks.preload_rendering, daemon=True).start()
+    status, error, scraps = "succeeded", None, {}
     try:
         notebooks.execute(
             task.notebook,
@@ -213,7 +276,14 @@ def _child() -> int:
             notebooks.render_html(task.output, task.html)
         except Exception as exc:  # a page we cannot render must not hide the step's own result
             print(f"could not render {task.output} to HTML: {exc}", file=sys.stderr)
-    emit(event="result", status=status, error=error)
+        try:
+            scraps = notebooks.read_scraps(task.output)
+        except Exception as exc:
+            print(traceback.format_exc(), file=sys.stderr)
+            if status == "succeeded":
+                status, error = "failed", {"ename": "ScrapError", "evalue": f"could not read scraps: {exc}",
+                                           "cell_index": None}
+    emit(event="result", status=status, error=error, scraps=scraps)
     return 0
 
 
