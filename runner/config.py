@@ -42,7 +42,10 @@ ENV_HOME = EnvVar("RUNNER_HOME", "folder of the embedded stores", "<project root
 ENV_RUN_STORE = EnvVar("RUNNER_RUN_STORE", "run store (path or fsspec URL)", "<home>/runs")
 ENV_TRACKING_URI = EnvVar("RUNNER_TRACKING_URI", "MLflow tracking URI", "sqlite:///<home>/mlflow.db")
 ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experiments", "<home>/mlartifacts")
-ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS)
+ENV_WAREHOUSE = EnvVar("RUNNER_WAREHOUSE_URL", "SQLAlchemy URL of the warehouse", "sqlite:///<home>/warehouse.db")
+ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data snapshots", "<home>/snapshots")
+ENV_USER = EnvVar("RUNNER_USER", "who is recorded as training or promoting a model", "the login name")
+ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER)
 
 
 def parse_duration(value: Any) -> float | None:
@@ -114,6 +117,16 @@ class StoresConfig(_Frozen):
     runs: str | None = None
     tracking: str | None = None
     artifacts: str | None = None
+    warehouse: str | None = None
+    snapshots: str | None = None
+
+
+class ModelPolicy(_Frozen):
+    """How a newly trained version of a registered model may become the champion."""
+
+    metric: str = "auc"
+    higher_is_better: bool = True
+    margin: float = Field(0.0, ge=0, description="a new version must beat the champion by at least this much")
 
 
 class DefaultsConfig(_Frozen):
@@ -127,6 +140,8 @@ class DefaultsConfig(_Frozen):
 class _ConfigFile(_Frozen):
     stores: StoresConfig = StoresConfig()
     defaults: DefaultsConfig = DefaultsConfig()
+    dictionary: str = "data/dictionary.yaml"
+    models: dict[str, ModelPolicy] = Field(default_factory=dict)
     pipelines: dict[str, PipelineConfig]
 
     @model_validator(mode="after")
@@ -145,6 +160,8 @@ class Stores:
     runs: str
     tracking_uri: str
     artifacts: str
+    warehouse_url: str
+    snapshots: Path
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,11 @@ class Config:
     stores: Stores
     defaults: DefaultsConfig
     pipelines: dict[str, PipelineConfig]
+    dictionary: Path
+    models: dict[str, ModelPolicy]
+
+    def model_policy(self, name: str) -> ModelPolicy:
+        return self.models.get(name, ModelPolicy())
 
     def pipeline(self, name: str) -> PipelineConfig:
         if name not in self.pipelines:
@@ -207,6 +229,8 @@ def load_config(path: str | Path | None = None) -> Config:
         stores=_resolve_stores(parsed.stores, root),
         defaults=parsed.defaults,
         pipelines=parsed.pipelines,
+        dictionary=(root / parsed.dictionary).resolve(),
+        models=parsed.models,
     )
 
 
@@ -223,17 +247,34 @@ def _resolve_stores(stores: StoresConfig, root: Path) -> Stores:
         path = Path(value)
         return str(path if path.is_absolute() else (root / path).resolve())
 
-    tracking = ENV_TRACKING_URI.get() or stores.tracking or f"sqlite:///{home / 'mlflow.db'}"
-    if tracking.startswith("sqlite:///") and not tracking.startswith("sqlite:////"):
-        relative = Path(tracking.removeprefix("sqlite:///"))
-        if not relative.is_absolute():
-            tracking = f"sqlite:///{(root / relative).resolve()}"
     return Stores(
         home=home,
         runs=local(ENV_RUN_STORE.get() or stores.runs, home / "runs"),
-        tracking_uri=tracking,
+        tracking_uri=_sqlite_in(root, ENV_TRACKING_URI.get() or stores.tracking or f"sqlite:///{home / 'mlflow.db'}"),
         artifacts=local(ENV_ARTIFACTS.get() or stores.artifacts, home / "mlartifacts"),
+        warehouse_url=_sqlite_in(root, ENV_WAREHOUSE.get() or stores.warehouse or f"sqlite:///{home / 'warehouse.db'}"),
+        snapshots=Path(local(ENV_SNAPSHOTS.get() or stores.snapshots, home / "snapshots")),
     )
+
+
+def _sqlite_in(root: Path, url: str) -> str:
+    """A relative sqlite URL made absolute against the project root; other URLs unchanged."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = Path(url.removeprefix("sqlite:///"))
+        if not relative.is_absolute():
+            return f"sqlite:///{(root / relative).resolve()}"
+    return url
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """``RUNNER_CONFIG``, else the nearest runner.yaml in ``start`` or a parent folder."""
+    if ENV_CONFIG.get():
+        return config_path()
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / "runner.yaml").is_file():
+            return candidate / "runner.yaml"
+    return None
 
 
 def iter_references(value: Any) -> Iterator[str]:

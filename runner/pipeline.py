@@ -24,6 +24,8 @@ from runner.executors import get_executor
 from runner.parameters import Parameter, ParameterContract, coerce_value, resolve_references
 from runner.records import (
     HEARTBEAT_SECONDS,
+    MODELS_SCRAP,
+    SNAPSHOTS_SCRAP,
     RunRecord,
     RunStore,
     StepError,
@@ -267,6 +269,8 @@ class _PipelineRun:
     def _finish(self, name: str, outcome: StepOutcome) -> None:
         step = self.record.steps[name]
         step.scraps = outcome.scraps
+        step.snapshots = list(step.scraps.get(SNAPSHOTS_SCRAP, []))
+        step.models = list(step.scraps.get(MODELS_SCRAP, []))
         self.scraps[name] = step.scraps
         error = StepError(**outcome.error) if outcome.error else None
         for produced in (step.output, step.html, f"{name}.log"):
@@ -339,6 +343,7 @@ class _PipelineRun:
             "RUNNER_PIPELINE": record.pipeline,
             "RUNNER_STEP": step,
             "RUNNER_AS_OF": record.as_of,
+            "RUNNER_GIT_COMMIT": record.git.commit or "",
         }
 
 

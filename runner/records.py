@@ -27,6 +27,8 @@ StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "in
 Trigger = Literal["manual", "schedule", "backfill", "rerun", "resume"]
 HEARTBEAT_SECONDS = 30.0
 FINAL = ("succeeded", "failed", "interrupted")
+# Scraps that runner.nb glues and the record lifts into each step's `snapshots` and `models`.
+SNAPSHOTS_SCRAP, MODELS_SCRAP = "runner_snapshots", "runner_models"
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -114,3 +114,93 @@ def _text(value: Any, limit: int) -> str:
 
 def _clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {key: _text(value, 5000) for key, value in tags.items() if value is not None}
+
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "runner.champion_history"
+
+
+class Registry:
+    """Model governance on the MLflow registry: versions, the champion and challenger aliases,
+    and who moved the champion, when and why. Older versions stay registered as benchmarks."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracker = Tracker(tracking_uri, "")
+        self.client = self.tracker.client
+
+    def version(self, name: str, version: str | int) -> dict[str, Any]:
+        with self.tracker._wrapped(f"read version {version} of model {name!r} from"):
+            try:
+                found = self.client.get_model_version(name, str(version))
+            except Exception as exc:
+                raise TrackingError(
+                    f"model {name!r} has no version {version}; `runner models {name}` lists its versions"
+                ) from exc
+            return _version_info(found)
+
+    def by_alias(self, name: str, alias: str) -> dict[str, Any] | None:
+        with self.tracker._wrapped(f"read alias {alias!r} of model {name!r} from"):
+            try:
+                return _version_info(self.client.get_model_version_by_alias(name, alias))
+            except Exception as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                    return None
+                if "INVALID_PARAMETER_VALUE" in str(exc) and "alias" in str(exc).lower():
+                    return None
+                raise
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version, newest first, with its aliases and tags."""
+        with self.tracker._wrapped(f"list versions of model {name!r} in"):
+            found = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((_version_info(v) for v in found), key=lambda v: int(v["version"]), reverse=True)
+
+    def tag_version(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
+        with self.tracker._wrapped(f"tag version {version} of model {name!r} in"):
+            for key, value in _clean_tags(tags).items():
+                self.client.set_model_version_tag(name, str(version), key, value)
+
+    def set_challenger(self, name: str, version: str | int) -> None:
+        with self.tracker._wrapped(f"set the challenger of model {name!r} in"):
+            self.client.set_registered_model_alias(name, CHALLENGER, str(version))
+
+    def promote(self, name: str, version: str | int, by: str, reason: str) -> dict[str, Any]:
+        """Make ``version`` the champion (a rollback is a promotion of an older version).
+
+        Records who, when and why on the version and in the model's champion history; the
+        previous champion stays registered, so it can be benchmarked or rolled back to.
+        """
+        import datetime as dt
+
+        target = self.version(name, version)
+        previous = self.by_alias(name, CHAMPION)
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        entry = {"version": str(version), "previous": previous and previous["version"], "by": by, "at": now,
+                 "reason": reason}
+        with self.tracker._wrapped(f"promote version {version} of model {name!r} in"):
+            self.client.set_registered_model_alias(name, CHAMPION, str(version))
+            if CHALLENGER in target["aliases"]:
+                self.client.delete_registered_model_alias(name, CHALLENGER)
+            self.tag_version(name, version, {"promoted_by": by, "promoted_at": now, "promotion_reason": reason})
+            history = self.history(name)
+            history.append(entry)
+            self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+        return entry
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Champion changes, oldest first (the last 50)."""
+        with self.tracker._wrapped(f"read the history of model {name!r} from"):
+            model = self.client.get_registered_model(name)
+        return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+
+def _version_info(version) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "run_id": version.run_id,
+        "source": version.source,
+        "created_at": version.creation_timestamp,
+        "tags": dict(version.tags or {}),
+    }

@@ -1,0 +1,231 @@
+"""The small API used inside notebooks.
+
+The same notebook runs under the runner and by hand in JupyterLab: under the runner the run
+context comes from the environment the runner gives the kernel; by hand it comes from the
+nearest ``runner.yaml`` and the notebook's own parameters, and MLflow calls start their own run.
+
+    from runner import nb
+    ctx = nb.context(pipeline="credit", as_of=as_of)
+    frame = nb.load("applications", where="month <= :month", params={"month": as_of[:7]})
+    nb.glue("auc", 0.78)
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runner.config import Config, ENV_USER, find_config, load_config
+from runner.errors import ConfigError
+from runner.records import MODELS_SCRAP, SNAPSHOTS_SCRAP
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    pipeline: str
+    step: str
+    as_of: str
+    by_runner: bool  # False when the notebook runs by hand
+    purpose: str | None
+    config: Config
+
+
+_context: RunContext | None = None
+
+
+def context(pipeline: str | None = None, as_of: str | None = None, step: str | None = None) -> RunContext:
+    """The run context. Arguments are the fallbacks used when the notebook runs by hand."""
+    global _context
+    by_runner = bool(os.environ.get("RUNNER_RUN_ID"))
+    path = find_config()
+    if path is None:
+        raise ConfigError("no runner.yaml in this folder or its parents; set RUNNER_CONFIG to the project's runner.yaml")
+    config = load_config(path)
+    pipeline = os.environ.get("RUNNER_PIPELINE") or pipeline or ""
+    purpose = config.pipelines[pipeline].purpose if pipeline in config.pipelines else None
+    _context = RunContext(
+        run_id=os.environ.get("RUNNER_RUN_ID") or f"interactive-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}",
+        pipeline=pipeline,
+        step=os.environ.get("RUNNER_STEP") or step or "",
+        as_of=os.environ.get("RUNNER_AS_OF") or as_of or datetime.now(timezone.utc).date().isoformat(),
+        by_runner=by_runner,
+        purpose=purpose,
+        config=config,
+    )
+    if not by_runner:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", config.stores.tracking_uri)
+    return _context
+
+
+def _current() -> RunContext:
+    return _context or context()
+
+
+def user() -> str:
+    return ENV_USER.get() or getpass.getuser()
+
+
+@functools.cache
+def _warehouse(url: str, dictionary: Path):
+    from runner.data import DataDictionary, Warehouse
+
+    return Warehouse(url, DataDictionary.load(dictionary) if dictionary.is_file() else None)
+
+
+def warehouse():
+    """The project's warehouse, with the data dictionary (validation and purpose checks)."""
+    config = _current().config
+    return _warehouse(config.stores.warehouse_url, config.dictionary)
+
+
+def load(table: str, columns: list[str] | None = None, where: str | None = None, params: dict | None = None,
+         chunksize: int | None = None):
+    """Read a table for this pipeline's purpose: a column not allowed for it is refused."""
+    return warehouse().read_table(table, columns, where, params, purpose=_current().purpose, chunksize=chunksize)
+
+
+def save(table: str, frame, mode: str = "append") -> int:
+    """Validate ``frame`` against the data dictionary and write it in one transaction."""
+    return warehouse().write_table(table, frame, mode=mode)
+
+
+def glue(name: str, value: Any) -> None:
+    """Record a value: a scrap for the runner (and downstream steps); by hand, also an MLflow metric."""
+    import scrapbook
+
+    scrapbook.glue(name, value)
+    if not _current().by_runner and isinstance(value, (int, float)) and not isinstance(value, bool):
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_metric(name, float(value))
+
+
+_recorded: dict[str, list[str]] = {}  # what this kernel glued into the list scraps below
+
+
+def _append_scrap(name: str, item: str) -> None:
+    items = _recorded.setdefault(name, [])
+    if item not in items:
+        items.append(item)
+    glue(name, list(items))
+
+
+def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
+    """Store ``frame`` content-addressed and log it to MLflow as a dataset input; returns the digest."""
+    import mlflow
+
+    from runner.data import SnapshotStore
+
+    ctx = _current()
+    digest = SnapshotStore(ctx.config.stores.snapshots).save(frame)
+    dataset = mlflow.data.from_pandas(frame, source=f"runner-snapshot:{digest}", name=name, targets=targets,
+                                      digest=digest[:36])
+    with _mlflow_run():
+        mlflow.log_input(dataset, context=name)
+        mlflow.set_tag(f"runner.snapshot.{name}", digest)
+    _append_scrap(SNAPSHOTS_SCRAP, digest)
+    return digest
+
+
+def load_snapshot(digest: str):
+    """The exact data stored under ``digest`` (for example the frame a model was trained on)."""
+    from runner.data import SnapshotStore
+
+    return SnapshotStore(_current().config.stores.snapshots).load(digest)
+
+
+def _mlflow_run():
+    """The step's MLflow run under the runner (``MLFLOW_RUN_ID``), the active or a new run by hand."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        from contextlib import nullcontext
+
+        return nullcontext(mlflow.active_run())
+    return mlflow.start_run(run_name=None if _current().by_runner else f"{_current().step or 'notebook'} (by hand)")
+
+
+def load_model(uri: str):
+    """An sklearn model from the registry, e.g. ``models:/credit_default@champion``."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(uri)
+
+
+def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None, training_digest: str = ""):
+    """Log and register ``model``, then decide champion or challenger on the same holdout.
+
+    The first version becomes the champion; a later one only when it beats the champion on
+    ``holdout`` by the margin in ``runner.yaml`` (``models.<name>.margin``), else it becomes
+    the challenger. ``score(y_true, y_prob) -> float`` is the policy's metric (AUC by default).
+    Returns the decision as a dict (also glued as ``model_uri``, ``model_version``, ``model_decision``).
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from runner.tracking import CHAMPION, Registry
+
+    ctx = _current()
+    policy = ctx.config.model_policy(name)
+    score = score or _auc
+    X_holdout, y_holdout = holdout
+    new_value = score(y_holdout, model.predict_proba(X_holdout)[:, 1])
+    signature = infer_signature(X_example, model.predict_proba(X_example)[:, 1])
+    with _mlflow_run() as run:
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=X_example.head(5),
+                                        registered_model_name=name)
+        version = str(info.registered_model_version)
+    registry = Registry(ctx.config.stores.tracking_uri)
+    registry.tag_version(name, version, {
+        "run_id": ctx.run_id, "mlflow_run_id": run.info.run_id, "training_data_digest": training_digest,
+        "trained_by": user(), "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": os.environ.get("RUNNER_GIT_COMMIT", ""), policy.metric: f"{new_value:.6f}",
+    })
+    champion = registry.by_alias(name, CHAMPION)
+    decision: dict[str, Any] = {"name": name, "version": version, "metric": policy.metric, "value": new_value,
+                                "champion_version": champion and champion["version"], "champion_value": None}
+    if champion is None:
+        registry.promote(name, version, user(), "first registered version")
+        decision["decision"] = "champion"
+    else:
+        old = load_model(f"models:/{name}/{champion['version']}")
+        decision["champion_value"] = old_value = score(y_holdout, old.predict_proba(X_holdout)[:, 1])
+        gain = (new_value - old_value) if policy.higher_is_better else (old_value - new_value)
+        if gain >= policy.margin:
+            reason = (f"beats champion v{champion['version']} on the same holdout: {policy.metric} "
+                      f"{new_value:.4f} vs {old_value:.4f} (margin {policy.margin})")
+            registry.promote(name, version, user(), reason)
+            decision["decision"] = "champion"
+        else:
+            registry.set_challenger(name, version)
+            decision["decision"] = "challenger"
+    decision["uri"] = f"models:/{name}/{version}"
+    glue("model_uri", decision["uri"])
+    glue("model_version", version)
+    glue("model_decision", decision["decision"])
+    _append_scrap(MODELS_SCRAP, f"{name}/{version}")
+    return decision
+
+
+def _auc(y_true, y_prob) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y_true, y_prob))
+
+
+def write_predictions(frames: Iterable | Any, model_name: str, model_version: str) -> int:
+    """Write scores (``entity_id``, ``score``) for this run, all rows or none."""
+    ctx = _current()
+    rows = warehouse().write_predictions(frames, run_id=ctx.run_id, model_name=model_name,
+                                         model_version=str(model_version), as_of=ctx.as_of)
+    _append_scrap(MODELS_SCRAP, f"{model_name}/{model_version}")
+    return rows
