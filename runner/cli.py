@@ -253,5 +253,120 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
+@main.command()
+@click.option("--start", default="2026-01", show_default=True, help="First month of the replay (YYYY-MM).")
+@click.option("--months", type=click.IntRange(min=1, max=36), default=12, show_default=True)
+@click.option("--train-every", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Retrain every N months.")
+@click.option("--reset/--keep", default=False, help="Empty the embedded stores first (.runner/).")
+@config_option
+@handles_errors
+def demo(start: str, months: int, train_every: int, reset: bool, config_path: str | None) -> None:
+    """Replay monthly batches through the reference credit pipelines: ingest, train, score, monitor."""
+    from runner.config import load_config
+    from runner.demo import MODEL, DemoPlan, replay, steps, summary
+    from runner.demo import reset as reset_stores
+
+    config = load_config(config_path)
+    if reset:
+        for path in reset_stores(config):
+            err.print(f"removed {path}")
+    plan = DemoPlan(start=start, months=months, train_every=train_every)
+    total = len(steps(plan))
+    done = []
+
+    def report(record) -> None:
+        done.append(record)
+        scraps = {name: step.scraps for name, step in record.steps.items()}
+        detail = ""
+        if "train" in scraps:
+            detail = f"auc {scraps['train'].get('auc', float('nan')):.3f}, v{scraps['train'].get('model_version')} " \
+                     f"{scraps['train'].get('model_decision')}"
+        elif "monitor" in scraps:
+            detail = f"{scraps['score'].get('rows_scored')} scored, drift {scraps['monitor'].get('drift_status')} " \
+                     f"(max PSI {scraps['monitor'].get('max_psi')})"
+        elif "ingest" in scraps:
+            detail = f"{scraps['ingest'].get('rows_written')} rows in, {scraps['ingest'].get('rows_rejected')} rejected"
+        out.print(f"[{len(done):>2}/{total}] {record.as_of} {record.pipeline:<14} {_status(record.status)} "
+                  f"{record.duration_s:5.1f}s  {escape(detail)}")
+
+    records = replay(config, plan, on_run=report)
+    facts = summary(config, records)
+    out.print(f"\n[bold]Demo finished:[/] {facts['succeeded']}/{facts['runs']} runs succeeded")
+    out.print(f"  champion      {MODEL} v{facts['champion_version']} ({escape(str(facts['champion_reason']))})")
+    out.print(f"  latest AUC    {facts['latest_auc']}")
+    drift = ", ".join(f"{month} {_status(state or '-')}" for month, state, _ in facts["drift_by_month"])
+    out.print(f"  drift         {drift}")
+    out.print(f"  notebooks     {facts['run_store']}/<pipeline>/<run_id>/<step>.ipynb and .html (`runner runs`)")
+    out.print(f"  MLflow        {facts['mlflow_ui']}")
+    if facts["failed"]:
+        out.print(f"[bold red]failed run:[/] {facts['failed'][0]} (`runner show {facts['failed'][0]}`)")
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why: recorded with the promotion.")
+@click.option("--by", default=None, help="Who (default: $RUNNER_USER or the login name).")
+@config_option
+@handles_errors
+def promote(model: str, version: str, reason: str, by: str | None, config_path: str | None) -> None:
+    """Make VERSION of MODEL the champion (an older version: a rollback). Records who and why."""
+    from runner.config import load_config
+    from runner.nb import user
+    from runner.tracking import Registry
+
+    registry = Registry(load_config(config_path).stores.tracking_uri)
+    entry = registry.promote(model, version, by or user(), reason)
+    was = f" (was v{entry['previous']})" if entry["previous"] else ""
+    out.print(f"{model} v{version} is the champion{was}; by {entry['by']} at {entry['at']}: {escape(reason)}")
+
+
+@main.command()
+@click.argument("model")
+@json_option
+@config_option
+@handles_errors
+def models(model: str, as_json: bool, config_path: str | None) -> None:
+    """List MODEL's registered versions with aliases, metrics and who trained or promoted them."""
+    from runner.config import load_config
+    from runner.tracking import Registry
+
+    registry = Registry(load_config(config_path).stores.tracking_uri)
+    versions = registry.versions(model)
+    if as_json:
+        out.print_json(json.dumps({"versions": versions, "history": registry.history(model)}))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("version", "aliases", "auc", "trained by", "trained at", "training data", "promotion"):
+        table.add_column(column)
+    for v in versions:
+        tags = v["tags"]
+        table.add_row(v["version"], ", ".join(v["aliases"]), tags.get("auc", "-"), tags.get("trained_by", "-"),
+                      tags.get("trained_at", "-"), tags.get("training_data_digest", "-")[:12],
+                      escape(tags.get("promotion_reason", "")))
+    out.print(table)
+
+
+@main.group()
+def data() -> None:
+    """The warehouse and data snapshots."""
+
+
+@data.command("snapshot")
+@click.argument("digest")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Parquet file to write.")
+@config_option
+@handles_errors
+def data_snapshot(digest: str, out_path: str, config_path: str | None) -> None:
+    """Write the data stored under DIGEST (e.g. a model's training frame) to a parquet file."""
+    from runner.config import load_config
+    from runner.data import SnapshotStore
+
+    written = SnapshotStore(load_config(config_path).stores.snapshots).export(digest, out_path)
+    out.print(f"wrote {written}")
+
+
 if __name__ == "__main__":
     main()

@@ -59,8 +59,12 @@ def context(pipeline: str | None = None, as_of: str | None = None, step: str | N
         purpose=purpose,
         config=config,
     )
-    if not by_runner:
+    if not by_runner:  # by hand: MLflow runs go to the pipeline's experiment in the project's stores
+        from runner.tracking import Tracker
+
         os.environ.setdefault("MLFLOW_TRACKING_URI", config.stores.tracking_uri)
+        tracker = Tracker(os.environ["MLFLOW_TRACKING_URI"], config.stores.artifacts)
+        os.environ.setdefault("MLFLOW_EXPERIMENT_ID", tracker.experiment(pipeline or "notebooks"))
     return _context
 
 
@@ -158,6 +162,18 @@ def load_model(uri: str):
     import mlflow.sklearn
 
     return mlflow.sklearn.load_model(uri)
+
+
+def model(name: str, alias: str = "champion") -> tuple[dict[str, Any], Any]:
+    """(version info, sklearn model) of the registered version that holds ``alias``."""
+    from runner.errors import TrackingError
+    from runner.tracking import Registry
+
+    info = Registry(_current().config.stores.tracking_uri).by_alias(name, alias)
+    if info is None:
+        raise TrackingError(f"model {name!r} has no version with alias {alias!r}; train one first "
+                            "(e.g. `runner run credit_train`) or `runner promote MODEL VERSION`")
+    return info, load_model(f"models:/{name}/{info['version']}")
 
 
 def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None, training_digest: str = ""):

@@ -153,7 +153,11 @@ class Registry:
         """Every version, newest first, with its aliases and tags."""
         with self.tracker._wrapped(f"list versions of model {name!r} in"):
             found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((_version_info(v) for v in found), key=lambda v: int(v["version"]), reverse=True)
+            aliases = self.client.get_registered_model(name).aliases or {}  # search results carry none
+        versions = sorted((_version_info(v) for v in found), key=lambda v: int(v["version"]), reverse=True)
+        for version in versions:
+            version["aliases"] = sorted(alias for alias, number in aliases.items() if str(number) == version["version"])
+        return versions
 
     def tag_version(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
         with self.tracker._wrapped(f"tag version {version} of model {name!r} in"):

@@ -29,7 +29,7 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def runner_home(tmp_path, monkeypatch, migrated_mlflow_db) -> Path:
     """A private .runner/ for each test, so no test touches a shared store or tracking database."""
-    for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+    for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "RUNNER_USER"):
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / ".runner"
     home.mkdir()
