@@ -110,11 +110,13 @@ def execute(
     cwd: str | Path,
     cell_timeout: float | None = None,
     on_cell: CellCallback | None = None,
+    kernel: Kernel | None = None,
 ) -> None:
     """Execute ``notebook`` into ``output`` with papermill; raise :class:`StepFailed` if it fails.
 
     The executed notebook is always written, with papermill's error banner and a link to the
-    failing cell when a cell raised, a kernel died or a deadline passed.
+    failing cell when a cell raised, a kernel died or a deadline passed. With ``kernel`` (a
+    :class:`Kernel` started ahead and prepared), papermill uses it instead of starting one.
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -140,6 +142,7 @@ def execute(
             cwd=str(cwd),
             execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None,
             on_cell=track,
+            **({"km": kernel.manager} if kernel is not None else {}),
         )
     except papermill.PapermillExecutionError as exc:
         index = _error_cell_index(output)
@@ -152,6 +155,44 @@ def execute(
         raise _fail_at(output, started, "DeadKernelError", evalue) from None
     except StopExecution as exc:
         raise _fail_at(output, started, exc.ename, exc.evalue) from None
+
+
+class Kernel:
+    """A kernel started before its notebook is known, so its start-up overlaps other work.
+
+    Its environment and working folder are set when the step arrives (:meth:`prepare`), with
+    silent code that leaves no trace in the notebook. The owner shuts it down (:meth:`shutdown`).
+    """
+
+    def __init__(self, kernel_name: str):
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        self._run_sync = run_sync
+        self.manager = AsyncKernelManager(kernel_name=kernel_name)
+        run_sync(self.manager.start_kernel)()
+
+    def prepare(self, env: dict[str, str], cwd: str | Path, timeout: float = 60) -> None:
+        code = f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
+        self._run_sync(self._execute_silently)(code, timeout)
+
+    async def _execute_silently(self, code: str, timeout: float) -> None:
+        client = self.manager.client()
+        client.start_channels()
+        try:
+            await client.wait_for_ready(timeout=timeout)
+            reply = await client.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
+        finally:
+            client.stop_channels()
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"could not prepare the kernel: {reply['content'].get('evalue')}")
+
+    def shutdown(self) -> None:
+        try:
+            if self._run_sync(self.manager.is_alive)():
+                self._run_sync(self.manager.shutdown_kernel)(now=False)
+        finally:
+            self._run_sync(self.manager.cleanup_resources)()
 
 
 @functools.cache
@@ -220,9 +261,10 @@ def _write(nb, path: Path) -> None:
     tmp.replace(path)
 
 
-def preload_rendering() -> None:
-    """Import what :func:`render_html` and :func:`read_scraps` need (about a second), ahead of use."""
+def preload() -> None:
+    """Import what :func:`execute`, :func:`render_html` and :func:`read_scraps` need (seconds), ahead of use."""
     import nbconvert  # noqa: F401
+    import papermill  # noqa: F401
     import scrapbook  # noqa: F401
 
 

@@ -113,8 +113,9 @@ def run(
     stop: StopRequest | None = None,
 ) -> RunRecord:
     """Run a pipeline and return its final record. Raises only before anything ran."""
-    processes = StepProcesses()
-    processes.warm(1)  # its imports overlap with the checks and the MLflow set-up below
+    processes = StepProcesses(notebooks.ensure_kernel(config.stores.home), str(config.stores.home),
+                              str(config.stores.home / "logs"))
+    processes.warm(1)  # its imports and kernel start overlap with the checks and MLflow set-up below
     try:
         plan = plan_run(config, request)
         return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
@@ -137,7 +138,7 @@ class _PipelineRun:
         self.executor_name = request.executor
         self.store = RunStore(config.stores.runs)
         self.tracker = Tracker(config.stores.tracking_uri, config.stores.artifacts)
-        self.kernel = notebooks.ensure_kernel(config.stores.home)
+        self.kernel = processes.kernel_name
         run_id = new_run_id()
         self.workdir = Path(
             self.store.run_dir(plan.pipeline, run_id)

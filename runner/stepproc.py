@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -116,18 +117,24 @@ def kill_tree(pid: int) -> None:
 class StepProcesses:
     """Step processes started ahead of need, so their imports overlap with other work.
 
-    A step process spends its first second importing papermill; starting it while the runner
-    sets up MLflow, or while the previous step runs, takes that off the critical path.
+    A step process imports papermill and starts its kernel (seconds) before it knows its step;
+    starting it while the runner sets up MLflow, or while the previous step runs, takes that off
+    the critical path. Its stderr (and its kernel's) goes to a log file that becomes the step's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kernel_name: str, jupyter_path: str, log_dir: str) -> None:
+        self.kernel_name, self.jupyter_path, self.log_dir = kernel_name, jupyter_path, log_dir
         self._lock = threading.Lock()
         self._idle: list[subprocess.Popen] = []
+
+    @classmethod
+    def for_task(cls, task: StepTask) -> StepProcesses:
+        return cls(task.kernel_name, task.jupyter_path, os.path.dirname(task.log))
 
     def warm(self, count: int) -> None:
         with self._lock:
             while len(self._idle) < count:
-                self._idle.append(_spawn())
+                self._idle.append(self._spawn())
 
     def take(self) -> subprocess.Popen:
         with self._lock:
@@ -135,7 +142,26 @@ class StepProcesses:
                 proc = self._idle.pop(0)
                 if proc.poll() is None:
                     return proc
-        return _spawn()
+        return self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        os.makedirs(self.log_dir, exist_ok=True)
+        log = os.path.join(self.log_dir, f"step-{uuid.uuid4().hex}.log")
+        env = {
+            **os.environ,
+            "RUNNER_KERNEL_NAME": self.kernel_name,
+            "RUNNER_STEP_LOG": log,
+            "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
+        }
+        with open(log, "ab") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "runner.stepproc"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -149,15 +175,6 @@ class StepProcesses:
                 kill_tree(proc.pid)
 
 
-def _spawn() -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner.stepproc"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
-    )
-
-
 def run_step(
     task: StepTask,
     on_cell: CellProgress | None = None,
@@ -167,7 +184,7 @@ def run_step(
     """Run ``task`` in a step process and return how it went. Never raises for a failing step."""
     started = utcnow()
     os.makedirs(os.path.dirname(task.output), exist_ok=True)
-    proc = processes.take() if processes is not None else _spawn()
+    proc = (processes or StepProcesses.for_task(task)).take()
     backstop = None
     if task.timeout:
         backstop = threading.Timer(task.timeout + GRACE_SECONDS, kill_tree, [proc.pid])
@@ -211,20 +228,27 @@ def _child() -> int:
     import traceback
 
     events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else prints goes to the log, not into our event stream
+    kernel = broken = None
     try:
         from runner import notebooks
         from runner.errors import StepFailed
     except Exception:  # reported once a task arrives, in the step's log, where one looks
         broken = traceback.format_exc()
     else:
-        broken = None
+        try:
+            kernel = notebooks.Kernel(os.environ["RUNNER_KERNEL_NAME"])
+            notebooks.preload()  # while the kernel starts and the runner sets up the run
+        except Exception:  # papermill starts one when the step arrives
+            traceback.print_exc()
     raw = sys.stdin.read()
-    if not raw.strip():
-        return 0  # a warm process that was not needed
+    if not raw.strip():  # a warm process that was not needed
+        if kernel is not None:
+            kernel.shutdown()
+        os.unlink(os.environ["RUNNER_STEP_LOG"])
+        return 0
     task = StepTask(**json.loads(raw))
-    log = os.open(task.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)  # whatever else prints goes to the step's log, not into our event stream
-    os.dup2(log, 2)
+    _adopt_log(os.environ["RUNNER_STEP_LOG"], task.log)
 
     def emit(**event: Any) -> None:
         events.write(json.dumps(event) + "\n")
@@ -244,14 +268,18 @@ def _child() -> int:
 
     os.chdir(task.cwd)
     os.environ.update(task.env)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [task.jupyter_path, os.environ.get("JUPYTER_PATH")]))
+    if kernel is not None:
+        try:
+            kernel.prepare(task.env, task.cwd)
+        except Exception:  # papermill starts a kernel of its own instead
+            traceback.print_exc()
+            kernel.shutdown()
+            kernel = None
     signal.signal(signal.SIGTERM, stop_with("Interrupted", "the run was stopped before this step finished"))
     if task.timeout:
         deadline = f"the step ran longer than its timeout of {task.timeout:g}s; raise 'timeout:' on the step or make it faster"
         signal.signal(signal.SIGALRM, stop_with("StepTimeout", deadline))
         signal.setitimer(signal.ITIMER_REAL, task.timeout)
-    # The kernel mostly waits; meanwhile import what rendering and reading scraps need.
-    threading.Thread(target=notebooks.preload_rendering, daemon=True).start()
     status, error, scraps = "succeeded", None, {}
     try:
         notebooks.execute(
@@ -262,6 +290,7 @@ def _child() -> int:
             cwd=task.cwd,
             cell_timeout=task.cell_timeout,
             on_cell=lambda index, total: emit(event="cell", index=index, total=total),
+            kernel=kernel,
         )
     except StepFailed as exc:
         status = "interrupted" if exc.ename == "Interrupted" else "failed"
@@ -271,6 +300,8 @@ def _child() -> int:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if kernel is not None:
+            kernel.shutdown()
     if os.path.isfile(task.output):
         try:
             notebooks.render_html(task.output, task.html)
@@ -285,6 +316,19 @@ def _child() -> int:
                                            "cell_index": None}
     emit(event="result", status=status, error=error, scraps=scraps)
     return 0
+
+
+def _adopt_log(warm_log: str, step_log: str) -> None:
+    """Make the warm process's log (which its kernel writes to as well) the step's log."""
+    if not os.path.exists(step_log):
+        os.replace(warm_log, step_log)  # open descriptors follow the file
+        return
+    with open(warm_log, "rb") as source, open(step_log, "ab") as target:
+        target.write(source.read())
+    os.unlink(warm_log)
+    log = os.open(step_log, os.O_WRONLY | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
 
 
 if __name__ == "__main__":
