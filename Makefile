@@ -18,11 +18,15 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+demo: $(STAMP)
+	$(BIN)/runner demo --reset
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/scoring.py
 
 clean:
 	rm -rf $(VENV) .runner build *.egg-info

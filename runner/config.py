@@ -133,6 +133,8 @@ class DefaultsConfig(_Frozen):
     cell_timeout: float | None = 3600.0
     timeout: float | None = None
     max_workers: int = Field(1, ge=1)
+    # Installed libraries a kernel imports while it waits for its step (start-up off the critical path).
+    preload: tuple[str, ...] = ("scrapbook",)
 
     _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from runner.config import Config
-from runner.pipeline import RunObserver, RunRequest, run
+from runner.pipeline import RunObserver, RunRequest, run, step_processes
 from runner.records import RunRecord
 
 INGEST, TRAIN, SCORE = "credit_ingest", "credit_train", "credit_score"
@@ -55,8 +55,9 @@ def reset(config: Config) -> list[str]:
     """Remove the embedded stores, so the replay starts from an empty project. Returns what went."""
     stores = config.stores
     removed = []
-    for path in (stores.home / "mlflow.db", stores.home / "warehouse.db", stores.home / "mlartifacts",
-                 stores.home / "runs", stores.snapshots):
+    home = stores.home
+    for path in (home / "mlflow.db", home / "warehouse.db", home / "warehouse.db-wal", home / "warehouse.db-shm",
+                 home / "mlartifacts", home / "runs", home / "logs", stores.snapshots):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -75,13 +76,17 @@ def replay(
 ) -> list[RunRecord]:
     """Run every request of ``plan``; stops at the first run that does not succeed."""
     records = []
-    for request in steps(plan):
-        record = run(config, request, observer=observer)
-        records.append(record)
-        if on_run:
-            on_run(record)
-        if record.status != "succeeded":
-            break
+    processes = step_processes(config, keep_warm=1)  # the next step's process warms while one runs
+    try:
+        for request in steps(plan):
+            record = run(config, request, observer=observer, processes=processes)
+            records.append(record)
+            if on_run:
+                on_run(record)
+            if record.status != "succeeded":
+                break
+    finally:
+        processes.close()
     return records
 
 

@@ -100,6 +100,11 @@ def save(table: str, frame, mode: str = "append") -> int:
     return warehouse().write_table(table, frame, mode=mode)
 
 
+def split_valid(table: str, frame):
+    """(rows that fit the data dictionary, rows that do not with a ``reason`` column)."""
+    return warehouse().dictionary.split_valid(table, frame)
+
+
 def glue(name: str, value: Any) -> None:
     """Record a value: a scrap for the runner (and downstream steps); by hand, also an MLflow metric."""
     import scrapbook
@@ -129,8 +134,9 @@ def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
     from runner.data import SnapshotStore
 
     ctx = _current()
-    digest = SnapshotStore(ctx.config.stores.snapshots).save(frame)
-    dataset = mlflow.data.from_pandas(frame, source=f"runner-snapshot:{digest}", name=name, targets=targets,
+    store = SnapshotStore(ctx.config.stores.snapshots)
+    digest = store.save(frame)
+    dataset = mlflow.data.from_pandas(frame, source=str(store.path(digest)), name=name, targets=targets,
                                       digest=digest[:36])
     with _mlflow_run():
         mlflow.log_input(dataset, context=name)
@@ -196,9 +202,13 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
     X_holdout, y_holdout = holdout
     new_value = score(y_holdout, model.predict_proba(X_holdout)[:, 1])
     signature = infer_signature(X_example, model.predict_proba(X_example)[:, 1])
+    import skops.io
+
+    # skops refuses types it does not know; this model was trained right here, so its types are trusted.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     with _mlflow_run() as run:
         info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=X_example.head(5),
-                                        registered_model_name=name)
+                                        registered_model_name=name, skops_trusted_types=trusted)
         version = str(info.registered_model_version)
     registry = Registry(ctx.config.stores.tracking_uri)
     registry.tag_version(name, version, {
@@ -236,6 +246,36 @@ def _auc(y_true, y_prob) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y_true, y_prob))
+
+
+def score(model, model_name: str, model_version: str, where: str, params: dict | None = None,
+          table: str = "applications", id_column: str = "application_id", chunksize: int = 20000) -> dict[str, float]:
+    """Score the rows of ``table`` that match ``where`` into ``predictions``, chunk by chunk.
+
+    Memory stays flat however many rows match: rows are read, scored and written a chunk at a
+    time, all in one transaction (all rows of the run or none). Returns rows, seconds spent in
+    ``predict_proba`` and in total, and milliseconds per 1,000 rows.
+    """
+    import time
+
+    features = list(model.feature_names_in_)
+    spent = {"rows": 0, "predict_s": 0.0}
+    started = time.perf_counter()
+
+    def scored_chunks():
+        import pandas as pd
+
+        for chunk in load(table, columns=[id_column, *features], where=where, params=params, chunksize=chunksize):
+            begin = time.perf_counter()
+            scores = model.predict_proba(chunk[features])[:, 1]
+            spent["predict_s"] += time.perf_counter() - begin
+            spent["rows"] += len(chunk)
+            yield pd.DataFrame({"entity_id": chunk[id_column], "score": scores})
+
+    rows = write_predictions(scored_chunks(), model_name, model_version)
+    total = time.perf_counter() - started
+    return {"rows": rows, "predict_s": spent["predict_s"], "total_s": total,
+            "ms_per_1k": 1e6 * total / rows if rows else float("nan")}
 
 
 def write_predictions(frames: Iterable | Any, model_name: str, model_version: str) -> int:

@@ -169,25 +169,47 @@ class Kernel:
         from jupyter_core.utils import run_sync
 
         self._run_sync = run_sync
+        self._client = None
+        self._preloading: str | None = None
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
         run_sync(self.manager.start_kernel)()
 
+    def preload(self, modules: list[str], timeout: float = 60) -> None:
+        """Start importing ``modules`` in the kernel (installed libraries), without waiting for it."""
+        self._client = self.manager.client()
+        self._client.start_channels()
+        self._run_sync(self._client.wait_for_ready)(timeout=timeout)
+        if modules:
+            code = "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass" for module in modules)
+            self._preloading = self._client.execute(code, silent=True, store_history=False)
+
     def prepare(self, env: dict[str, str], cwd: str | Path, timeout: float = 60) -> None:
+        """Give the kernel the step's environment and working folder, once any preload is done."""
         code = f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
         self._run_sync(self._execute_silently)(code, timeout)
 
     async def _execute_silently(self, code: str, timeout: float) -> None:
-        client = self.manager.client()
-        client.start_channels()
+        client = self._client
         try:
-            await client.wait_for_ready(timeout=timeout)
+            if client is None:
+                client = self.manager.client()
+                client.start_channels()
+                await client.wait_for_ready(timeout=timeout)
+            while self._preloading:  # its reply comes first; imports may take a while
+                reply = await client.get_shell_msg(timeout=300)
+                if reply["parent_header"].get("msg_id") == self._preloading:
+                    self._preloading = None
             reply = await client.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
         finally:
             client.stop_channels()
+            self._client = None
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"could not prepare the kernel: {reply['content'].get('evalue')}")
 
     def shutdown(self) -> None:
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
         try:
             if self._run_sync(self.manager.is_alive)():
                 self._run_sync(self.manager.shutdown_kernel)(now=False)
@@ -263,9 +285,11 @@ def _write(nb, path: Path) -> None:
 
 def preload() -> None:
     """Import what :func:`execute`, :func:`render_html` and :func:`read_scraps` need (seconds), ahead of use."""
-    import nbconvert  # noqa: F401
+    import nbformat
     import papermill  # noqa: F401
     import scrapbook  # noqa: F401
+
+    _html_exporter().from_notebook_node(nbformat.v4.new_notebook())  # compiles the page templates
 
 
 def read_scraps(path: str | Path) -> dict[str, Any]:
@@ -291,13 +315,19 @@ def _jsonable(value: Any) -> Any:
         return f"<{type(value).__name__}{' ' + 'x'.join(map(str, shape)) if shape else ''}>"
 
 
+@functools.cache
+def _html_exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(embed_images=True)
+
+
 def render_html(notebook: str | Path, html: str | Path) -> None:
     """Render an executed notebook to a self-contained HTML page (images embedded)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    body, _ = _html_exporter().from_notebook_node(nb)
     target = Path(html)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(body, encoding="utf-8")

@@ -111,16 +111,29 @@ def run(
     request: RunRequest,
     observer: RunObserver | None = None,
     stop: StopRequest | None = None,
+    processes: StepProcesses | None = None,
 ) -> RunRecord:
-    """Run a pipeline and return its final record. Raises only before anything ran."""
-    processes = StepProcesses(notebooks.ensure_kernel(config.stores.home), str(config.stores.home),
-                              str(config.stores.home / "logs"))
+    """Run a pipeline and return its final record. Raises only before anything ran.
+
+    ``processes`` lets a caller that runs many pipelines (a replay, the scheduler) keep step
+    processes warm across runs; by default each run has its own.
+    """
+    owned = processes is None
+    processes = processes or step_processes(config)
     processes.warm(1)  # its imports and kernel start overlap with the checks and MLflow set-up below
     try:
         plan = plan_run(config, request)
         return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
     finally:
-        processes.close()
+        if owned:
+            processes.close()
+
+
+def step_processes(config: Config, keep_warm: int = 0) -> StepProcesses:
+    """Step processes for this project's kernel, preloads and logs."""
+    home = config.stores.home
+    return StepProcesses(notebooks.ensure_kernel(home), str(home), str(home / "logs"), config.defaults.preload,
+                         keep_warm)
 
 
 class _PipelineRun:

@@ -122,8 +122,17 @@ class StepProcesses:
     the critical path. Its stderr (and its kernel's) goes to a log file that becomes the step's.
     """
 
-    def __init__(self, kernel_name: str, jupyter_path: str, log_dir: str) -> None:
+    def __init__(
+        self,
+        kernel_name: str,
+        jupyter_path: str,
+        log_dir: str,
+        preload: tuple[str, ...] = (),
+        keep_warm: int = 0,
+    ) -> None:
         self.kernel_name, self.jupyter_path, self.log_dir = kernel_name, jupyter_path, log_dir
+        self.preload = preload
+        self.keep_warm = keep_warm  # processes kept ready between runs (replay, scheduler)
         self._lock = threading.Lock()
         self._idle: list[subprocess.Popen] = []
 
@@ -138,11 +147,12 @@ class StepProcesses:
 
     def take(self) -> subprocess.Popen:
         with self._lock:
-            while self._idle:
-                proc = self._idle.pop(0)
-                if proc.poll() is None:
-                    return proc
-        return self._spawn()
+            proc = None
+            while self._idle and proc is None:
+                candidate = self._idle.pop(0)
+                proc = candidate if candidate.poll() is None else None
+        self.warm(self.keep_warm)
+        return proc or self._spawn()
 
     def _spawn(self) -> subprocess.Popen:
         os.makedirs(self.log_dir, exist_ok=True)
@@ -151,6 +161,7 @@ class StepProcesses:
             **os.environ,
             "RUNNER_KERNEL_NAME": self.kernel_name,
             "RUNNER_STEP_LOG": log,
+            "RUNNER_KERNEL_PRELOAD": json.dumps(list(self.preload)),
             "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
         }
         with open(log, "ab") as stderr:
@@ -239,6 +250,7 @@ def _child() -> int:
         try:
             kernel = notebooks.Kernel(os.environ["RUNNER_KERNEL_NAME"])
             notebooks.preload()  # while the kernel starts and the runner sets up the run
+            kernel.preload(json.loads(os.environ.get("RUNNER_KERNEL_PRELOAD", "[]")))
         except Exception:  # papermill starts one when the step arrives
             traceback.print_exc()
     raw = sys.stdin.read()
@@ -300,8 +312,10 @@ def _child() -> int:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if kernel is not None:
-            kernel.shutdown()
+    # The kernel shuts down (a second or more) while the page renders.
+    stopping = threading.Thread(target=kernel.shutdown) if kernel is not None else None
+    if stopping is not None:
+        stopping.start()
     if os.path.isfile(task.output):
         try:
             notebooks.render_html(task.output, task.html)
@@ -314,6 +328,8 @@ def _child() -> int:
             if status == "succeeded":
                 status, error = "failed", {"ename": "ScrapError", "evalue": f"could not read scraps: {exc}",
                                            "cell_index": None}
+    if stopping is not None:
+        stopping.join()
     emit(event="result", status=status, error=error, scraps=scraps)
     return 0
 

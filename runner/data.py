@@ -1,0 +1,403 @@
+"""The data layer: one warehouse (SQLAlchemy), the data dictionary, content-addressed snapshots.
+
+The same :class:`Warehouse` serves development and production: a URL chooses the database
+(sqlite under ``.runner/`` by default). With a :class:`DataDictionary` it validates what is written
+and refuses columns a purpose may not use. Date columns are read as ``datetime64[ns]``, category
+columns as strings (see :mod:`runner.dictionary`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from pandas.errors import DatabaseError
+from sqlalchemy.exc import SQLAlchemyError
+
+from runner.dictionary import DataDictionary, TableSpec
+from runner.errors import DataContractError, RunnerError
+
+__all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS"]
+
+PREDICTIONS = "predictions"
+PREDICTION_INDEXES = (("run_id",), ("as_of",))
+CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
+SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for another writer's transaction
+SQL_TYPES = {
+    "int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "category": sa.Text,
+    "bool": sa.Boolean, "date": sa.Date, "datetime": sa.DateTime,
+}
+_PREDICTION_COLUMNS = {  # used when the dictionary does not declare the predictions table
+    "run_id": ("string", "pipeline run that wrote the score"),
+    "model_name": ("string", "registered model name"),
+    "model_version": ("string", "registered model version"),
+    "as_of": ("date", "logical date of the run"),
+    "entity_id": ("string", "id of the scored entity"),
+    "score": ("float", "predicted probability"),
+    "scored_at": ("datetime", "when the run wrote the score (UTC)"),
+}
+BUILTIN = DataDictionary.from_dict({
+    "purposes": {},
+    "tables": {PREDICTIONS: {
+        "description": "scores written by scoring runs", "owner": "runner",
+        "columns": {name: {"type": kind, "description": text, "nullable": False, "pii": False,
+                           "allowed_purposes": ["any"], **({"min": 0, "max": 1} if name == "score" else {})}
+                    for name, (kind, text) in _PREDICTION_COLUMNS.items()},
+    }},
+}, source="runner.data (built-in predictions table)")
+
+
+class Warehouse:
+    """One warehouse for development and production, through SQLAlchemy (any URL; sqlite by default)."""
+
+    def __init__(self, url: str, dictionary: DataDictionary | None = None):
+        self.url = url
+        self.dictionary = dictionary
+        self._engine = _create_engine(url)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self._shown_url!r})"
+
+    def tables(self) -> list[str]:
+        with self._connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+
+    def write_table(self, table: str, frame: pd.DataFrame, *, mode: str = "append") -> int:
+        """Write ``frame`` in one transaction; returns rows written.
+
+        ``mode`` is ``append`` or ``replace`` (the table's previous contents go). A table declared in
+        the dictionary is validated first (nothing is written if it breaks it) and created with the
+        declared types; rows whose ``key`` already exists are replaced, so re-ingesting a batch does
+        not duplicate it.
+        """
+        if mode not in ("append", "replace"):
+            raise RunnerError(f"write mode must be 'append' or 'replace', got {mode!r}")
+        contract = self._contract(table)
+        spec = contract.table(table) if contract else None
+        if contract:
+            frame = contract.validate(table, frame)
+        with self._transaction() as conn:
+            if mode == "replace":
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(table)}"))
+            sql_table = self._ensure_table(conn, table, spec) if spec else None
+            if spec and spec.key and mode == "append":
+                self._delete_keys(conn, sql_table, frame[list(spec.key)])
+            return self._insert(conn, table, frame, spec)
+
+    def read_table(
+        self,
+        table: str,
+        columns: list[str] | None = None,
+        where: str | None = None,
+        params: dict | None = None,
+        *,
+        purpose: str | None = None,
+        chunksize: int | None = None,
+    ) -> pd.DataFrame | Iterator[pd.DataFrame]:
+        """Rows of ``table``; ``where`` is an SQL condition with ``:named`` parameters.
+
+        With ``purpose`` (and a dictionary) every requested column, all of the table's when
+        ``columns`` is None, must allow it: checked before any row is read. With ``chunksize``,
+        an iterator of frames of at most that many rows.
+        """
+        return self._read(table, columns, sa.text(where) if where else None, params, purpose, chunksize)
+
+    def read_sql(self, sql: str, params: dict | None = None) -> pd.DataFrame:
+        """The result of any query, as is (no dictionary dtypes, no purpose check)."""
+        with self._connect() as conn:
+            return self._frame(partial(pd.read_sql, sa.text(sql), conn, params=params), "the query")
+
+    def write_predictions(
+        self,
+        frames: pd.DataFrame | Iterable[pd.DataFrame],
+        *,
+        run_id: str,
+        model_name: str,
+        model_version: str,
+        as_of: str,
+    ) -> int:
+        """Write a run's scores (frames of ``entity_id``, ``score``): all of them or none.
+
+        One transaction deletes the run's earlier rows and inserts the chunks as they come, so
+        writing a run again replaces it, and a failure midway (the database, a chunk breaking the
+        dictionary, or the iterator raising) rolls everything back. Chosen over a staging table
+        because the database then guarantees atomicity even when the process is killed (nothing
+        to clean up) and the rows are written once. Readers keep seeing the previous state until
+        the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
+        the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written.
+        """
+        spec = self._contract(PREDICTIONS).table(PREDICTIONS)
+        chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
+        run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
+               "scored_at": pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")}
+        written = 0
+        with self._transaction() as conn:
+            sql_table = self._ensure_table(conn, PREDICTIONS, spec)
+            conn.execute(sa.delete(sql_table).where(sql_table.c.run_id == run_id))
+            for chunk in chunks:
+                written += self._insert(conn, PREDICTIONS, self._prediction_rows(chunk, run), spec)
+        return written
+
+    def _prediction_rows(self, chunk: pd.DataFrame, run: dict) -> pd.DataFrame:
+        """A chunk of scores with the run's columns, validated against the predictions table."""
+        missing = {"entity_id", "score"} - set(chunk.columns)
+        if missing:
+            raise DataContractError(f"prediction frames need columns entity_id and score; missing {sorted(missing)}")
+        contract = self._contract(PREDICTIONS)
+        rows = chunk[["entity_id", "score"]].assign(**run)
+        return contract.validate(PREDICTIONS, rows[list(contract.table(PREDICTIONS).columns)])
+
+    def read_predictions(self, run_id: str | None = None, as_of: str | None = None) -> pd.DataFrame:
+        """Predictions of one run and/or one as_of date (all when both are None)."""
+        if PREDICTIONS not in self.tables():
+            spec = self._contract(PREDICTIONS).table(PREDICTIONS)
+            return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
+        conditions = []
+        if run_id is not None:
+            conditions.append(sa.column("run_id", sa.Text) == run_id)
+        if as_of is not None:
+            conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
+        return self._read(PREDICTIONS, None, sa.and_(*conditions) if conditions else None, None, None, None)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @property
+    def _shown_url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def _contract(self, table: str) -> DataDictionary | None:
+        """The dictionary that declares ``table``: the warehouse's, else the built-in one for predictions."""
+        if self.dictionary is not None and table in self.dictionary.tables:
+            return self.dictionary
+        return BUILTIN if table == PREDICTIONS else None
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise RunnerError(
+                f"cannot reach the warehouse at {self._shown_url}: {getattr(exc, 'orig', None) or exc}; "
+                "check RUNNER_WAREHOUSE_URL or stores.warehouse in runner.yaml"
+            ) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        with self._connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            except (SQLAlchemyError, DatabaseError) as exc:
+                raise self._failed("writing", exc, "nothing was written; check the table's columns "
+                                   "against the frame's") from exc
+
+    def _failed(self, what: str, exc: Exception, hint: str) -> RunnerError:
+        cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+        detail = getattr(cause, "orig", None) or cause
+        return RunnerError(f"{what} failed in the warehouse {self._shown_url}: {detail}; {hint}")
+
+    def _frame(self, read, what: str):
+        try:
+            return read()
+        except (SQLAlchemyError, DatabaseError) as exc:
+            raise self._failed(what, exc, "check the column names and the where clause or query") from exc
+
+    def _read(self, table, columns, condition, params, purpose, chunksize):
+        available = self._columns(table)
+        names = available if columns is None else list(columns)
+        if purpose and self.dictionary is not None:
+            self.dictionary.check_purpose(table, names, purpose)
+        unknown = [name for name in names if name not in available]
+        if unknown:
+            raise DataContractError(f"{table} has no column(s) {unknown}; its columns: {available}")
+        query = sa.select(*(sa.column(name) for name in names)).select_from(sa.table(table))
+        if condition is not None:
+            query = query.where(condition)
+        contract = self._contract(table)
+        conform = (lambda frame: contract.conform(table, frame)) if contract else (lambda frame: frame)
+        if chunksize:
+            return self._chunks(query, params, chunksize, conform, table)
+        with self._connect() as conn:
+            return conform(self._frame(partial(pd.read_sql, query, conn, params=params), f"reading {table}"))
+
+    def _chunks(self, query, params, chunksize, conform, table) -> Iterator[pd.DataFrame]:
+        with self._connect() as conn:
+            if conn.dialect.supports_server_side_cursors:
+                conn = conn.execution_options(stream_results=True)
+            for chunk in self._frame(partial(pd.read_sql, query, conn, params=params, chunksize=chunksize),
+                                     f"reading {table}"):
+                yield conform(chunk)
+
+    def _columns(self, table: str) -> list[str]:
+        with self._connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(table):
+                raise RunnerError(f"no table {table!r} in the warehouse {self._shown_url}; tables: "
+                                  f"{sorted(inspector.get_table_names())}; write it first (e.g. run the ingest)")
+            return [column["name"] for column in inspector.get_columns(table)]
+
+    def _ensure_table(self, conn: sa.Connection, table: str, spec: TableSpec) -> sa.Table:
+        """The table as declared (types, NOT NULL, unique key), created with its indexes if missing."""
+        sql_table = sa.Table(table, sa.MetaData(), *(
+            sa.Column(name, SQL_TYPES[column.type], nullable=column.nullable) for name, column in spec.columns.items()
+        ))
+        if spec.key:
+            sa.Index(f"ux_{table}_key", *(sql_table.c[name] for name in spec.key), unique=True)
+        for names in PREDICTION_INDEXES if table == PREDICTIONS else ():
+            sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
+        sql_table.create(conn, checkfirst=True)
+        for index in sql_table.indexes:
+            index.create(conn, checkfirst=True)
+        return sql_table
+
+    def _delete_keys(self, conn: sa.Connection, sql_table: sa.Table, keys: pd.DataFrame) -> None:
+        keys = keys.drop_duplicates()
+        key_columns = [sql_table.c[name] for name in keys.columns]
+        step = max(1, self._max_parameters() // len(key_columns))
+        for start in range(0, len(keys), step):
+            part = keys.iloc[start:start + step]
+            if len(key_columns) == 1:
+                condition = key_columns[0].in_(part.iloc[:, 0].tolist())
+            else:
+                condition = sa.tuple_(*key_columns).in_(list(part.itertuples(index=False, name=None)))
+            conn.execute(sa.delete(sql_table).where(condition))
+
+    def _insert(self, conn: sa.Connection, table: str, frame: pd.DataFrame, spec: TableSpec | None) -> int:
+        """Insert in batches of :data:`CHUNK_ROWS` rows, each one ``executemany`` of a cached statement.
+
+        Not ``method="multi"``: SQLAlchemy compiles every multi-row VALUES statement anew, which
+        made inserts 8-13x slower (20,000 applications: 7.6 s against 0.3 s on sqlite).
+        """
+        types = {name: SQL_TYPES[spec.columns[name].type] for name in frame.columns} if spec else None
+        frame.to_sql(table, conn, if_exists="append", index=False, chunksize=CHUNK_ROWS, dtype=types)
+        return len(frame)
+
+    def _max_parameters(self) -> int:
+        """Bound parameters one statement may carry (sqlite: 32766 since 3.32, 999 before), for key deletes."""
+        if self._engine.dialect.name == "sqlite":
+            import sqlite3
+
+            return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+        return 30000
+
+
+def _create_engine(url: str) -> sa.Engine:
+    shown = url
+    try:
+        parsed = sa.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise RunnerError(f"cannot use the warehouse URL {shown!r}: {exc}; check RUNNER_WAREHOUSE_URL "
+                          "or stores.warehouse in runner.yaml (and that the database's driver is installed)") from exc
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    sa.event.listen(engine, "connect", _sqlite_on_connect)
+    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
+    """Let SQLAlchemy emit BEGIN (so DDL is transactional too) and use WAL (readers never block the writer)."""
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+class SnapshotStore:
+    """Content-addressed copies of data as used (e.g. the exact training frame).
+
+    A snapshot's digest is the sha256 of the frame's *canonical bytes*: the Arrow IPC messages
+    (schema, then record batches of at most 65,536 rows, uncompressed) of the frame's Arrow table,
+    with a default RangeIndex dropped (any other index becomes columns), the schema metadata
+    (pandas version, index layout) removed, large strings as strings and categoricals as their
+    values. So the digest depends on column names, order, types and values, never on write time,
+    file format options or library versions' metadata. Files are parquet with pandas metadata, so
+    :meth:`load` returns the dtypes of the frame first saved.
+    """
+
+    BATCH_ROWS = 65536
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, frame: pd.DataFrame) -> str:
+        """Store ``frame`` (once per content) and return its digest."""
+        import pyarrow.parquet as pq
+
+        table = _arrow_table(frame)
+        digest = canonical_digest(table, self.BATCH_ROWS)
+        path = self.path(digest)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                pq.write_table(table, partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+        return digest
+
+    def load(self, digest: str) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self._existing(digest)).to_pandas()
+
+    def path(self, digest: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
+            raise RunnerError(f"{digest!r} is not a snapshot digest (64 lowercase hex characters)")
+        return self.root / digest[:2] / f"{digest}.parquet"
+
+    def export(self, digest: str, out: str | Path) -> Path:
+        """Copy the snapshot to the parquet file ``out``."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._existing(digest), out)
+        return out
+
+    def list(self) -> list[str]:
+        return sorted(path.stem for path in self.root.glob("??/*.parquet"))
+
+    def _existing(self, digest: str) -> Path:
+        path = self.path(digest)
+        if not path.is_file():
+            raise RunnerError(f"no snapshot {digest} in the snapshot store {self.root}; the stored digests are "
+                              f"listed by SnapshotStore({str(self.root)!r}).list() (or: ls {self.root}/*/)")
+        return path
+
+
+def _arrow_table(frame: pd.DataFrame):
+    import pyarrow as pa
+
+    index = frame.index
+    plain = isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
+    frame = frame.reset_index(drop=plain)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise RunnerError(f"cannot snapshot this frame: {exc}; give each column one type of values") from exc
+
+
+def canonical_digest(table, batch_rows: int = SnapshotStore.BATCH_ROWS) -> str:
+    """sha256 of the canonical bytes of an Arrow table (see :class:`SnapshotStore`)."""
+    import pyarrow as pa
+
+    fields = []
+    for field in table.schema:
+        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        kind = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}.get(kind, kind)
+        fields.append(pa.field(field.name, kind, field.nullable))
+    canonical = table.cast(pa.schema(fields)).replace_schema_metadata(None).combine_chunks()
+    digest = hashlib.sha256(canonical.schema.serialize().to_pybytes())
+    for batch in canonical.to_batches(max_chunksize=batch_rows):
+        digest.update(batch.serialize().to_pybytes())
+    return digest.hexdigest()

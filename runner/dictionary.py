@@ -1,0 +1,334 @@
+"""The data dictionary: each column's type, range, levels, PII flag, owner and allowed purposes.
+
+``data/dictionary.yaml`` is loaded into frozen pydantic objects. A table's entry becomes a pandera
+schema to validate frames with, and is asked before a column is read for a purpose. Types and the
+pandas dtypes frames get (on validation and when read from the warehouse):
+
+=========  ====================================================================
+int        ``int64`` (``Int64`` when nullable)
+float      ``float64``
+string     ``str``; optional ``pattern`` (a regular expression every value matches)
+category   ``str`` (not pandas' Categorical); ``levels`` required, values must be one of them
+bool       ``bool`` (``boolean`` when nullable)
+date       ``datetime64[ns]`` at midnight (ISO date strings are accepted and converted)
+datetime   ``datetime64[ns]``, naive UTC
+=========  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runner.errors import ConfigError, DataContractError
+
+ANY = "any"  # in allowed_purposes: every purpose may use the column
+MAX_EXAMPLES = 5
+CHECK_NAMES = {  # pandera's names for frame-level checks, said plainly
+    "column_in_schema": "column not declared in the dictionary",
+    "column_in_dataframe": "declared column missing from the frame",
+    "multiple_fields_uniqueness": "duplicate key",
+}
+
+ColumnType = Literal["int", "float", "string", "category", "bool", "date", "datetime"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnSpec(_Frozen):
+    type: ColumnType
+    description: str
+    nullable: bool
+    pii: bool
+    owner: str = Field(description="column-level, or inherited from the table")
+    allowed_purposes: tuple[str, ...] = Field(min_length=1, description="known purposes, or 'any'")
+    min: int | float | None = None
+    max: int | float | None = None
+    levels: tuple[str, ...] | None = None
+    pattern: str | None = None
+    rule: str = Field("", description="shown when a purpose is refused")
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> ColumnSpec:
+        if self.type == "category" and not self.levels:
+            raise ValueError("a category column needs 'levels'")
+        if self.levels is not None and self.type != "category":
+            raise ValueError("'levels' is only for category columns")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError("'min' and 'max' are only for int and float columns")
+        if self.pattern is not None and self.type != "string":
+            raise ValueError("'pattern' is only for string columns")
+        return self
+
+    @property
+    def dtype(self) -> str:
+        """The pandas dtype of the column's values."""
+        return {
+            "int": "Int64" if self.nullable else "int64",
+            "float": "float64",
+            "string": "str",
+            "category": "str",
+            "bool": "boolean" if self.nullable else "bool",
+            "date": "datetime64[ns]",
+            "datetime": "datetime64[ns]",
+        }[self.type]
+
+    def allows(self, purpose: str) -> bool:
+        return ANY in self.allowed_purposes or purpose in self.allowed_purposes
+
+
+class TableSpec(_Frozen):
+    description: str
+    owner: str | None = None
+    key: tuple[str, ...] = ()
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_inherit_owner(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("owner") and isinstance(data.get("columns"), dict):
+            columns = {
+                name: {"owner": data["owner"], **column} if isinstance(column, dict) else column
+                for name, column in data["columns"].items()
+            }
+            data = {**data, "columns": columns}
+        return data
+
+    @model_validator(mode="after")
+    def _key_is_declared(self) -> TableSpec:
+        missing = [name for name in self.key if name not in self.columns]
+        if missing:
+            raise ValueError(f"key column(s) {missing} are not among the table's columns")
+        return self
+
+
+class _DictionaryFile(_Frozen):
+    purposes: dict[str, str]
+    tables: dict[str, TableSpec]
+
+
+@dataclass(frozen=True)
+class DataDictionary:
+    """The declared tables and purposes; validates frames and refuses columns for a purpose."""
+
+    purposes: Mapping[str, str]
+    tables: Mapping[str, TableSpec]
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> DataDictionary:
+        """Read ``path``; every problem is a :class:`ConfigError` naming the file and the key."""
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("file not found; create it (see data/dictionary.yaml) or fix the "
+                              "'dictionary' key in runner.yaml", source) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, where) from exc
+        return cls.from_dict(raw, source)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "") -> DataDictionary:
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a mapping with 'purposes' and 'tables'", source)
+        try:
+            parsed = _DictionaryFile.model_validate(raw)
+        except ValidationError as exc:
+            error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+            key = ".".join(str(part) for part in error["loc"])
+            message = {
+                "extra_forbidden": "unknown key; check its spelling against data/dictionary.yaml's header",
+                "missing": "required key is missing",
+            }.get(error["type"], error["msg"].removeprefix("Value error, "))
+            raise ConfigError(message, source, key) from None
+        for table, spec in parsed.tables.items():
+            for name, column in spec.columns.items():
+                unknown = [p for p in column.allowed_purposes if p != ANY and p not in parsed.purposes]
+                if unknown:
+                    raise ConfigError(
+                        f"unknown purpose(s) {unknown}; declare them under 'purposes' or use one of "
+                        f"{sorted(parsed.purposes) + [ANY]}",
+                        source, f"tables.{table}.columns.{name}.allowed_purposes",
+                    )
+        return cls(purposes=parsed.purposes, tables=parsed.tables, source=source)
+
+    def table(self, table: str) -> TableSpec:
+        if table not in self.tables:
+            raise DataContractError(
+                f"table {table!r} is not declared in the data dictionary {self._where}; declare its columns "
+                f"(type, description, pii, allowed_purposes) before using it; declared: {sorted(self.tables)}"
+            )
+        return self.tables[table]
+
+    def schema(self, table: str, columns: list[str] | None = None):
+        """A pandera ``DataFrameSchema`` of ``table`` (or of some of its columns); strict, coercing."""
+        pa = _pandera()
+        spec = self.table(table)
+        names = list(spec.columns) if columns is None else list(columns)
+        self._declared(table, names)
+        key = list(spec.key) if spec.key and set(spec.key) <= set(names) else None
+        return pa.DataFrameSchema(
+            {name: _column_schema(pa, spec.columns[name]) for name in names},
+            strict=True, unique=key, report_duplicates="exclude_first", name=table,
+        )
+
+    def validate(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The frame with the dictionary's dtypes; :class:`DataContractError` listing every failure."""
+        validated, error = self._check(table, frame)
+        if error is not None:
+            raise self._contract_error(table, summarize(_deduplicate(error.failure_cases))) from error
+        return validated
+
+    def split_valid(self, table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(rows that fit, validated; rows that do not, as given plus a ``reason`` column).
+
+        A problem of the whole frame (a missing or undeclared column) still raises.
+        """
+        frame = frame.reset_index(drop=True)
+        validated, error = self._check(table, frame)
+        if error is None:
+            return validated, frame.iloc[:0].assign(reason=pd.Series(dtype="str"))
+        failures = _deduplicate(error.failure_cases)
+        if failures["index"].isna().any():
+            raise self._contract_error(table, summarize(failures)) from error
+        failures = failures.assign(reason=failures["column"].astype(str) + ": " + failures["check"].astype(str))
+        reasons = failures.groupby(failures["index"].astype(int))["reason"].agg(lambda r: "; ".join(dict.fromkeys(r)))
+        rejected = frame.loc[reasons.index].assign(reason=reasons.to_numpy())
+        return self.validate(table, frame.drop(index=reasons.index)), rejected
+
+    def check_purpose(self, table: str, columns: Iterable[str], purpose: str) -> None:
+        """Refuse (:class:`DataContractError`) any column whose allowed purposes exclude ``purpose``."""
+        spec = self.table(table)
+        if purpose not in self.purposes:
+            raise DataContractError(f"unknown purpose {purpose!r}; known: {sorted(self.purposes)} "
+                                    f"(the 'purposes' of {self._where})")
+        names = list(columns)
+        self._declared(table, names)
+        refused = [
+            f"{table}.{name} may be used for {list(spec.columns[name].allowed_purposes)} only, not for {purpose!r}"
+            + (f" ({spec.columns[name].rule})" if spec.columns[name].rule else "")
+            for name in names if not spec.columns[name].allows(purpose)
+        ]
+        if refused:
+            raise DataContractError("; ".join(refused) + "; leave these columns out of the request")
+
+    def pii_columns(self, table: str) -> list[str]:
+        return [name for name, column in self.table(table).columns.items() if column.pii]
+
+    def conform(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` (e.g. as read from SQL) with the dictionary's dtypes on its declared columns."""
+        columns = self.table(table).columns
+        converted = {name: _as_dtype(frame[name], columns[name]) for name in frame.columns if name in columns}
+        return frame.assign(**converted) if converted else frame
+
+    @property
+    def _where(self) -> str:
+        return self.source or "data/dictionary.yaml"
+
+    def _declared(self, table: str, names: list[str]) -> None:
+        undeclared = [name for name in names if name not in self.tables[table].columns]
+        if undeclared:
+            raise DataContractError(f"{table} column(s) {undeclared} are not declared in the data dictionary "
+                                    f"{self._where}; declare them before using them")
+
+    def _check(self, table: str, frame: pd.DataFrame):
+        """(validated frame, None) or (frame, pandera's ``SchemaErrors``)."""
+        pa = _pandera()
+        try:
+            return self.schema(table).validate(frame, lazy=True), None
+        except pa.errors.SchemaErrors as exc:
+            return frame, exc
+
+    def _contract_error(self, table: str, failures: list[dict]) -> DataContractError:
+        parts = []
+        for f in failures:
+            if not f["count"]:
+                parts.append(f"{f['column']}: {f['check']}")
+                continue
+            examples = ", ".join(_show(v) for v in f["examples"])
+            shown = f" (e.g. {examples})" if examples else ""
+            parts.append(f"{f['column']}: {f['check']} failed for {f['count']} rows{shown}")
+        error = DataContractError(f"{table} breaks the data dictionary: {'; '.join(parts)}; "
+                                  f"fix the data or update {self._where}")
+        error.failures = failures
+        return error
+
+
+def summarize(failure_cases: pd.DataFrame) -> list[dict]:
+    """One dict per (column, check): ``column``, ``check``, ``count`` of failing rows, ``examples``."""
+    grouped = failure_cases.groupby(["column", "check"], sort=False, dropna=False)
+    summary = grouped.agg(count=("index", "nunique"), examples=("failure_case", _examples)).reset_index()
+    return summary.to_dict("records")
+
+
+def _deduplicate(failure_cases: pd.DataFrame) -> pd.DataFrame:
+    """Failure cases with frame-level checks named by their column, and without repeats.
+
+    pandera reports a value that cannot be converted as a failed conversion, a wrong dtype and
+    errors of the column's checks (which then compare against unconverted values), and a missing
+    value in a non-nullable column also as a failed conversion: keep the one clear report.
+    """
+    fc = failure_cases[["column", "check", "failure_case", "index"]].copy()
+    frame_level = fc["check"].isin(["column_in_schema", "column_in_dataframe"])
+    fc.loc[frame_level, "column"] = fc.loc[frame_level, "failure_case"]
+    fc["check"] = fc["check"].astype(str).replace(CHECK_NAMES)
+    conversion = fc["check"].str.startswith("coerce_dtype")
+    unconverted = fc["column"].isin(fc.loc[conversion & fc["failure_case"].notna(), "column"])
+    repeat = (unconverted & ~conversion & (fc["check"] != "not_nullable")) | (conversion & fc["failure_case"].isna())
+    return fc[~repeat].reset_index(drop=True)
+
+
+def _examples(values: pd.Series) -> list:
+    values = values.dropna()
+    return [_plain(v) for v in values.drop_duplicates().head(MAX_EXAMPLES)]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _show(value: Any) -> str:
+    return str(value) if isinstance(value, pd.Timestamp) else repr(value)
+
+
+def _pandera():
+    try:
+        import pandera.pandas as pa
+    except ImportError:  # pandera < 0.24
+        import pandera as pa
+    return pa
+
+
+def _column_schema(pa, column: ColumnSpec):
+    checks = []
+    if column.min is not None:
+        checks.append(pa.Check.ge(column.min))
+    if column.max is not None:
+        checks.append(pa.Check.le(column.max))
+    if column.levels:
+        checks.append(pa.Check.isin(list(column.levels)))
+    if column.pattern:
+        checks.append(pa.Check.str_matches(column.pattern))
+    if column.type == "date":
+        checks.append(pa.Check(lambda s: s == s.dt.normalize(), name="date_without_time_of_day"))
+    return pa.Column(column.dtype, checks, nullable=column.nullable, coerce=True)
+
+
+def _as_dtype(values: pd.Series, column: ColumnSpec) -> pd.Series:
+    if column.type in ("date", "datetime"):
+        return pd.to_datetime(values, format="ISO8601").astype("datetime64[ns]")
+    if column.type == "int" and values.isna().any():
+        return values.astype("Int64")
+    return values.astype(column.dtype)

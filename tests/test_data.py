@@ -1,0 +1,346 @@
+"""The data layer on real sqlite files: warehouse writes and reads, the dictionary, snapshots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from runner.data import DataDictionary, SnapshotStore, Warehouse
+from runner.demodata import generate_month
+from runner.errors import ConfigError, DataContractError, RunnerError
+
+ROOT = Path(__file__).resolve().parents[1]
+DICTIONARY = ROOT / "data" / "dictionary.yaml"
+
+
+@pytest.fixture(scope="module")
+def dictionary() -> DataDictionary:
+    return DataDictionary.load(DICTIONARY)
+
+
+@pytest.fixture
+def warehouse(tmp_path, dictionary) -> Warehouse:
+    return Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}", dictionary)
+
+
+@pytest.fixture(scope="module")
+def month() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate_month("2026-02", n=200, drift=None)
+
+
+def count(warehouse: Warehouse, table: str) -> int:
+    return int(warehouse.read_sql(f"SELECT COUNT(*) AS n FROM {table}")["n"].iloc[0])
+
+
+def scores(apps: pd.DataFrame, value: float = 0.5) -> pd.DataFrame:
+    return pd.DataFrame({"entity_id": apps["application_id"], "score": value})
+
+
+# -- warehouse ---------------------------------------------------------------------------------
+
+
+def test_round_trip_gives_the_dictionary_dtypes(warehouse, dictionary, month):
+    apps, outcomes = month
+    assert warehouse.write_table("applications", apps) == len(apps)
+    assert warehouse.write_table("outcomes", outcomes) == len(outcomes)
+    back = warehouse.read_table("applications")
+    expected = dictionary.validate("applications", apps)
+    pd.testing.assert_frame_equal(back.sort_values("application_id").reset_index(drop=True), expected)
+    assert str(back["applied_on"].dtype) == "datetime64[ns]" and str(back["purpose"].dtype) == "str"
+    assert str(warehouse.read_table("outcomes")["defaulted"].dtype) == "int64"
+    # dates are stored as ISO dates, so SQL comparisons with '2026-02-28' work
+    stored = warehouse.read_sql("SELECT MIN(applied_on) AS first FROM applications")["first"].iloc[0]
+    assert stored == apps["applied_on"].min().date().isoformat()
+    assert warehouse.tables() == ["applications", "outcomes"]
+
+
+def test_where_takes_named_parameters(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+    old = warehouse.read_table("applications", ["application_id", "age"], where="age >= :age", params={"age": 60})
+    assert list(old.columns) == ["application_id", "age"]
+    assert len(old) == (apps["age"] >= 60).sum() and (old["age"] >= 60).all()
+
+
+def test_breaking_the_dictionary_lists_failures_and_writes_nothing(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+    bad = generate_month("2026-03", n=50, drift=None)[0]
+    bad.loc[[0, 1, 2], "income"] = [-5.0, -1.0, -5.0]
+    bad.loc[[3, 4], "purpose"] = "crypto"
+    for mode in ("append", "replace"):
+        with pytest.raises(DataContractError) as raised:
+            warehouse.write_table("applications", bad, mode=mode)
+        message = str(raised.value)
+        assert "applications breaks the data dictionary" in message
+        assert "income: greater_than_or_equal_to(0) failed for 3 rows (e.g. -5.0, -1.0)" in message
+        assert "purpose: isin([" in message and "failed for 2 rows (e.g. 'crypto')" in message
+        assert "update" in message and "dictionary.yaml" in message
+        assert count(warehouse, "applications") == len(apps)
+    failures = {(f["column"], f["check"].split("(")[0]): f for f in raised.value.failures}
+    assert failures[("income", "greater_than_or_equal_to")]["count"] == 3
+    assert failures[("income", "greater_than_or_equal_to")]["examples"] == [-5.0, -1.0]
+    assert failures[("purpose", "isin")]["examples"] == ["crypto"]
+
+
+def test_missing_and_undeclared_columns_are_named(dictionary, month):
+    apps, _ = month
+    with pytest.raises(DataContractError) as raised:
+        dictionary.validate("applications", apps.drop(columns=["income"]).assign(shoe_size=42))
+    message = str(raised.value)
+    assert "income: declared column missing from the frame" in message
+    assert "shoe_size: column not declared in the dictionary" in message
+    with pytest.raises(DataContractError) as raised:  # a value that cannot be converted is reported once
+        dictionary.validate("applications", apps.assign(age=apps["age"].astype(str).where(apps.index > 0, "old")))
+    assert raised.value.failures == [{"column": "age", "check": "coerce_dtype('int64')", "count": 1, "examples": ["old"]}]
+
+
+def test_split_valid_keeps_the_rows_that_fit(dictionary):
+    apps = generate_month("2026-03", n=50, drift=None)[0]
+    apps.loc[[5, 9], "purpose"] = "crypto"
+    apps.loc[9, "age"] = 12
+    valid, rejected = dictionary.split_valid("applications", apps)
+    assert len(valid) == 48 and list(rejected.index) == [5, 9]
+    assert rejected.loc[9, "reason"].count(";") == 1 and "purpose: isin" in rejected.loc[5, "reason"]
+    assert str(valid["applied_on"].dtype) == "datetime64[ns]"
+
+
+def test_a_purpose_may_not_read_columns_it_is_not_allowed(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+    with pytest.raises(DataContractError) as raised:
+        warehouse.read_table("applications", ["application_id", "gender"], purpose="credit_scoring")
+    message = str(raised.value)
+    assert "applications.gender may be used for ['analytics'] only, not for 'credit_scoring'" in message
+    assert "GDPR Art. 9" in message and "email" not in message
+    with pytest.raises(DataContractError, match="applications.email"):
+        warehouse.read_table("applications", purpose="credit_scoring")  # all columns: email and gender too
+    assert len(warehouse.read_table("applications", ["income", "purpose"], purpose="credit_scoring")) == len(apps)
+    assert len(warehouse.read_table("applications", ["gender"], purpose="analytics")) == len(apps)
+    with pytest.raises(DataContractError, match="unknown purpose 'marketing'"):
+        warehouse.read_table("applications", ["income"], purpose="marketing")
+
+
+def test_reingesting_a_batch_replaces_rows_by_key(warehouse, month):
+    apps, outcomes = month
+    warehouse.write_table("applications", apps)
+    warehouse.write_table("applications", apps)
+    assert count(warehouse, "applications") == len(apps)
+    corrected = apps.head(10).assign(income=1234.0)
+    warehouse.write_table("applications", corrected)
+    assert count(warehouse, "applications") == len(apps)
+    back = warehouse.read_table("applications", ["application_id", "income"], where="income = 1234")
+    assert sorted(back["application_id"]) == sorted(corrected["application_id"])
+    with pytest.raises(DataContractError, match="duplicate key"):
+        warehouse.write_table("outcomes", pd.concat([outcomes.head(3), outcomes.head(1)]))
+
+
+def test_replace_mode_replaces_the_table(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+    warehouse.write_table("applications", apps.head(7), mode="replace")
+    assert count(warehouse, "applications") == 7
+
+
+def test_a_failed_replace_keeps_the_old_table(tmp_path):
+    # sqlite's driver would commit the DROP on its own; the warehouse makes DDL part of the transaction
+    plain = Warehouse(f"sqlite:///{tmp_path / 'plain.db'}")
+    plain.write_table("anything", pd.DataFrame({"a": [1, 2, 3]}))
+    with pytest.raises(RunnerError, match="nothing was written"):
+        plain.write_table("anything", pd.DataFrame({"a": [{"not": "storable"}]}), mode="replace")
+    assert count(plain, "anything") == 3
+
+
+def test_chunked_read_is_an_iterator_of_frames(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+    chunks = warehouse.read_table("applications", ["application_id", "applied_on"], chunksize=70)
+    assert isinstance(chunks, Iterator)
+    sizes = []
+    for chunk in chunks:
+        assert str(chunk["applied_on"].dtype) == "datetime64[ns]"
+        sizes.append(len(chunk))
+    assert sizes == [70, 70, 60]
+
+
+def test_write_predictions_from_a_chunked_read_and_twice_is_idempotent(warehouse, month):
+    apps, _ = month
+    warehouse.write_table("applications", apps)
+
+    def scored():  # the scoring notebook's shape: read chunks while the predictions transaction is open
+        for chunk in warehouse.read_table("applications", ["application_id"], chunksize=64):
+            yield scores(chunk, 0.25)
+
+    for _ in range(2):
+        assert warehouse.write_predictions(scored(), run_id="r1", model_name="credit", model_version="3",
+                                           as_of="2026-02-28") == len(apps)
+        assert count(warehouse, "predictions") == len(apps)
+    written = warehouse.read_predictions(run_id="r1")
+    assert set(written.columns) == {"run_id", "model_name", "model_version", "as_of", "entity_id", "score", "scored_at"}
+    assert (written["model_version"] == "3").all() and (written["as_of"] == pd.Timestamp("2026-02-28")).all()
+    assert len(warehouse.read_predictions(as_of="2026-02-28")) == len(apps)
+    assert warehouse.read_predictions(as_of="2026-03-31").empty
+    indexed = {tuple(index["column_names"]) for index in sa.inspect(sa.create_engine(warehouse.url)).get_indexes("predictions")}
+    assert {("run_id",), ("as_of",)} <= indexed
+
+
+def test_write_predictions_is_all_or_nothing(warehouse, month):
+    apps, _ = month
+    warehouse.write_predictions(scores(apps), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")
+
+    def breaks_after_two_chunks(run_apps):
+        yield scores(run_apps.iloc[:50])
+        yield scores(run_apps.iloc[50:100])
+        raise RuntimeError("model crashed")
+
+    with pytest.raises(RuntimeError, match="model crashed"):
+        warehouse.write_predictions(breaks_after_two_chunks(apps), run_id="r2", model_name="m", model_version="1",
+                                    as_of="2026-02-28")
+    assert warehouse.read_predictions(run_id="r2").empty
+    with pytest.raises(RuntimeError):  # a failed rewrite of r1 leaves r1 as it was
+        warehouse.write_predictions(breaks_after_two_chunks(apps), run_id="r1", model_name="m", model_version="2",
+                                    as_of="2026-02-28")
+    kept = warehouse.read_predictions(run_id="r1")
+    assert len(kept) == len(apps) and (kept["model_version"] == "1").all()
+    with pytest.raises(DataContractError, match="score: less_than_or_equal_to"):
+        warehouse.write_predictions([scores(apps, 0.3), scores(apps, 1.5)], run_id="r3", model_name="m",
+                                    model_version="1", as_of="2026-02-28")
+    assert count(warehouse, "predictions") == len(apps)
+
+
+def test_predictions_without_a_dictionary(tmp_path, month):
+    plain = Warehouse(f"sqlite:///{tmp_path / 'plain.db'}")
+    assert plain.read_predictions().empty
+    plain.write_predictions(scores(month[0]), run_id="r", model_name="m", model_version="1", as_of="2026-02-28")
+    assert len(plain.read_predictions(run_id="r")) == len(month[0])
+    plain.write_table("anything", pd.DataFrame({"a": [1, 2]}))  # undeclared tables are written as they are
+    assert plain.read_table("anything", purpose="credit_scoring")["a"].tolist() == [1, 2]
+
+
+def test_unknown_tables_and_columns(warehouse, month):
+    with pytest.raises(RunnerError, match="no table 'applications'"):
+        warehouse.read_table("applications")
+    warehouse.write_table("applications", month[0])
+    with pytest.raises(DataContractError, match="no column"):
+        warehouse.read_table("applications", ["application_id", "shoe_size"])
+    with pytest.raises(RunnerError, match="reading applications failed in the warehouse.*no_such_column"):
+        warehouse.read_table("applications", ["age"], where="no_such_column > 1")
+
+
+def test_bad_or_unreachable_urls_say_what_to_check(tmp_path):
+    with pytest.raises(RunnerError, match="RUNNER_WAREHOUSE_URL") as raised:
+        Warehouse("nosuchdatabase://somewhere/db")
+    assert "nosuchdatabase://somewhere/db" in str(raised.value)
+    with pytest.raises(RunnerError) as raised:
+        Warehouse("postgresql://user:secret@127.0.0.1:1/db").tables()
+    assert "127.0.0.1" in str(raised.value) and "secret" not in str(raised.value)
+    folder_url = f"sqlite:///{tmp_path}"  # a folder, not a database file
+    with pytest.raises(RunnerError, match="cannot reach the warehouse") as raised:
+        Warehouse(folder_url).tables()
+    assert str(tmp_path) in str(raised.value) and "stores.warehouse" in str(raised.value)
+
+
+# -- data dictionary ---------------------------------------------------------------------------
+
+
+def test_the_project_dictionary_declares_pii_and_owners(dictionary):
+    assert dictionary.pii_columns("applications") == ["email", "gender"]
+    assert set(dictionary.purposes) == {"credit_scoring", "monitoring", "analytics", "customer_contact"}
+    assert dictionary.tables["applications"].columns["income"].owner == "credit-risk-data"  # inherited
+    assert dictionary.tables["applications"].columns["email"].owner == "customer-data"
+
+
+def write_dictionary(tmp_path: Path, column: dict, **table) -> Path:
+    path = tmp_path / "dictionary.yaml"
+    raw = {"purposes": {"credit_scoring": "decisions"},
+           "tables": {"t": {"description": "a table", "owner": "me", **table, "columns": {"c": column}}}}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+GOOD_COLUMN = {"type": "int", "description": "a column", "nullable": False, "pii": False, "allowed_purposes": ["any"]}
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"type": "integer"}, "tables.t.columns.c.type", "Input should be"),
+    ({"allowed_purposes": ["marketing"]}, "tables.t.columns.c.allowed_purposes", "unknown purpose"),
+    ({"type": "category"}, "tables.t.columns.c", "needs 'levels'"),
+    ({"colour": "red"}, "tables.t.columns.c.colour", "unknown key"),
+    ({"pii": None}, "tables.t.columns.c.pii", ""),
+])
+def test_dictionary_errors_name_the_file_and_key(tmp_path, change, key, words):
+    path = write_dictionary(tmp_path, {**GOOD_COLUMN, **change})
+    with pytest.raises(ConfigError) as raised:
+        DataDictionary.load(path)
+    assert raised.value.source == str(path) and raised.value.key == key
+    assert words in raised.value.message
+
+
+def test_dictionary_needs_an_owner_and_valid_yaml(tmp_path):
+    path = write_dictionary(tmp_path, GOOD_COLUMN, owner=None)
+    with pytest.raises(ConfigError) as raised:
+        DataDictionary.load(path)
+    assert raised.value.key == "tables.t.columns.c.owner"
+    path.write_text("tables: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        DataDictionary.load(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        DataDictionary.load(tmp_path / "missing.yaml")
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+SAVE_IN_ANOTHER_PROCESS = """
+import sys
+from runner.data import SnapshotStore
+from runner.demodata import generate_month
+print(SnapshotStore(sys.argv[1]).save(generate_month("2026-02", n=200, drift=None)[0]))
+"""
+
+
+def test_snapshots_are_content_addressed(tmp_path, month):
+    store = SnapshotStore(tmp_path / "snapshots")
+    apps, outcomes = month
+    digest = store.save(apps)
+    path = store.path(digest)
+    assert path == tmp_path / "snapshots" / digest[:2] / f"{digest}.parquet"
+    written_at = path.stat().st_mtime_ns
+    assert store.save(apps.copy()) == digest
+    other = subprocess.run([sys.executable, "-c", SAVE_IN_ANOTHER_PROCESS, str(store.root)],
+                           capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == digest
+    assert store.list() == [digest] and path.stat().st_mtime_ns == written_at  # stored once
+    pd.testing.assert_frame_equal(store.load(digest), apps)
+    changed = apps.assign(income=apps["income"].fillna(0) + 1)
+    assert store.save(changed) != digest and store.save(outcomes) != digest
+    assert len(store.list()) == 3
+
+
+def test_the_digest_ignores_the_index_and_string_storage(tmp_path, month):
+    store = SnapshotStore(tmp_path)
+    apps, _ = month
+    digest = store.save(apps)
+    assert store.save(apps.iloc[::-1].iloc[::-1]) == digest
+    assert store.save(apps.astype({"purpose": "object"})) == digest
+    assert store.save(apps.astype({"purpose": "category"})) == digest
+    assert store.save(apps.iloc[1:]) != digest
+
+
+def test_unknown_snapshot_and_export(tmp_path, month):
+    store = SnapshotStore(tmp_path / "snapshots")
+    unknown = "0" * 64
+    with pytest.raises(RunnerError) as raised:
+        store.load(unknown)
+    assert unknown in str(raised.value) and str(store.root) in str(raised.value) and ".list()" in str(raised.value)
+    with pytest.raises(RunnerError, match="not a snapshot digest"):
+        store.path("../../etc/passwd")
+    digest = store.save(month[1])
+    out = store.export(digest, tmp_path / "out" / "training.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), month[1])
