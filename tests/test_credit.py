@@ -21,7 +21,7 @@ CONFIG = str(ROOT / "runner.yaml")
 def cli(*args: str):
     from click.testing import CliRunner
 
-    return CliRunner().invoke(main, [*args[:1], "--config", CONFIG, *args[1:]], catch_exceptions=False)
+    return CliRunner().invoke(main, [*args, "--config", CONFIG], catch_exceptions=False)
 
 
 @pytest.mark.slow
