@@ -216,14 +216,7 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         parsed = _ConfigFile.model_validate(raw)
     except ValidationError as exc:
-        # A misspelt key also makes the key it was meant to be "missing": name the misspelling.
-        error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        key = ".".join(str(part) for part in error["loc"])
-        message = {
-            "extra_forbidden": "unknown key; check its spelling against the README's runner.yaml reference",
-            "missing": "required key is missing",
-        }.get(error["type"], error["msg"].removeprefix("Value error, "))
-        raise ConfigError(message, str(source), key) from None
+        raise invalid(exc, str(source), "the README's runner.yaml reference") from None
     root = source.parent
     return Config(
         source=source,
@@ -234,6 +227,18 @@ def load_config(path: str | Path | None = None) -> Config:
         dictionary=(root / parsed.dictionary).resolve(),
         models=parsed.models,
     )
+
+
+def invalid(exc: ValidationError, source: str, reference: str) -> ConfigError:
+    """pydantic's first complaint as a ConfigError naming the file, the key path and the fix."""
+    # A misspelt key also makes the key it was meant to be "missing": name the misspelling.
+    error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    key = ".".join(str(part) for part in error["loc"])
+    message = {
+        "extra_forbidden": f"unknown key; check its spelling against {reference}",
+        "missing": "required key is missing",
+    }.get(error["type"], error["msg"].removeprefix("Value error, "))
+    return ConfigError(message, source, key)
 
 
 def _resolve_stores(stores: StoresConfig, root: Path) -> Stores:

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runner.config import invalid
 from runner.errors import ConfigError, DataContractError
 
 ANY = "any"  # in allowed_purposes: every purpose may use the column
@@ -146,13 +147,7 @@ class DataDictionary:
         try:
             parsed = _DictionaryFile.model_validate(raw)
         except ValidationError as exc:
-            error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-            key = ".".join(str(part) for part in error["loc"])
-            message = {
-                "extra_forbidden": "unknown key; check its spelling against data/dictionary.yaml's header",
-                "missing": "required key is missing",
-            }.get(error["type"], error["msg"].removeprefix("Value error, "))
-            raise ConfigError(message, source, key) from None
+            raise invalid(exc, source, "data/dictionary.yaml's header") from None
         for table, spec in parsed.tables.items():
             for name, column in spec.columns.items():
                 unknown = [p for p in column.allowed_purposes if p != ANY and p not in parsed.purposes]
