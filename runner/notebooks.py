@@ -217,6 +217,17 @@ class Kernel:
             self._run_sync(self.manager.cleanup_resources)()
 
 
+def parameterized(notebook: str | Path, parameters: dict[str, Any]):
+    """The notebook with ``parameters`` injected as papermill injects them, not executed."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(notebook))
+    spec = nb.metadata.get("kernelspec", {})
+    return parameterize_notebook(nb, parameters, kernel_name=spec.get("name") or "python3",
+                                 language=spec.get("language") or "python")
+
+
 @functools.cache
 def _reporting_engine() -> type:
     """papermill's nbclient engine, calling ``on_cell`` as each cell starts."""

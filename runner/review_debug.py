@@ -61,8 +61,8 @@ def source_notebook(config: Config, step: StepRecord) -> Path:
 def write_debug_notebook(config: Config, run_id: str, step_name: str | None = None) -> DebugNotebook:
     """Write the step's notebook with the run's parameters into the scratch folder."""
     import nbformat
-    from papermill.iorw import load_notebook_node
-    from papermill.parameterize import parameterize_notebook
+
+    from runner.notebooks import parameterized
 
     record = RunStore(config.stores.runs).read(run_id)
     step = choose_step(record, step_name)
@@ -79,10 +79,7 @@ def write_debug_notebook(config: Config, run_id: str, step_name: str | None = No
             + (f"; `git checkout {record.git.commit} -- {step.notebook}` restores the run's version"
                if record.git.commit else "")
         )
-    nb = load_notebook_node(str(source))
-    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    language = nb.metadata.get("kernelspec", {}).get("language") or "python"
-    nb = parameterize_notebook(nb, dict(step.parameters), kernel_name=kernel, language=language)
+    nb = parameterized(source, dict(step.parameters))
     nb.cells.insert(0, _note(record, step, source))
     chdir = nbformat.v4.new_code_cell(f"import os\nos.chdir({str(source.parent)!r})  # where the step ran")
     chdir.metadata["tags"] = [DEBUG_TAG]
