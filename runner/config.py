@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,10 +77,67 @@ class StepConfig(_Frozen):
         return (value,) if isinstance(value, str) else value
 
 
+class NotifyConfig(_Frozen):
+    """Where notices go: monitoring ``warn`` / ``alert`` and failed runs (``runner.notify``)."""
+
+    webhook: str | None = Field(None, description="URL that receives the event as a JSON POST")
+    command: str | None = Field(None, description="shell command run with the event as JSON on stdin")
+    on: tuple[Literal["warn", "alert", "failure"], ...] = ("alert", "failure")
+    timeout: float = Field(10.0, gt=0, description="seconds a webhook or command may take")
+
+    _durations = field_validator("timeout", mode="before")(parse_duration)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
+class Levels(_Frozen):
+    """An effect size at which a finding becomes ``warn``, and one at which it becomes ``alert``."""
+
+    warn: float = Field(ge=0)
+    alert: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Levels:
+        if self.alert < self.warn:
+            raise ValueError(f"alert ({self.alert}) must not be below warn ({self.warn})")
+        return self
+
+
+class Thresholds(_Frozen):
+    """Monitoring verdicts come from effect sizes; p-values are reported, never decisive.
+
+    Defaults: PSI 0.1 / 0.25 (the usual credit-scoring rule of thumb); Jensen-Shannon distance
+    (base 2) and Wasserstein distance divided by the reference's standard deviation 0.1 / 0.2
+    (0.1 is Evidently's default drift threshold for both). Shares and rates are absolute.
+    """
+
+    psi: Levels = Levels(warn=0.1, alert=0.25)
+    jensen_shannon: Levels = Levels(warn=0.1, alert=0.2)
+    wasserstein: Levels = Levels(warn=0.1, alert=0.2)
+    missing_rate: Levels = Levels(warn=0.02, alert=0.1)  # rise of the share of missing values
+    new_level: Levels = Levels(warn=0.0, alert=0.01)  # share of rows in levels the reference never had
+    out_of_range: Levels = Levels(warn=0.001, alert=0.01)  # share outside the dictionary's range or levels
+    score_psi: Levels = Levels(warn=0.1, alert=0.25)
+    score_mean_shift: Levels = Levels(warn=0.02, alert=0.05)  # absolute change of the mean score
+    row_count: Levels = Levels(warn=0.3, alert=0.6)  # relative distance from the median of recent runs
+
+
+class MonitoringConfig(_Frozen):
+    thresholds: Thresholds = Thresholds()
+    fail_on: Literal["warn", "alert"] | None = Field(
+        None, description="fail the monitoring step (after its results are saved) at this status or worse")
+
+
 class PipelineConfig(_Frozen):
     purpose: str | None = None
     description: str = ""
     steps: dict[str, StepConfig]
+    notify: NotifyConfig | None = Field(None, description="replaces the top-level notify for this pipeline")
 
     @field_validator("steps")
     @classmethod
@@ -144,6 +201,8 @@ class _ConfigFile(_Frozen):
     defaults: DefaultsConfig = DefaultsConfig()
     dictionary: str = "data/dictionary.yaml"
     models: dict[str, ModelPolicy] = Field(default_factory=dict)
+    monitoring: MonitoringConfig = MonitoringConfig()
+    notify: NotifyConfig = NotifyConfig()
     pipelines: dict[str, PipelineConfig]
 
     @model_validator(mode="after")
@@ -175,6 +234,13 @@ class Config:
     pipelines: dict[str, PipelineConfig]
     dictionary: Path
     models: dict[str, ModelPolicy]
+    monitoring: MonitoringConfig = MonitoringConfig()
+    notify: NotifyConfig = NotifyConfig()
+
+    def notify_for(self, pipeline: str) -> NotifyConfig:
+        """The pipeline's own ``notify`` if it has one, else the project's."""
+        own = self.pipelines[pipeline].notify if pipeline in self.pipelines else None
+        return own or self.notify
 
     def model_policy(self, name: str) -> ModelPolicy:
         return self.models.get(name, ModelPolicy())
@@ -226,6 +292,8 @@ def load_config(path: str | Path | None = None) -> Config:
         pipelines=parsed.pipelines,
         dictionary=(root / parsed.dictionary).resolve(),
         models=parsed.models,
+        monitoring=parsed.monitoring,
+        notify=parsed.notify,
     )
 
 
