@@ -26,10 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from runner.dictionary import DataDictionary, TableSpec
 from runner.errors import DataContractError, RunnerError
 
-__all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS"]
+__all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
 
 PREDICTIONS = "predictions"
-PREDICTION_INDEXES = (("run_id",), ("as_of",))
 CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
 SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for another writer's transaction
 SQL_TYPES = {
@@ -45,15 +44,39 @@ _PREDICTION_COLUMNS = {  # used when the dictionary does not declare the predict
     "score": ("float", "predicted probability"),
     "scored_at": ("datetime", "when the run wrote the score (UTC)"),
 }
+MONITORING_METRICS = "monitoring_metrics"
+_MONITORING_COLUMNS = {  # name: (type, description, nullable)
+    "run_id": ("string", "pipeline run that computed the value", False),
+    "pipeline": ("string", "pipeline of that run", False),
+    "as_of": ("date", "logical date of the run", False),
+    "model_name": ("string", "registered model monitored", False),
+    "model_version": ("string", "its version", False),
+    "feature": ("string", "input feature, 'score', or what the value is about ('usage', 'model:v3')", False),
+    "statistic": ("string", "psi, ks, wasserstein, jensen_shannon, missing_rate_change, auc, ...", False),
+    "value": ("float", "the statistic's value", True),
+    "p_value": ("float", "its p-value, when it has one (reported, never decisive)", True),
+    "severity": ("string", "ok, warn or alert", False),
+    "detail": ("string", "the finding in words", True),
+    "computed_at": ("datetime", "when the run wrote the value (UTC)", False),
+}
+RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
 BUILTIN = DataDictionary.from_dict({
     "purposes": {},
-    "tables": {PREDICTIONS: {
-        "description": "scores written by scoring runs", "owner": "runner",
-        "columns": {name: {"type": kind, "description": text, "nullable": False, "pii": False,
-                           "allowed_purposes": ["any"], **({"min": 0, "max": 1} if name == "score" else {})}
-                    for name, (kind, text) in _PREDICTION_COLUMNS.items()},
-    }},
-}, source="runner.data (built-in predictions table)")
+    "tables": {
+        PREDICTIONS: {
+            "description": "scores written by scoring runs", "owner": "runner",
+            "columns": {name: {"type": kind, "description": text, "nullable": False, "pii": False,
+                               "allowed_purposes": ["any"], **({"min": 0, "max": 1} if name == "score" else {})}
+                        for name, (kind, text) in _PREDICTION_COLUMNS.items()},
+        },
+        MONITORING_METRICS: {
+            "description": "one row per monitoring run, feature and statistic, for BI tools", "owner": "runner",
+            "columns": {name: {"type": kind, "description": text, "nullable": nullable, "pii": False,
+                               "allowed_purposes": ["any"]}
+                        for name, (kind, text, nullable) in _MONITORING_COLUMNS.items()},
+        },
+    },
+}, source="runner.data (built-in tables)")
 
 
 class Warehouse:
@@ -135,38 +158,61 @@ class Warehouse:
         the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
         the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written.
         """
-        spec = self._contract(PREDICTIONS).table(PREDICTIONS)
-        chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
-               "scored_at": pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")}
+               "scored_at": _now()}
+        return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"))
+
+    def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, pipeline: str, as_of: str,
+                                 model_name: str, model_version: str) -> int:
+        """Write a monitoring run's findings (``feature``, ``statistic``, ``value``, ``p_value``,
+        ``severity``, ``detail``) to ``monitoring_metrics``, replacing the run's earlier rows."""
+        run = {"run_id": run_id, "pipeline": pipeline, "as_of": as_of, "model_name": model_name,
+               "model_version": str(model_version), "computed_at": _now()}
+        frame = frame.assign(**{name: frame[name] if name in frame else None for name in ("p_value", "detail")})
+        return self._replace_run_rows(MONITORING_METRICS, frame, run, required=("feature", "statistic", "value",
+                                                                                 "severity"))
+
+    def read_monitoring_metrics(self, pipeline: str | None = None, before: str | None = None) -> pd.DataFrame:
+        """Monitoring rows of a pipeline (all when None), with ``as_of`` before a date (all when None)."""
+        conditions = []
+        if pipeline is not None:
+            conditions.append(sa.column("pipeline", sa.Text) == pipeline)
+        if before is not None:
+            conditions.append(sa.column("as_of", sa.Date) < pd.Timestamp(before).date())
+        return self._read_run_table(MONITORING_METRICS, conditions)
+
+    def _replace_run_rows(self, table: str, frames, run: dict, required: tuple[str, ...]) -> int:
+        """One transaction deletes the run's earlier rows of ``table`` and inserts ``frames`` with the run's columns."""
+        spec = self._contract(table).table(table)
+        chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         written = 0
         with self._transaction() as conn:
-            sql_table = self._ensure_table(conn, PREDICTIONS, spec)
-            conn.execute(sa.delete(sql_table).where(sql_table.c.run_id == run_id))
+            sql_table = self._ensure_table(conn, table, spec)
+            conn.execute(sa.delete(sql_table).where(sql_table.c.run_id == run["run_id"]))
             for chunk in chunks:
-                written += self._insert(conn, PREDICTIONS, self._prediction_rows(chunk, run), spec)
+                missing = set(required) - set(chunk.columns)
+                if missing:
+                    raise DataContractError(f"{table} rows need columns {', '.join(required)}; missing {sorted(missing)}")
+                rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]].assign(**run)
+                written += self._insert(conn, table, self._contract(table).validate(table, rows[list(spec.columns)]),
+                                        spec)
         return written
-
-    def _prediction_rows(self, chunk: pd.DataFrame, run: dict) -> pd.DataFrame:
-        """A chunk of scores with the run's columns, validated against the predictions table."""
-        missing = {"entity_id", "score"} - set(chunk.columns)
-        if missing:
-            raise DataContractError(f"prediction frames need columns entity_id and score; missing {sorted(missing)}")
-        contract = self._contract(PREDICTIONS)
-        rows = chunk[["entity_id", "score"]].assign(**run)
-        return contract.validate(PREDICTIONS, rows[list(contract.table(PREDICTIONS).columns)])
 
     def read_predictions(self, run_id: str | None = None, as_of: str | None = None) -> pd.DataFrame:
         """Predictions of one run and/or one as_of date (all when both are None)."""
-        if PREDICTIONS not in self.tables():
-            spec = self._contract(PREDICTIONS).table(PREDICTIONS)
-            return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
         conditions = []
         if run_id is not None:
             conditions.append(sa.column("run_id", sa.Text) == run_id)
         if as_of is not None:
             conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
-        return self._read(PREDICTIONS, None, sa.and_(*conditions) if conditions else None, None, None, None)
+        return self._read_run_table(PREDICTIONS, conditions)
+
+    def _read_run_table(self, table: str, conditions: list) -> pd.DataFrame:
+        """Rows of a built-in run table (empty, with its columns, before anything was written)."""
+        if table not in self.tables():
+            spec = self._contract(table).table(table)
+            return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
+        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, None)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -175,10 +221,10 @@ class Warehouse:
         return self._engine.url.render_as_string(hide_password=True)
 
     def _contract(self, table: str) -> DataDictionary | None:
-        """The dictionary that declares ``table``: the warehouse's, else the built-in one for predictions."""
+        """The dictionary that declares ``table``: the warehouse's, else the built-in one for run tables."""
         if self.dictionary is not None and table in self.dictionary.tables:
             return self.dictionary
-        return BUILTIN if table == PREDICTIONS else None
+        return BUILTIN if table in BUILTIN.tables else None
 
     def _connect(self) -> sa.Connection:
         try:
@@ -251,7 +297,7 @@ class Warehouse:
         ))
         if spec.key:
             sa.Index(f"ux_{table}_key", *(sql_table.c[name] for name in spec.key), unique=True)
-        for names in PREDICTION_INDEXES if table == PREDICTIONS else ():
+        for names in RUN_TABLE_INDEXES if table in (PREDICTIONS, MONITORING_METRICS) else ():
             sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
         sql_table.create(conn, checkfirst=True)
         for index in sql_table.indexes:
@@ -287,6 +333,11 @@ class Warehouse:
 
             return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
         return 30000
+
+
+def _now() -> pd.Timestamp:
+    """Now in UTC, naive, to the second (how the run tables store times)."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
 
 
 def _create_engine(url: str) -> sa.Engine:

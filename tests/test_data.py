@@ -344,3 +344,22 @@ def test_unknown_snapshot_and_export(tmp_path, month):
     digest = store.save(month[1])
     out = store.export(digest, tmp_path / "out" / "training.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(out), month[1])
+
+
+def test_monitoring_metrics_hold_one_row_per_run_feature_and_statistic(warehouse):
+    findings = pd.DataFrame({
+        "feature": ["income", "income", "purpose"], "statistic": ["psi", "ks", "new_level"],
+        "value": [0.31, 0.12, float("nan")], "p_value": [float("nan"), 1e-9, float("nan")],
+        "severity": ["alert", "ok", "warn"], "detail": ["median 41,200 -> 52,300", "", "new level 'crypto'"],
+    })
+    run = {"pipeline": "credit_score", "model_name": "credit_default", "model_version": "3"}
+    assert warehouse.write_monitoring_metrics(findings, run_id="r1", as_of="2026-01-31", **run) == 3
+    assert warehouse.write_monitoring_metrics(findings.head(2), run_id="r1", as_of="2026-01-31", **run) == 2
+    warehouse.write_monitoring_metrics(findings.head(1), run_id="r2", as_of="2026-02-28", **run)
+    stored = warehouse.read_monitoring_metrics("credit_score")
+    assert sorted(stored["run_id"]) == ["r1", "r1", "r2"]  # writing r1 again replaced its rows
+    earlier = warehouse.read_monitoring_metrics("credit_score", before="2026-02-01")
+    assert set(earlier["run_id"]) == {"r1"} and earlier["p_value"].isna().sum() == 1
+    assert warehouse.read_monitoring_metrics("other").empty
+    with pytest.raises(DataContractError, match="severity"):
+        warehouse.write_monitoring_metrics(findings.drop(columns="severity"), run_id="r3", as_of="2026-03-31", **run)
