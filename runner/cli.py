@@ -283,8 +283,12 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
             detail = f"auc {scraps['train'].get('auc', float('nan')):.3f}, v{scraps['train'].get('model_version')} " \
                      f"{scraps['train'].get('model_decision')}"
         elif "monitor" in scraps:
-            detail = f"{scraps['score'].get('rows_scored')} scored, drift {scraps['monitor'].get('drift_status')} " \
+            detail = f"{scraps['score'].get('rows_scored')} scored, monitor {scraps['monitor'].get('status')} " \
                      f"(max PSI {scraps['monitor'].get('max_psi')})"
+            backtest = scraps.get("backtest", {})
+            if backtest.get("backtest_status") not in (None, "waiting for labels"):
+                detail += f", backtest {backtest['backtest_month']} {backtest['backtest_status']} " \
+                          f"(champion AUC {backtest.get('champion_auc')})"
         elif "ingest" in scraps:
             detail = f"{scraps['ingest'].get('rows_written')} rows in, {scraps['ingest'].get('rows_rejected')} rejected"
         out.print(f"[{len(done):>2}/{total}] {record.as_of} {record.pipeline:<14} {_status(record.status)} "
@@ -296,7 +300,7 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
     out.print(f"  champion      {MODEL} v{facts['champion_version']} ({escape(str(facts['champion_reason']))})")
     out.print(f"  latest AUC    {facts['latest_auc']}")
     drift = ", ".join(f"{month} {_status(state or '-')}" for month, state, _ in facts["drift_by_month"])
-    out.print(f"  drift         {drift}")
+    out.print(f"  monitoring    {drift}")
     out.print(f"  notebooks     {facts['run_store']}/<pipeline>/<run_id>/<step>.ipynb and .html (`runner runs`)")
     out.print(f"  MLflow        {facts['mlflow_ui']}")
     if facts["failed"]:

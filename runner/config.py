@@ -82,7 +82,7 @@ class NotifyConfig(_Frozen):
 
     webhook: str | None = Field(None, description="URL that receives the event as a JSON POST")
     command: str | None = Field(None, description="shell command run with the event as JSON on stdin")
-    on: tuple[Literal["warn", "alert", "failure"], ...] = ("alert", "failure")
+    events: tuple[Literal["warn", "alert", "failure"], ...] = ("alert", "failure")
     timeout: float = Field(10.0, gt=0, description="seconds a webhook or command may take")
 
     _durations = field_validator("timeout", mode="before")(parse_duration)
@@ -125,6 +125,9 @@ class Thresholds(_Frozen):
     score_psi: Levels = Levels(warn=0.1, alert=0.25)
     score_mean_shift: Levels = Levels(warn=0.02, alert=0.05)  # absolute change of the mean score
     row_count: Levels = Levels(warn=0.3, alert=0.6)  # relative distance from the median of recent runs
+    failed_runs: Levels = Levels(warn=1, alert=3)  # failed, interrupted or empty runs since the last good one
+    latency_increase: Levels = Levels(warn=0.5, alert=1.0)  # relative rise over the median of recent runs
+    performance_drop: Levels = Levels(warn=0.02, alert=0.05)  # champion's AUC below its training holdout AUC
 
 
 class MonitoringConfig(_Frozen):

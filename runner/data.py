@@ -48,6 +48,7 @@ MONITORING_METRICS = "monitoring_metrics"
 _MONITORING_COLUMNS = {  # name: (type, description, nullable)
     "run_id": ("string", "pipeline run that computed the value", False),
     "pipeline": ("string", "pipeline of that run", False),
+    "step": ("string", "step that computed it (a run may monitor in several steps)", False),
     "as_of": ("date", "logical date of the run", False),
     "model_name": ("string", "registered model monitored", False),
     "model_version": ("string", "its version", False),
@@ -162,15 +163,15 @@ class Warehouse:
                "scored_at": _now()}
         return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"))
 
-    def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, pipeline: str, as_of: str,
+    def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, step: str, pipeline: str, as_of: str,
                                  model_name: str, model_version: str) -> int:
-        """Write a monitoring run's findings (``feature``, ``statistic``, ``value``, ``p_value``,
-        ``severity``, ``detail``) to ``monitoring_metrics``, replacing the run's earlier rows."""
-        run = {"run_id": run_id, "pipeline": pipeline, "as_of": as_of, "model_name": model_name,
+        """Write a monitoring step's findings (``feature``, ``statistic``, ``value``, ``p_value``,
+        ``severity``, ``detail``) to ``monitoring_metrics``, replacing the step's earlier rows."""
+        run = {"run_id": run_id, "step": step, "pipeline": pipeline, "as_of": as_of, "model_name": model_name,
                "model_version": str(model_version), "computed_at": _now()}
         frame = frame.assign(**{name: frame[name] if name in frame else None for name in ("p_value", "detail")})
         return self._replace_run_rows(MONITORING_METRICS, frame, run, required=("feature", "statistic", "value",
-                                                                                 "severity"))
+                                                                                 "severity"), scope=("run_id", "step"))
 
     def read_monitoring_metrics(self, pipeline: str | None = None, before: str | None = None) -> pd.DataFrame:
         """Monitoring rows of a pipeline (all when None), with ``as_of`` before a date (all when None)."""
@@ -181,14 +182,16 @@ class Warehouse:
             conditions.append(sa.column("as_of", sa.Date) < pd.Timestamp(before).date())
         return self._read_run_table(MONITORING_METRICS, conditions)
 
-    def _replace_run_rows(self, table: str, frames, run: dict, required: tuple[str, ...]) -> int:
-        """One transaction deletes the run's earlier rows of ``table`` and inserts ``frames`` with the run's columns."""
+    def _replace_run_rows(self, table: str, frames, run: dict, required: tuple[str, ...],
+                          scope: tuple[str, ...] = ("run_id",)) -> int:
+        """One transaction deletes earlier rows of ``table`` that match ``run`` on ``scope`` and inserts
+        ``frames`` with the run's columns."""
         spec = self._contract(table).table(table)
         chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         written = 0
         with self._transaction() as conn:
             sql_table = self._ensure_table(conn, table, spec)
-            conn.execute(sa.delete(sql_table).where(sql_table.c.run_id == run["run_id"]))
+            conn.execute(sa.delete(sql_table).where(*(sql_table.c[name] == run[name] for name in scope)))
             for chunk in chunks:
                 missing = set(required) - set(chunk.columns)
                 if missing:

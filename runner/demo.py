@@ -105,7 +105,7 @@ def summary(config: Config, records: list[RunRecord]) -> dict:
         "champion_version": champion and champion["version"],
         "champion_reason": champion and champion["tags"].get("promotion_reason"),
         "latest_auc": trains[-1].steps["train"].scraps.get("auc") if trains else None,
-        "drift_by_month": [(r.as_of[:7], m.get("drift_status"), m.get("max_psi")) for r, m in zip(scores, monitor)],
+        "drift_by_month": [(r.as_of[:7], m.get("status"), m.get("max_psi")) for r, m in zip(scores, monitor)],
         "run_store": config.stores.runs,
         "mlflow_ui": f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {config.stores.tracking_uri} --port 5000",
     }

@@ -58,6 +58,10 @@ class DataContractError(RunnerError, ValueError):
     """Data breaks the data dictionary, or a column is used for a purpose it is not allowed for."""
 
 
+class MonitoringAlert(RunnerError):
+    """Monitoring found a status at or above ``monitoring.fail_on``; raised after its results are saved."""
+
+
 class TrackingError(RunnerError):
     """MLflow tracking or registry could not be reached or refused a request."""
 

@@ -182,8 +182,19 @@ def model(name: str, alias: str = "champion") -> tuple[dict[str, Any], Any]:
     return info, load_model(f"models:/{name}/{info['version']}")
 
 
-def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None, training_digest: str = ""):
+def versions(name: str) -> list[dict[str, Any]]:
+    """Every registered version of model ``name``, newest first, with aliases and tags."""
+    from runner.tracking import Registry
+
+    return Registry(_current().config.stores.tracking_uri).versions(name)
+
+
+def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None, training_digest: str = "",
+               reference=None):
     """Log and register ``model``, then decide champion or challenger on the same holdout.
+
+    With ``reference`` (the training features), a compact profile of them and of the holdout's
+    scores is stored with the version (``reference_profile`` tag): monitoring compares against it.
 
     The first version becomes the champion; a later one only when it beats the champion on
     ``holdout`` by the margin in ``runner.yaml`` (``models.<name>.margin``), else it becomes
@@ -200,7 +211,8 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
     policy = ctx.config.model_policy(name)
     score = score or _auc
     X_holdout, y_holdout = holdout
-    new_value = score(y_holdout, model.predict_proba(X_holdout)[:, 1])
+    holdout_scores = model.predict_proba(X_holdout)[:, 1]
+    new_value = score(y_holdout, holdout_scores)
     signature = infer_signature(X_example, model.predict_proba(X_example)[:, 1])
     import skops.io
 
@@ -210,8 +222,13 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
         info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=X_example.head(5),
                                         registered_model_name=name, skops_trusted_types=trusted)
         version = str(info.registered_model_version)
+        profile_uri = ""
+        if reference is not None:
+            mlflow.log_dict(reference_profile(reference, holdout_scores), PROFILE_FILE)
+            profile_uri = f"runs:/{run.info.run_id}/{PROFILE_FILE}"
     registry = Registry(ctx.config.stores.tracking_uri)
     registry.tag_version(name, version, {
+        "reference_profile": profile_uri, "as_of": ctx.as_of,
         "run_id": ctx.run_id, "mlflow_run_id": run.info.run_id, "training_data_digest": training_digest,
         "trained_by": user(), "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": os.environ.get("RUNNER_GIT_COMMIT", ""), policy.metric: f"{new_value:.6f}",
@@ -240,6 +257,139 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
     glue("model_decision", decision["decision"])
     _append_scrap(MODELS_SCRAP, f"{name}/{version}")
     return decision
+
+
+PROFILE_FILE = "reference_profile.json"
+
+
+def feature_kinds(columns: Iterable[str], table: str = "applications") -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns by their type in the data dictionary."""
+    spec = warehouse().dictionary.table(table)
+    numeric = [c for c in columns if spec.columns[c].type in ("int", "float")]
+    return numeric, [c for c in columns if c not in numeric]
+
+
+def limits(columns: Iterable[str], table: str = "applications") -> dict[str, dict]:
+    """The dictionary's range (``min``, ``max``) or ``levels`` of each column, for monitoring."""
+    spec = warehouse().dictionary.table(table)
+    found = {}
+    for column in columns:
+        declared = spec.columns[column]
+        if declared.levels:
+            found[column] = {"levels": list(declared.levels)}
+        elif declared.min is not None or declared.max is not None:
+            found[column] = {"min": declared.min, "max": declared.max}
+    return found
+
+
+def reference_profile(features, scores=None, table: str = "applications") -> dict:
+    """A compact profile of training ``features`` (and of ``scores`` as the column ``score``)."""
+    import pandas as pd
+
+    from runner import monitoring
+
+    numeric, categorical = feature_kinds(features.columns, table)
+    profile = monitoring.profile(features, numeric, categorical)
+    if scores is not None:
+        score_profile = monitoring.profile(pd.DataFrame({"score": scores}), ["score"], [])
+        profile["columns"]["score"] = score_profile["columns"]["score"]
+    return profile
+
+
+def load_profile(version: dict[str, Any]) -> dict:
+    """The reference profile stored with a model version (see :func:`save_model`)."""
+    import mlflow.artifacts
+
+    from runner.errors import TrackingError
+
+    uri = version.get("tags", {}).get("reference_profile")
+    if not uri:
+        raise TrackingError(f"model {version.get('name')} v{version.get('version')} was registered without a "
+                            "reference profile; retrain it with nb.save_model(..., reference=X_train)")
+    try:
+        return mlflow.artifacts.load_dict(uri)
+    except Exception as exc:  # MLflow raises many types for a missing or unreadable artifact
+        raise TrackingError(f"could not read the reference profile {uri}: {exc}") from exc
+
+
+def recent_runs(pipeline: str | None = None, step: str = "score", limit: int = 12):
+    """Earlier runs of ``pipeline`` (this one by default), oldest first, before the current run.
+
+    Columns: run_id, as_of, status, trigger, duration_s (of ``step``), and ``step``'s numeric scraps.
+    """
+    import pandas as pd
+
+    from runner.records import RunStore
+
+    ctx = _current()
+    store = RunStore(ctx.config.stores.runs)
+    rows = []
+    for record in store.list(pipeline or ctx.pipeline):
+        if record.run_id >= ctx.run_id or record.effective_status == "running":
+            continue
+        step_record = record.steps.get(step)
+        scraps = step_record.scraps if step_record else {}
+        rows.append({"run_id": record.run_id, "as_of": record.as_of, "status": record.effective_status,
+                     "trigger": record.trigger, "duration_s": step_record.duration_s if step_record else None,
+                     **{k: v for k, v in scraps.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+    frame = pd.DataFrame(rows, columns=["run_id", "as_of", "status", "trigger", "duration_s"] if not rows else None)
+    return frame.sort_values("run_id").tail(limit).reset_index(drop=True)
+
+
+def this_run(step: str) -> dict[str, Any]:
+    """What an earlier step of this run recorded: its status, duration_s and scraps."""
+    from runner.records import RunStore
+
+    ctx = _current()
+    if not ctx.by_runner:
+        return {}
+    record = RunStore(ctx.config.stores.runs).read(ctx.run_id).steps.get(step)
+    return {} if record is None else {"status": record.status, "duration_s": record.duration_s, **record.scraps}
+
+
+def record_findings(findings, model_name: str, model_version: str) -> int:
+    """Store findings in the warehouse's ``monitoring_metrics`` (one row per feature and statistic)."""
+    ctx = _current()
+    return warehouse().write_monitoring_metrics(
+        findings[["feature", "statistic", "value", "p_value", "severity", "detail"]], run_id=ctx.run_id,
+        step=ctx.step or "notebook", pipeline=ctx.pipeline, as_of=ctx.as_of, model_name=model_name, model_version=model_version)
+
+
+def log_figure(figure, name: str) -> None:
+    """Keep a figure as an MLflow artifact of this step (it also shows in the executed notebook)."""
+    import mlflow
+
+    with _mlflow_run():
+        mlflow.log_figure(figure, f"figures/{name}.png")
+
+
+def alert(status: str, reasons: list[str], summary: str = "") -> list[dict]:
+    """Send ``warn`` / ``alert`` to the notifier of ``runner.yaml``; every delivery is glued as ``notifications``.
+
+    A notifier that cannot be reached is a delivery with ``ok: False``, never an exception.
+    """
+    from runner.notify import Event, notify
+
+    ctx = _current()
+    if status not in ("warn", "alert"):
+        glue("notifications", [])
+        return []
+    event = Event(status, ctx.pipeline, ctx.run_id, as_of=ctx.as_of, step=ctx.step, summary=summary,
+                  reasons=tuple(reasons))
+    deliveries = [delivery.as_dict() for delivery in notify(ctx.config.notify_for(ctx.pipeline), event)]
+    glue("notifications", deliveries)
+    return deliveries
+
+
+def fail_on(status: str) -> None:
+    """Fail the step when ``status`` reaches ``monitoring.fail_on`` in ``runner.yaml`` (call it last)."""
+    from runner.errors import MonitoringAlert
+    from runner.notify import SEVERITY
+
+    threshold = _current().config.monitoring.fail_on
+    if threshold and SEVERITY[status] >= SEVERITY[threshold]:
+        raise MonitoringAlert(f"monitoring status is {status!r} and runner.yaml sets monitoring.fail_on: "
+                              f"{threshold}; the findings are saved, see the executed notebook")
 
 
 def _auc(y_true, y_prob) -> float:

@@ -52,8 +52,8 @@ class Delivery:
 
 
 def wanted(config: NotifyConfig, kind: str) -> bool:
-    """Whether ``config`` sends notices of this kind (``on`` lists the kinds)."""
-    return kind in config.on and bool(config.webhook or config.command)
+    """Whether ``config`` sends notices of this kind (``events`` lists them)."""
+    return kind in config.events and bool(config.webhook or config.command)
 
 
 def notify(config: NotifyConfig, event: Event) -> list[Delivery]:

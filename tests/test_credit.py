@@ -69,6 +69,6 @@ def test_a_short_replay_ingests_trains_registers_scores_and_monitors(runner_home
     assert ingest.scraps["rows_rejected"] > 0
     monitor = score_run.steps["monitor"].scraps
     assert monitor["rows_rejected_at_ingest"] == ingest.scraps["rows_rejected"]
-    assert monitor["drift_status"] in ("ok", "warn", "alert")
+    assert monitor["status"] in ("ok", "warn", "alert")
     html = (Path(config.stores.runs) / "credit_score" / score_run.run_id / "monitor.html").read_text()
     assert "data:image/png;base64," in html

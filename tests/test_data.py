@@ -352,12 +352,13 @@ def test_monitoring_metrics_hold_one_row_per_run_feature_and_statistic(warehouse
         "value": [0.31, 0.12, float("nan")], "p_value": [float("nan"), 1e-9, float("nan")],
         "severity": ["alert", "ok", "warn"], "detail": ["median 41,200 -> 52,300", "", "new level 'crypto'"],
     })
-    run = {"pipeline": "credit_score", "model_name": "credit_default", "model_version": "3"}
+    run = {"pipeline": "credit_score", "step": "monitor", "model_name": "credit_default", "model_version": "3"}
     assert warehouse.write_monitoring_metrics(findings, run_id="r1", as_of="2026-01-31", **run) == 3
     assert warehouse.write_monitoring_metrics(findings.head(2), run_id="r1", as_of="2026-01-31", **run) == 2
     warehouse.write_monitoring_metrics(findings.head(1), run_id="r2", as_of="2026-02-28", **run)
+    warehouse.write_monitoring_metrics(findings.head(1), run_id="r2", as_of="2026-02-28", **{**run, "step": "backtest"})
     stored = warehouse.read_monitoring_metrics("credit_score")
-    assert sorted(stored["run_id"]) == ["r1", "r1", "r2"]  # writing r1 again replaced its rows
+    assert sorted(stored["run_id"]) == ["r1", "r1", "r2", "r2"]  # r1's rows replaced, r2's steps kept apart
     earlier = warehouse.read_monitoring_metrics("credit_score", before="2026-02-01")
     assert set(earlier["run_id"]) == {"r1"} and earlier["p_value"].isna().sum() == 1
     assert warehouse.read_monitoring_metrics("other").empty

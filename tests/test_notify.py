@@ -64,8 +64,8 @@ def test_failures_are_reported_not_raised(webhook, tmp_path):
     assert not slow.ok and "did not finish" in slow.detail
 
 
-def test_only_the_kinds_listed_in_on_are_sent(tmp_path):
+def test_only_the_events_listed_are_sent(tmp_path):
     out = tmp_path / "sent"
-    config = NotifyConfig(command=f"touch {out}", on=("failure",))
+    config = NotifyConfig(command=f"touch {out}", events=("failure",))
     assert notify(config, EVENT) == [] and not out.exists()
     assert notify(NotifyConfig(), EVENT) == []  # nothing configured, nothing sent

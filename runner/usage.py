@@ -1,0 +1,54 @@
+"""Usage of a scoring pipeline: row counts against the recent norm, failed or empty runs, latency.
+
+Inputs come from the run store (what the score step recorded: ``rows_scored``,
+``latency_ms_per_1k``, its status); findings have the columns of :func:`runner.monitoring.compare`
+with ``feature="usage"``, so they sort and store with the drift findings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from runner.config import Levels, Thresholds
+
+COLUMNS = ["feature", "kind", "statistic", "value", "p_value", "severity", "detail"]
+FAILED = ("failed", "interrupted")
+
+
+def _severity(value: float, levels: Levels) -> str:
+    if np.isnan(value):
+        return "ok"
+    return "alert" if value >= levels.alert else "warn" if value >= levels.warn and value > 0 else "ok"
+
+
+def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataFrame,
+                   thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+    """Findings for the current run against ``history``: earlier runs, newest last.
+
+    ``history`` has one row per earlier run with ``status``, ``rows`` and ``latency_ms_per_1k``.
+    The norm is the median of the succeeded runs among them; failed runs count since the last
+    succeeded one (a run that wrote no rows counts as failed).
+    """
+    good = history[(history["status"] == "succeeded") & (history["rows"].fillna(0) > 0)]
+    found = [("rows_scored", float(rows), "alert" if rows == 0 else "ok",
+              "the run scored no rows" if rows == 0 else f"{rows:,} rows scored")]
+    if rows and len(good):
+        norm = float(good["rows"].median())
+        distance = abs(rows - norm) / norm
+        found.append(("row_count", distance, _severity(distance, thresholds.row_count),
+                      f"{rows:,} rows vs a median of {norm:,.0f} over the last {len(good)} runs"))
+    elif rows:
+        found.append(("row_count", np.nan, "ok", "no earlier runs to compare the row count with"))
+    bad = ~((history["status"] == "succeeded") & (history["rows"].fillna(0) > 0))
+    since = int(np.cumprod(bad.to_numpy()[::-1]).sum())  # consecutive bad runs just before this one
+    found.append(("failed_runs", float(since), _severity(float(since), thresholds.failed_runs),
+                  f"{int(since)} failed, interrupted or empty run(s) since the last good one"))
+    latencies = good["latency_ms_per_1k"].dropna()
+    if latency_ms_per_1k is not None and len(latencies):
+        norm = float(latencies.median())
+        rise = latency_ms_per_1k / norm - 1
+        found.append(("latency_increase", rise, _severity(rise, thresholds.latency_increase),
+                      f"{latency_ms_per_1k:,.1f} ms per 1,000 rows vs a median of {norm:,.1f}"))
+    return pd.DataFrame([("usage", "usage", name, value, np.nan, severity, detail)
+                         for name, value, severity, detail in found], columns=COLUMNS)
