@@ -25,6 +25,9 @@ STATUS_STYLE = {
     "failed": "bold red",
     "running": "cyan",
     "interrupted": "yellow",
+    "ok": "green",
+    "warn": "yellow",
+    "alert": "bold red",
     "skipped": "dim",
     "pending": "dim",
 }
@@ -285,10 +288,10 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
         elif "monitor" in scraps:
             detail = f"{scraps['score'].get('rows_scored')} scored, monitor {scraps['monitor'].get('status')} " \
                      f"(max PSI {scraps['monitor'].get('max_psi')})"
-            backtest = scraps.get("backtest", {})
-            if backtest.get("backtest_status") not in (None, "waiting for labels"):
-                detail += f", backtest {backtest['backtest_month']} {backtest['backtest_status']} " \
-                          f"(champion AUC {backtest.get('champion_auc')})"
+        elif "backtest" in scraps:
+            backtest = scraps["backtest"]
+            detail = f"{backtest.get('backtest_month')} labels: {backtest.get('backtest_status')}, " \
+                     f"champion AUC {backtest.get('champion_auc')}"
         elif "ingest" in scraps:
             detail = f"{scraps['ingest'].get('rows_written')} rows in, {scraps['ingest'].get('rows_rejected')} rejected"
         out.print(f"[{len(done):>2}/{total}] {record.as_of} {record.pipeline:<14} {_status(record.status)} "
@@ -301,6 +304,9 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
     out.print(f"  latest AUC    {facts['latest_auc']}")
     drift = ", ".join(f"{month} {_status(state or '-')}" for month, state, _ in facts["drift_by_month"])
     out.print(f"  monitoring    {drift}")
+    if facts["backtests"]:
+        backtests = ", ".join(f"{month} {_status(state)} (AUC {auc})" for month, state, auc in facts["backtests"])
+        out.print(f"  backtests     {backtests}")
     out.print(f"  notebooks     {facts['run_store']}/<pipeline>/<run_id>/<step>.ipynb and .html (`runner runs`)")
     out.print(f"  MLflow        {facts['mlflow_ui']}")
     if facts["failed"]:

@@ -111,13 +111,14 @@ class Levels(_Frozen):
 class Thresholds(_Frozen):
     """Monitoring verdicts come from effect sizes; p-values are reported, never decisive.
 
-    Defaults: PSI 0.1 / 0.25 (the usual credit-scoring rule of thumb); Jensen-Shannon distance
-    (base 2) and Wasserstein distance divided by the reference's standard deviation 0.1 / 0.2
-    (0.1 is Evidently's default drift threshold for both). Shares and rates are absolute.
+    Defaults: PSI 0.1 / 0.25 (the usual credit-scoring rule of thumb); Wasserstein distance divided
+    by the reference's standard deviation 0.1 / 0.2 (0.1 is Evidently's default); Jensen-Shannon
+    distance in base 2 0.12 / 0.24 (0.12 in base 2 is Evidently's default 0.1 in natural-log
+    units: the distance scales by sqrt(ln 2)). Shares and rates are absolute.
     """
 
     psi: Levels = Levels(warn=0.1, alert=0.25)
-    jensen_shannon: Levels = Levels(warn=0.1, alert=0.2)
+    jensen_shannon: Levels = Levels(warn=0.12, alert=0.24)
     wasserstein: Levels = Levels(warn=0.1, alert=0.2)
     missing_rate: Levels = Levels(warn=0.02, alert=0.1)  # rise of the share of missing values
     new_level: Levels = Levels(warn=0.0, alert=0.01)  # share of rows in levels the reference never had

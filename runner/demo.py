@@ -19,7 +19,7 @@ from runner.config import Config
 from runner.pipeline import RunObserver, RunRequest, run, step_processes
 from runner.records import RunRecord
 
-INGEST, TRAIN, SCORE = "credit_ingest", "credit_train", "credit_score"
+INGEST, TRAIN, SCORE, BACKTEST = "credit_ingest", "credit_train", "credit_score", "credit_backtest"
 MODEL = "credit_default"
 
 
@@ -29,6 +29,7 @@ class DemoPlan:
     months: int = 12
     train_every: int = 3
     history_months: int = 6
+    label_delay_months: int = 6  # backtests start once the first scored month's labels are in (runner.yaml)
 
 
 def month_end(month: str) -> str:
@@ -48,6 +49,8 @@ def steps(plan: DemoPlan) -> list[RunRequest]:
         if (index + 1) % plan.train_every == 0:
             requests.append(RunRequest(TRAIN, {}, month_end(month), "backfill"))
         requests.append(RunRequest(SCORE, {}, month_end(month), "backfill"))
+        if index >= plan.label_delay_months:
+            requests.append(RunRequest(BACKTEST, {}, month_end(month), "backfill"))
     return requests
 
 
@@ -106,6 +109,9 @@ def summary(config: Config, records: list[RunRecord]) -> dict:
         "champion_reason": champion and champion["tags"].get("promotion_reason"),
         "latest_auc": trains[-1].steps["train"].scraps.get("auc") if trains else None,
         "drift_by_month": [(r.as_of[:7], m.get("status"), m.get("max_psi")) for r, m in zip(scores, monitor)],
+        "backtests": [(b["backtest_month"], b["backtest_status"], b.get("champion_auc"))
+                      for b in (r.steps["backtest"].scraps for r in records
+                                if r.pipeline == BACKTEST and r.status == "succeeded")],
         "run_store": config.stores.runs,
         "mlflow_ui": f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {config.stores.tracking_uri} --port 5000",
     }

@@ -44,6 +44,7 @@ def context(pipeline: str | None = None, as_of: str | None = None, step: str | N
     """The run context. Arguments are the fallbacks used when the notebook runs by hand."""
     global _context
     by_runner = bool(os.environ.get("RUNNER_RUN_ID"))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in executed notebooks
     path = find_config()
     if path is None:
         raise ConfigError("no runner.yaml in this folder or its parents; set RUNNER_CONFIG to the project's runner.yaml")

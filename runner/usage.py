@@ -26,25 +26,28 @@ def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataF
                    thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
     """Findings for the current run against ``history``: earlier runs, newest last.
 
-    ``history`` has one row per earlier run with ``status``, ``rows`` and ``latency_ms_per_1k``.
+    ``history`` has one row per earlier run with ``status``, ``rows_scored`` and ``latency_ms_per_1k``
+    (the score step's scraps; a column may be missing when no run recorded it).
     The norm is the median of the succeeded runs among them; failed runs count since the last
     succeeded one (a run that wrote no rows counts as failed).
     """
-    good = history[(history["status"] == "succeeded") & (history["rows"].fillna(0) > 0)]
+    history = history.reindex(columns=["status", "rows_scored", "latency_ms_per_1k"])
+    produced = pd.to_numeric(history["rows_scored"], errors="coerce").fillna(0) > 0
+    good = history[(history["status"] == "succeeded") & produced]
     found = [("rows_scored", float(rows), "alert" if rows == 0 else "ok",
               "the run scored no rows" if rows == 0 else f"{rows:,} rows scored")]
     if rows and len(good):
-        norm = float(good["rows"].median())
+        norm = float(good["rows_scored"].median())
         distance = abs(rows - norm) / norm
         found.append(("row_count", distance, _severity(distance, thresholds.row_count),
                       f"{rows:,} rows vs a median of {norm:,.0f} over the last {len(good)} runs"))
     elif rows:
         found.append(("row_count", np.nan, "ok", "no earlier runs to compare the row count with"))
-    bad = ~((history["status"] == "succeeded") & (history["rows"].fillna(0) > 0))
+    bad = ~((history["status"] == "succeeded") & produced)
     since = int(np.cumprod(bad.to_numpy()[::-1]).sum())  # consecutive bad runs just before this one
     found.append(("failed_runs", float(since), _severity(float(since), thresholds.failed_runs),
                   f"{int(since)} failed, interrupted or empty run(s) since the last good one"))
-    latencies = good["latency_ms_per_1k"].dropna()
+    latencies = pd.to_numeric(good["latency_ms_per_1k"], errors="coerce").dropna()
     if latency_ms_per_1k is not None and len(latencies):
         norm = float(latencies.median())
         rise = latency_ms_per_1k / norm - 1

@@ -60,7 +60,7 @@ def test_the_champion_dropping_below_its_holdout_auc_is_judged_by_thresholds():
 
 
 def history(rows, statuses=None, latency=None) -> pd.DataFrame:
-    return pd.DataFrame({"status": statuses or ["succeeded"] * len(rows), "rows": rows,
+    return pd.DataFrame({"status": statuses or ["succeeded"] * len(rows), "rows_scored": rows,
                          "latency_ms_per_1k": latency or [10.0] * len(rows)})
 
 
@@ -88,5 +88,5 @@ def test_an_empty_run_failures_in_a_row_and_slow_scoring_are_findings():
 
 
 def test_the_first_run_has_nothing_to_compare_with():
-    found = by_statistic(usage_findings(1500, 9.0, history([])))
+    found = by_statistic(usage_findings(1500, 9.0, pd.DataFrame(columns=["run_id", "status"])))
     assert np.isnan(found.loc["row_count", "value"]) and set(found["severity"]) == {"ok"}

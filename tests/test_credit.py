@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import mlflow.artifacts
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from runner.cli import main
@@ -25,7 +29,7 @@ def cli(*args: str):
 
 
 @pytest.mark.slow
-def test_a_short_replay_ingests_trains_registers_scores_and_monitors(runner_home, tmp_path):
+def test_a_short_replay_ingests_trains_registers_scores_and_monitors(runner_home, tmp_path, monkeypatch):
     result = cli("demo", "--start", "2026-07", "--months", "1", "--train-every", "1")
     assert result.exit_code == 0, result.output
     assert "Demo finished: 5/5 runs succeeded" in result.stdout
@@ -69,6 +73,92 @@ def test_a_short_replay_ingests_trains_registers_scores_and_monitors(runner_home
     assert ingest.scraps["rows_rejected"] > 0
     monitor = score_run.steps["monitor"].scraps
     assert monitor["rows_rejected_at_ingest"] == ingest.scraps["rows_rejected"]
-    assert monitor["status"] in ("ok", "warn", "alert")
+    assert monitor["status"] == "alert" and monitor["notifications"] == []  # nothing configured to notify
+    assert any("crypto" in reason for reason in monitor["reasons"])
     html = (Path(config.stores.runs) / "credit_score" / score_run.run_id / "monitor.html").read_text()
-    assert "data:image/png;base64," in html
+    assert "data:image/png;base64," in html and "ALERT" in html
+
+    # monitoring reads the reference profile stored with the version, and writes monitoring_metrics
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.stores.tracking_uri)
+    profile = mlflow.artifacts.load_dict(version.tags["reference_profile"])
+    assert {"income", "purpose", "score"} <= set(profile["columns"])
+    metrics = warehouse.read_monitoring_metrics("credit_score")
+    assert set(metrics["run_id"]) == {score_run.run_id} and set(metrics["step"]) == {"monitor"}
+    by = metrics.set_index(["feature", "statistic"])
+    assert {("income", "psi"), ("income", "ks"), ("income", "wasserstein"), ("purpose", "jensen_shannon"),
+            ("purpose", "chi_square"), ("score", "score_psi"), ("usage", "rows_scored")} <= set(by.index)
+    assert by.loc[("usage", "rows_scored"), "value"] == score_run.steps["score"].scraps["rows_scored"]
+    new_level = metrics[(metrics["statistic"] == "new_level") & metrics["detail"].str.contains("crypto")]
+    assert len(new_level) == 1 and new_level["severity"].iloc[0] == "alert"
+
+    # backtesting, once the month's labels are in: every version on the same labelled applications
+    result = cli("run", "credit_backtest", "--as-of", "2027-01-31")
+    assert result.exit_code == 0, result.output
+    backtest = RunStore(config.stores.runs).list("credit_backtest")[0].steps["backtest"].scraps
+    assert backtest["backtest_month"] == "2026-07" and 0.6 < backtest["champion_auc"] < 0.95
+    assert backtest["labelled_rows"] > 1000
+    rows = warehouse.read_monitoring_metrics("credit_backtest")
+    judged = set(rows.loc[rows["statistic"] == "auc", "feature"])
+    assert {"model:v1", "model:v2", f"model:served v{champion_version}"} == judged
+    assert "beats_champion" in set(rows["statistic"])
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/alerts", received
+    server.shutdown()
+
+
+def project_config(tmp_path: Path, **changes) -> str:
+    """The repo's runner.yaml with absolute paths (so it works from tmp_path) and ``changes`` on top."""
+    raw = yaml.safe_load((ROOT / "runner.yaml").read_text())
+    raw["dictionary"] = str(ROOT / raw["dictionary"])
+    for pipeline in raw["pipelines"].values():
+        for step in pipeline["steps"].values():
+            step["notebook"] = str(ROOT / step["notebook"])
+    raw.update(changes)
+    path = tmp_path / "runner.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_alerts_reach_the_notifier_and_fail_on_fails_the_step_after_saving(runner_home, tmp_path, webhook):
+    assert cli("demo", "--start", "2026-07", "--months", "1", "--train-every", "12").exit_code == 0
+    url, received = webhook
+    failing = project_config(tmp_path, notify={"webhook": url, "events": ["warn", "alert"]},
+                             monitoring={"fail_on": "alert"})
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["run", "credit_score", "--as-of", "2026-07-31", "--config", failing])
+    assert result.exit_code == 1
+    assert "MonitoringAlert: monitoring status is 'alert'" in result.output
+    run = RunStore(load_config(failing).stores.runs).list("credit_score")[0]
+    assert run.steps["monitor"].status == "failed" and run.steps["score"].status == "succeeded"
+    assert (Path(load_config(failing).stores.runs) / "credit_score" / run.run_id / "monitor.ipynb").is_file()
+    [event] = received
+    assert event["kind"] == "alert" and event["run_id"] == run.run_id and event["pipeline"] == "credit_score"
+    assert any("crypto" in reason for reason in event["reasons"])
+    saved = Warehouse(load_config(failing).stores.warehouse_url).read_monitoring_metrics("credit_score")
+    assert run.run_id in set(saved["run_id"])  # the findings were stored before the step failed
+
+    unreachable = project_config(tmp_path, notify={"webhook": "http://127.0.0.1:9/alerts", "timeout": 2})
+    result = CliRunner().invoke(main, ["run", "credit_score", "--as-of", "2026-07-31", "--config", unreachable])
+    assert result.exit_code == 0, result.output
+    run = RunStore(load_config(unreachable).stores.runs).list("credit_score")[0]
+    [delivery] = run.steps["monitor"].scraps["notifications"]
+    assert delivery["ok"] is False and delivery["detail"].startswith("not reachable")
+    assert run.steps["monitor"].scraps["status"] == "alert"
