@@ -9,7 +9,7 @@ own holdout at training time, and any version that beats the champion by the mod
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -57,18 +57,26 @@ def calibration_table(y_true, scores, bins: int = CALIBRATION_BINS) -> pd.DataFr
 
 
 def findings(results: pd.DataFrame, champion: str, *, margin: float = 0.0, thresholds: Thresholds = Thresholds(),
-             holdout_auc: Mapping[str, float] | None = None, month: str = "") -> pd.DataFrame:
+             holdout_auc: Mapping[str, float] | None = None, month: str = "",
+             saw_labels: Collection[str] = ()) -> pd.DataFrame:
     """Monitoring findings from ``results``: one row per version (index: ``v3``, ``served v2``...), columns :data:`FIGURES`.
 
     ``champion`` is the champion's row label; ``holdout_auc`` maps row labels to the AUC measured
     on the holdout at training time (the champion's drop is judged by ``thresholds.performance_drop``).
     A version that beats the champion's AUC by at least ``margin`` is a ``warn`` finding: consider promoting it.
+    Versions in ``saw_labels`` were trained on these labels: their figures are shown but judge nothing,
+    and when the champion is one of them there is no fair judgement of it this month.
     """
     rows = []
     for label, figures in results.iterrows():
         for name in FIGURES:
-            rows.append((f"model:{label}", "model", name, float(figures[name]), np.nan, "ok", ""))
-    best = results["auc"].drop(champion, errors="ignore")
+            rows.append((f"model:{label}", "model", name, float(figures[name]), np.nan, "ok",
+                         "trained on these labels" if label in saw_labels else ""))
+    if champion in saw_labels:
+        rows.append((f"model:{champion}", "model", "judged", 0.0, np.nan, "ok",
+                     f"champion {champion} was trained on {month or 'these'} labels: no fair backtest this month"))
+        return _sorted(pd.DataFrame(rows, columns=COLUMNS))
+    best = results["auc"].drop([champion, *saw_labels], errors="ignore")
     best = best[[not str(label).startswith("served") for label in best.index]]
     ours = float(results.loc[champion, "auc"])
     trained = (holdout_auc or {}).get(champion)
@@ -85,7 +93,10 @@ def findings(results: pd.DataFrame, champion: str, *, margin: float = 0.0, thres
         rows.append((f"model:{label}", "model", "beats_champion", gain, np.nan, severity,
                      f"{label} {'beats' if severity == 'warn' else 'does not beat'} champion {champion} on "
                      f"{month or 'new'} labels: AUC {auc:.3f} vs {ours:.3f} (margin {margin})"))
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return _sorted(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     order = frame["severity"].map({"alert": 0, "warn": 1, "ok": 2})
     return frame.assign(_order=order).sort_values(["_order", "value"], ascending=[True, False]).drop(
         columns="_order").reset_index(drop=True)

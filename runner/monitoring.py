@@ -10,15 +10,17 @@ A missing-rate rise and a new level are findings of their own; distributions are
 
 How the profile stands in for the rows (the tests hold these bounds against scipy on raw samples):
 
-* Quantiles are actual reference values (``inverted_cdf``) at the ``quantiles + 1`` levels ``i / q``.
-  The reference's distribution function is taken as the piecewise-linear curve through them, with a
-  vertical jump where levels share a value (ties of integer data). Between two distinct neighbouring
-  quantile values the curve rises by one level, so it is within 1/q of the true one everywhere: KS is
-  within ~1/q (0.001 at q = 1000) of ``scipy.stats.ks_2samp`` on the rows. The current batch is exact:
-  its values are counted and summed in the cells of that grid (at each quantile value and between two).
-* Wasserstein-1 is the area between the two curves, exact below the reference minimum and above its
-  maximum; inside one grid interval the area assumes the curves do not cross there. It is divided by
-  the reference's standard deviation (``ddof=0``, at least 0.001, as Evidently's normed Wasserstein).
+* ``quantiles``: actual reference values (``inverted_cdf``) at the levels ``i / q``, i = 0..q (q = 1000).
+  The reference's distribution function is taken as the piecewise-linear curve through them. Where
+  levels share a value (ties of integer data) the profile keeps that value's exact share below and at
+  it (``atoms``); for the first and the last interval, wide in a long tail, the share and mean of the
+  values inside (``tails``). So the curve is exact at tied values and within 1/q elsewhere: KS is
+  within 1/q (0.001) of ``scipy.stats.ks_2samp`` on the rows. The current batch is exact: it is
+  sorted once (numpy's vectorized sort) and the grid is looked up in it.
+* Wasserstein-1 is the area between the two curves: exact below the reference minimum and above its
+  maximum; inside a grid interval it assumes the curves do not cross there. Divided by the reference's
+  standard deviation (``ddof=0``, at least 0.001), as Evidently's normed Wasserstein. Tests: within
+  2% or 0.001 reference std of ``scipy.stats.wasserstein_distance`` / std.
 * PSI bins: the quantile values at the levels nearest ``i / bins`` (deciles), deduplicated; a value
   equal to an edge goes to the bin above, values outside the reference range to the end bins; shares
   are floored at :data:`EPSILON` so an empty bin stays finite. Categorical PSI, Jensen-Shannon
@@ -98,9 +100,10 @@ def _numeric_profile(series: pd.Series, bins: int, quantiles: int) -> dict:
     counts = np.diff(np.concatenate([[0], np.searchsorted(x, edges[1:-1], side="left"), [n]]))
     grid, first = np.unique(q, return_index=True)
     tied = grid[np.append(first[1:] - 1, quantiles) > first]  # values holding two levels or more: atoms
-    atoms = np.column_stack([tied, np.searchsorted(x, tied, side="left") / n, np.searchsorted(x, tied, side="right") / n])
+    atoms = np.column_stack([tied, np.searchsorted(x, tied, side="left") / n,
+                             np.searchsorted(x, tied, side="right") / n])
     tails = []  # share and mean of the values strictly inside the first and the last grid interval
-    for low, high in ((grid[:2]), (grid[-2:])) if len(grid) > 1 else ():
+    for low, high in (grid[:2], grid[-2:]) if len(grid) > 1 else ():
         inside = x[np.searchsorted(x, low, side="right"):np.searchsorted(x, high, side="left")]
         tails.append([len(inside) / n, float(inside.mean()) if len(inside) else float((low + high) / 2)])
     return {**entry, "edges": edges.tolist(), "shares": (counts / n).tolist(), "quantiles": q.tolist(),

@@ -13,7 +13,7 @@ import pandas as pd
 from runner.config import Levels, Thresholds
 
 COLUMNS = ["feature", "kind", "statistic", "value", "p_value", "severity", "detail"]
-FAILED = ("failed", "interrupted")
+MIN_JUDGED_S = 2.0  # scoring shorter than this is dominated by start-up noise: its latency is shown, not judged
 
 
 def _severity(value: float, levels: Levels) -> str:
@@ -51,7 +51,10 @@ def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataF
     if latency_ms_per_1k is not None and len(latencies):
         norm = float(latencies.median())
         rise = latency_ms_per_1k / norm - 1
-        found.append(("latency_increase", rise, _severity(rise, thresholds.latency_increase),
-                      f"{latency_ms_per_1k:,.1f} ms per 1,000 rows vs a median of {norm:,.1f}"))
+        seconds = latency_ms_per_1k * rows / 1e6
+        judged = seconds >= MIN_JUDGED_S
+        found.append(("latency_increase", rise, _severity(rise, thresholds.latency_increase) if judged else "ok",
+                      f"{latency_ms_per_1k:,.1f} ms per 1,000 rows vs a median of {norm:,.1f}"
+                      + ("" if judged else f" (not judged: {seconds:.1f}s of scoring is mostly start-up noise)")))
     return pd.DataFrame([("usage", "usage", name, value, np.nan, severity, detail)
                          for name, value, severity, detail in found], columns=COLUMNS)

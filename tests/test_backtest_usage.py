@@ -82,11 +82,23 @@ def test_an_empty_run_failures_in_a_row_and_slow_scoring_are_findings():
                                                                              "succeeded"])))
     assert found.loc["rows_scored", "severity"] == "alert"
     assert found.loc["failed_runs", "value"] == 3 and found.loc["failed_runs", "severity"] == "alert"
-    slow = by_statistic(usage_findings(2000, 25.0, history([2000, 2000], latency=[10.0, 12.0])))
+    slow = by_statistic(usage_findings(200_000, 25.0, history([200_000] * 2, latency=[10.0, 12.0])))
     assert slow.loc["latency_increase", "value"] == pytest.approx(25 / 11 - 1)
     assert slow.loc["latency_increase", "severity"] == "alert"
+    # 2,000 rows at 25 ms per 1,000 is 0.05 s of scoring: shown, not judged
+    short = by_statistic(usage_findings(2000, 25.0, history([2000, 2000], latency=[10.0, 12.0])))
+    assert short.loc["latency_increase", "severity"] == "ok" and "not judged" in short.loc["latency_increase", "detail"]
 
 
 def test_the_first_run_has_nothing_to_compare_with():
     found = by_statistic(usage_findings(1500, 9.0, pd.DataFrame(columns=["run_id", "status"])))
     assert np.isnan(found.loc["row_count", "value"]) and set(found["severity"]) == {"ok"}
+
+
+def test_versions_trained_on_the_labels_judge_nothing():
+    found = backtest.findings(results(v1=0.70, v2=0.80, v3=0.74), "v1", margin=0.01, saw_labels={"v2"},
+                              holdout_auc={"v1": 0.71})
+    beats = found.set_index("statistic").loc["beats_champion"]
+    assert beats["feature"] == "model:v3"  # v2 scores best but has seen these labels
+    own = backtest.findings(results(v1=0.70, v2=0.80), "v2", saw_labels={"v2"}, holdout_auc={"v2": 0.9})
+    assert set(own["severity"]) == {"ok"} and "no fair backtest" in own.set_index("statistic").loc["judged", "detail"]
