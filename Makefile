@@ -28,5 +28,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/scoring.py
 
+.PHONY: bench-monitoring
+bench-monitoring: $(STAMP)  # creates bench/.venv-evidently on first use
+	$(BIN)/python bench/monitoring.py
+
 clean:
 	rm -rf $(VENV) .runner build *.egg-info

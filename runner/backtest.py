@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from runner.config import Thresholds
+from runner.monitoring import COLUMNS, sort_findings
 
 CALIBRATION_BINS = 10
 FIGURES = ("auc", "ks", "brier", "calibration_error")
-COLUMNS = ["feature", "kind", "statistic", "value", "p_value", "severity", "detail"]
 
 
 def evaluate(y_true, scores) -> dict[str, float]:
@@ -75,7 +75,7 @@ def findings(results: pd.DataFrame, champion: str, *, margin: float = 0.0, thres
     if champion in saw_labels:
         rows.append((f"model:{champion}", "model", "judged", 0.0, np.nan, "ok",
                      f"champion {champion} was trained on {month or 'these'} labels: no fair backtest this month"))
-        return _sorted(pd.DataFrame(rows, columns=COLUMNS))
+        return sort_findings(pd.DataFrame(rows, columns=COLUMNS))
     best = results["auc"].drop([champion, *saw_labels], errors="ignore")
     best = best[[not str(label).startswith("served") for label in best.index]]
     ours = float(results.loc[champion, "auc"])
@@ -93,10 +93,5 @@ def findings(results: pd.DataFrame, champion: str, *, margin: float = 0.0, thres
         rows.append((f"model:{label}", "model", "beats_champion", gain, np.nan, severity,
                      f"{label} {'beats' if severity == 'warn' else 'does not beat'} champion {champion} on "
                      f"{month or 'new'} labels: AUC {auc:.3f} vs {ours:.3f} (margin {margin})"))
-    return _sorted(pd.DataFrame(rows, columns=COLUMNS))
+    return sort_findings(pd.DataFrame(rows, columns=COLUMNS))
 
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    order = frame["severity"].map({"alert": 0, "warn": 1, "ok": 2})
-    return frame.assign(_order=order).sort_values(["_order", "value"], ascending=[True, False]).drop(
-        columns="_order").reset_index(drop=True)

@@ -10,16 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from runner.config import Levels, Thresholds
-
-COLUMNS = ["feature", "kind", "statistic", "value", "p_value", "severity", "detail"]
+from runner.config import Thresholds
+from runner.monitoring import COLUMNS, severity
 MIN_JUDGED_S = 2.0  # scoring shorter than this is dominated by start-up noise: its latency is shown, not judged
-
-
-def _severity(value: float, levels: Levels) -> str:
-    if np.isnan(value):
-        return "ok"
-    return "alert" if value >= levels.alert else "warn" if value >= levels.warn and value > 0 else "ok"
 
 
 def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataFrame,
@@ -39,13 +32,13 @@ def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataF
     if rows and len(good):
         norm = float(good["rows_scored"].median())
         distance = abs(rows - norm) / norm
-        found.append(("row_count", distance, _severity(distance, thresholds.row_count),
+        found.append(("row_count", distance, severity(distance, thresholds.row_count),
                       f"{rows:,} rows vs a median of {norm:,.0f} over the last {len(good)} runs"))
     elif rows:
         found.append(("row_count", np.nan, "ok", "no earlier runs to compare the row count with"))
     bad = ~((history["status"] == "succeeded") & produced)
     since = int(np.cumprod(bad.to_numpy()[::-1]).sum())  # consecutive bad runs just before this one
-    found.append(("failed_runs", float(since), _severity(float(since), thresholds.failed_runs),
+    found.append(("failed_runs", float(since), severity(float(since), thresholds.failed_runs),
                   f"{int(since)} failed, interrupted or empty run(s) since the last good one"))
     latencies = pd.to_numeric(good["latency_ms_per_1k"], errors="coerce").dropna()
     if latency_ms_per_1k is not None and len(latencies):
@@ -53,8 +46,8 @@ def usage_findings(rows: int, latency_ms_per_1k: float | None, history: pd.DataF
         rise = latency_ms_per_1k / norm - 1
         seconds = latency_ms_per_1k * rows / 1e6
         judged = seconds >= MIN_JUDGED_S
-        found.append(("latency_increase", rise, _severity(rise, thresholds.latency_increase) if judged else "ok",
+        found.append(("latency_increase", rise, severity(rise, thresholds.latency_increase) if judged else "ok",
                       f"{latency_ms_per_1k:,.1f} ms per 1,000 rows vs a median of {norm:,.1f}"
                       + ("" if judged else f" (not judged: {seconds:.1f}s of scoring is mostly start-up noise)")))
-    return pd.DataFrame([("usage", "usage", name, value, np.nan, severity, detail)
-                         for name, value, severity, detail in found], columns=COLUMNS)
+    return pd.DataFrame([("usage", "usage", name, value, np.nan, verdict, detail)
+                         for name, value, verdict, detail in found], columns=COLUMNS)
