@@ -62,14 +62,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# What may be retried: a kernel or step process that died, a step or cell deadline, and (only when
+# a step names it) an exception raised by a cell.
+RetryOn = Literal["dead_kernel", "timeout", "cell_error"]
+
+
 class StepConfig(_Frozen):
     notebook: str = Field(description="path of the notebook, relative to the project root")
     parameters: dict[str, Any] = Field(default_factory=dict)
     needs: tuple[str, ...] = ()
     timeout: float | None = Field(None, description="deadline for the whole step, seconds")
     cell_timeout: float | None = Field(None, description="deadline for one cell, seconds")
+    retries: int = Field(0, ge=0, le=20, description="attempts after the first, for transient failures")
+    retry_delay: float = Field(30.0, ge=0, description="seconds before the first retry")
+    retry_backoff: float = Field(2.0, ge=1, description="each further retry waits this many times longer")
+    retry_on: tuple[RetryOn, ...] = ("dead_kernel", "timeout")
 
-    _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
+    _durations = field_validator("timeout", "cell_timeout", "retry_delay", mode="before")(parse_duration)
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -137,9 +146,43 @@ class MonitoringConfig(_Frozen):
         None, description="fail the monitoring step (after its results are saved) at this status or worse")
 
 
+class ScheduleConfig(_Frozen):
+    """When the scheduler starts a pipeline: a cron expression in a timezone (``runner.schedules``)."""
+
+    cron: str = Field(description="five-field cron expression; croniter's extensions such as L (last day) work")
+    timezone: str = Field("UTC", description="IANA name, e.g. Europe/Amsterdam; ticks follow its DST changes")
+    misfire: Literal["skip", "catch_up"] = Field(
+        "skip", description="ticks missed while no scheduler ran: skip them, or run each of them, oldest first")
+    grace: float = Field(600.0, gt=0, description="a tick this late still runs under 'skip'")
+    enabled: bool = True
+
+    _durations = field_validator("grace", mode="before")(parse_duration)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a five-field cron expression (minute hour day month weekday): {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Amsterdam or UTC") from None
+        return value
+
+
 class PipelineConfig(_Frozen):
     purpose: str | None = None
     description: str = ""
+    schedule: ScheduleConfig | None = None
     steps: dict[str, StepConfig]
     notify: NotifyConfig | None = Field(None, description="replaces the top-level notify for this pipeline")
 

@@ -103,3 +103,14 @@ class StepFailed(RunnerError):
         cell = f" in cell {self.cell_index}" if self.cell_index is not None else ""
         hint = f" (executed notebook: {self.notebook})" if self.notebook else ""
         return f"{where} failed{cell}: {self.ename}: {self.evalue}{hint}"
+
+
+class PipelineBusy(RunnerError):
+    """The pipeline already runs (its lock in the run store is held by a live process)."""
+
+    def __init__(self, pipeline: str, holder: str):
+        super().__init__(f"pipeline {pipeline!r} is already running ({holder}); wait for it to finish, "
+                         "or stop it first")
+        self.args = (pipeline, holder)
+        self.pipeline = pipeline
+        self.holder = holder

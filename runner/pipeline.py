@@ -21,12 +21,15 @@ from runner import notebooks
 from runner.config import Config, PipelineConfig, StepConfig, iter_references
 from runner.errors import ParameterError, TrackingError
 from runner.executors import get_executor
+from runner.locks import PipelineLock
+from runner.notify import Event, notify, wanted
 from runner.parameters import Parameter, ParameterContract, coerce_value, resolve_references
 from runner.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
     SNAPSHOTS_SCRAP,
     RunRecord,
+    Attempt,
     RunStore,
     StepError,
     StepRecord,
@@ -35,7 +38,8 @@ from runner.records import (
     new_run_id,
     utcnow,
 )
-from runner.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest, run_step
+from runner.retries import run_with_retries
+from runner.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
 from runner.tracking import Tracker
 
 AS_OF = Parameter("as_of", "date", None)
@@ -49,6 +53,13 @@ class RunRequest:
     trigger: str = "manual"
     max_workers: int | None = None
     executor: str = "local"
+    scheduled_for: str | None = None  # the cron tick a scheduled or backfilled run is for
+    # Rerun and resume: run these notebook files instead of runner.yaml's, take the parameters as
+    # given instead of merging them into runner.yaml's, and start from the origin run's steps.
+    notebooks: Mapping[str, str] = field(default_factory=dict)
+    exact_parameters: bool = False
+    origin: str | None = None
+    reuse: Mapping[str, StepRecord] = field(default_factory=dict)  # succeeded steps a resume keeps
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class RunObserver(Protocol):
     def step_started(self, step: str) -> None: ...
     def cell_started(self, step: str, index: int, total: int) -> None: ...
     def step_finished(self, step: StepRecord) -> None: ...
+    def step_retrying(self, step: str, attempt: int, delay: float, why: str) -> None: ...
 
 
 def plan_run(config: Config, request: RunRequest) -> Plan:
@@ -88,9 +100,10 @@ def plan_run(config: Config, request: RunRequest) -> Plan:
     as_of = coerce_value(request.as_of or dt.date.today().isoformat(), AS_OF, "--as-of")
     steps = {}
     for name, step in pipeline.steps.items():
-        notebook = config.notebook_path(step)
+        notebook = Path(request.notebooks[name]) if name in request.notebooks else config.notebook_path(step)
         contract = notebooks.read_contract(notebook)
-        values = {**step.parameters, **request.parameters.get(name, {})}
+        given = dict(request.parameters.get(name, {}))
+        values = given if request.exact_parameters else {**step.parameters, **given}
         if "as_of" in contract.parameters and "as_of" not in values:
             values["as_of"] = as_of
         deferred = {key: value for key, value in values.items() if any(True for _ in iter_references(value))}
@@ -112,18 +125,28 @@ def run(
     observer: RunObserver | None = None,
     stop: StopRequest | None = None,
     processes: StepProcesses | None = None,
+    locked: bool = False,
 ) -> RunRecord:
     """Run a pipeline and return its final record. Raises only before anything ran.
 
-    ``processes`` lets a caller that runs many pipelines (a replay, the scheduler) keep step
-    processes warm across runs; by default each run has its own.
+    The run holds the pipeline's lock (:class:`PipelineBusy` if another process has it) unless
+    ``locked``: its caller (a backfill) holds the lock already. ``processes`` lets a caller
+    that runs many pipelines (a replay, the scheduler) keep step processes warm across runs.
     """
     owned = processes is None
     processes = processes or step_processes(config)
     processes.warm(1)  # its imports and kernel start overlap with the checks and MLflow set-up below
     try:
         plan = plan_run(config, request)
-        return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
+        lock = None
+        if not locked:
+            lock = PipelineLock(RunStore(config.stores.runs), plan.pipeline, f"{request.trigger} run")
+            lock.acquire()
+        try:
+            return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         if owned:
             processes.close()
@@ -158,20 +181,28 @@ class _PipelineRun:
             if self.store.is_local
             else config.stores.home / "staging" / plan.pipeline / run_id
         )
-        steps = {
-            name: StepRecord(
+        self.origin = request.origin
+        steps = {}
+        for name, step in plan.steps.items():
+            reused = request.reuse.get(name)
+            if reused is not None:
+                steps[name] = reused.model_copy(update={"reused_from": reused.reused_from or request.origin})
+                continue
+            steps[name] = StepRecord(
                 name=name,
-                notebook=_display_path(step.notebook, config.root),
+                notebook=_display_path(config.notebook_path(step.config), config.root),
                 notebook_sha256=notebooks.sha256_file(step.notebook),
+                needs=list(step.config.needs),
+                requested=step.parameters,
                 parameters=step.parameters,
             )
-            for name, step in plan.steps.items()
-        }
         self.record = RunRecord(
             run_id=run_id,
             pipeline=plan.pipeline,
             trigger=request.trigger,
             as_of=plan.as_of,
+            scheduled_for=request.scheduled_for,
+            origin=request.origin,
             config=str(config.source),
             git=git_state(config.root),
             tracking_uri=config.stores.tracking_uri,
@@ -180,7 +211,7 @@ class _PipelineRun:
         )
         self.started = time.monotonic()
         self.step_started: dict[str, float] = {}
-        self.scraps: dict[str, dict[str, Any]] = {}
+        self.scraps = {name: dict(step.scraps) for name, step in request.reuse.items()}
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -189,6 +220,7 @@ class _PipelineRun:
         tags = self._tags()
         record.mlflow_experiment_id = self.tracker.experiment(record.pipeline)
         record.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, record.run_id, tags)
+        self._keep_sources()
         self._write()
         if self.observer:
             self.observer.run_started(record)
@@ -207,11 +239,11 @@ class _PipelineRun:
             self.stop.stop()
             for future, name in running.items():
                 self._finish(name, future.result())
-            for step in record.steps.values():
-                if step.status == "pending":
-                    step.status = "skipped"
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
+        for step in record.steps.values():
+            if step.status == "pending":  # never started: the run was stopped (resume starts them)
+                step.status = "interrupted"
         self._end()
         return record
 
@@ -222,7 +254,7 @@ class _PipelineRun:
         while changed:
             changed = False
             for name, planned in self.plan.steps.items():
-                if steps[name].status != "pending" or len(running) >= self.max_workers or self.stop.requested:
+                if steps[name].status != "pending" or len(running) >= self.max_workers or self.stop.draining:
                     continue
                 upstream = [steps[need].status for need in planned.config.needs]
                 if any(status in ("failed", "skipped", "interrupted") for status in upstream):
@@ -278,22 +310,26 @@ class _PipelineRun:
         if self.observer:
             self.observer.step_started(planned.name)
         on_cell = self.observer.cell_started if self.observer else None
-        return executor.submit(run_step, task, on_cell, self.stop, self.processes)
+        on_retry = getattr(self.observer, "step_retrying", None)
+        return executor.submit(run_with_retries, task, planned.config, on_cell, self.stop, self.processes, on_retry)
 
-    def _finish(self, name: str, outcome: StepOutcome) -> None:
+    def _finish(self, name: str, result: tuple[StepOutcome, list[Attempt]]) -> None:
+        outcome, attempts = result
         step = self.record.steps[name]
+        step.attempts = attempts
         step.scraps = outcome.scraps
         step.snapshots = list(step.scraps.get(SNAPSHOTS_SCRAP, []))
         step.models = list(step.scraps.get(MODELS_SCRAP, []))
         self.scraps[name] = step.scraps
         error = StepError(**outcome.error) if outcome.error else None
-        for produced in (step.output, step.html, f"{name}.log"):
+        earlier = [name for attempt in attempts[:-1] for name in (attempt.output, attempt.html, attempt.log) if name]
+        for produced in (step.output, step.html, f"{name}.log", *earlier):
             if produced and (self.workdir / produced).is_file():
                 self.store.put(str(self.workdir / produced), self.record.pipeline, self.record.run_id)
         try:
             self.tracker.log_step(
                 step.mlflow_run_id, step.parameters, step.scraps,
-                [str(self.workdir / step.output), str(self.workdir / step.html)],
+                [str(self.workdir / f) for f in (step.output, step.html, *earlier) if f and f.endswith(("ipynb", "html"))],
             )
             self.tracker.end_run(step.mlflow_run_id, outcome.status)
         except TrackingError as exc:
@@ -326,9 +362,50 @@ class _PipelineRun:
             self.tracker.end_run(record.mlflow_run_id, record.status)
         except TrackingError as exc:
             record.warnings.append(str(exc))
+        if record.status != "succeeded":
+            self._notify_failure()
         self._write()
 
+    def _notify_failure(self) -> None:
+        """The failure notice, through the same notifier as monitoring alerts; a failed delivery is recorded."""
+        record = self.record
+        settings = self.config.notify_for(record.pipeline)
+        if not wanted(settings, "failure"):
+            return
+        bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
+        reasons = tuple(
+            f"{step.name} {step.status}: {step.error.ename}: {step.error.evalue}" if step.error else f"{step.name} {step.status}"
+            for step in bad
+        )
+        event = Event(
+            "failure", record.pipeline, record.run_id, as_of=record.as_of, step=bad[0].name if bad else "",
+            summary=f"run {record.run_id} of {record.pipeline} (as_of {record.as_of}, {record.trigger}) {record.status}",
+            reasons=reasons,
+            details={"status": record.status, "trigger": record.trigger, "scheduled_for": record.scheduled_for,
+                     "run_dir": self.store.run_dir(record.pipeline, record.run_id),
+                     "resume": f"runner resume {record.run_id}"},
+        )
+        for delivery in notify(settings, event):
+            record.notifications.append(delivery.as_dict())
+            if not delivery.ok:
+                record.warnings.append(f"failure notice to {delivery.channel} {delivery.target} not sent: {delivery.detail}")
+
     # -- helpers -------------------------------------------------------------------------------
+
+    def _keep_sources(self) -> None:
+        """Keep each step's notebook as run (``<step>.source.ipynb``) for `runner rerun`; copy reused steps' files."""
+        record = self.record
+        for name, planned in self.plan.steps.items():
+            step = record.steps[name]
+            if step.reused_from:
+                files = [step.source, step.output, step.html, f"{name}.log",
+                         *(f for a in step.attempts for f in (a.output, a.html, a.log))]
+                self.store.copy_files(record.pipeline, step.reused_from, record.run_id, [f for f in files if f])
+                continue
+            step.source = f"{name}.source.ipynb"
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / step.source).write_bytes(planned.notebook.read_bytes())
+            self.store.put(str(self.workdir / step.source), record.pipeline, record.run_id)
 
     def _write(self) -> None:
         self.record.process.heartbeat_at = utcnow()
@@ -341,6 +418,7 @@ class _PipelineRun:
             "runner.pipeline": record.pipeline,
             "runner.trigger": record.trigger,
             "runner.as_of": record.as_of,
+            **({"runner.origin": self.origin} if self.origin else {}),
             "mlflow.source.git.commit": record.git.commit,
         }
 

@@ -47,10 +47,26 @@ class StepError(BaseModel):
     cell_index: int | None = None
 
 
+class Attempt(BaseModel):
+    """One execution of a step. Earlier attempts keep their notebooks as ``<step>.attempt<N>.*``."""
+
+    number: int
+    status: StepStatus
+    started_at: str
+    ended_at: str
+    error: StepError | None = None
+    output: str | None = None
+    html: str | None = None
+    log: str | None = None
+
+
 class StepRecord(BaseModel):
     name: str
     notebook: str
     notebook_sha256: str
+    needs: list[str] = Field(default_factory=list)
+    source: str | None = None  # the notebook's bytes as run, kept in the run folder (rerun runs these)
+    requested: dict[str, Any] = Field(default_factory=dict)  # parameters before ${...} were resolved
     parameters: dict[str, Any] = Field(default_factory=dict)
     status: StepStatus = "pending"
     started_at: str | None = None
@@ -63,6 +79,8 @@ class StepRecord(BaseModel):
     html: str | None = None
     snapshots: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    reused_from: str | None = None  # resume: the run whose succeeded step this is
 
 
 class GitState(BaseModel):
@@ -84,6 +102,8 @@ class RunRecord(BaseModel):
     pipeline: str
     trigger: Trigger = "manual"
     as_of: str
+    scheduled_for: str | None = None  # the cron tick (ISO, in the schedule's timezone) a run was due at
+    origin: str | None = None  # the run this one resumes or reruns
     status: RunStatus = "running"
     created_at: str = Field(default_factory=utcnow)
     ended_at: str | None = None
@@ -96,19 +116,20 @@ class RunRecord(BaseModel):
     process: Process = Field(default_factory=Process)
     steps: dict[str, StepRecord] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    notifications: list[dict[str, Any]] = Field(default_factory=list)  # deliveries of the failure notice
 
     @property
     def effective_status(self) -> str:
         """``interrupted`` for a run still marked running whose process is gone or silent."""
         if self.status != "running":
             return self.status
-        return "interrupted" if not _process_alive(self.process) else "running"
+        return "interrupted" if not process_alive(self.process) else "running"
 
     def failed_steps(self) -> list[StepRecord]:
         return [step for step in self.steps.values() if step.status == "failed"]
 
 
-def _process_alive(process: Process) -> bool:
+def process_alive(process: Process) -> bool:
     import psutil
 
     if process.host == socket.gethostname():
@@ -177,6 +198,15 @@ class RunStore:
         """Copy a file produced locally (an executed notebook) into a remote run folder."""
         if not self.is_local:
             self.fs.put_file(local_path, f"{self.run_dir(pipeline, run_id)}/{os.path.basename(local_path)}")
+
+    def copy_files(self, pipeline: str, from_run: str, to_run: str, names: list[str]) -> None:
+        """Copy files of one run's folder into another's (a resume keeps the steps it reuses)."""
+        target = self.run_dir(pipeline, to_run)
+        self.fs.makedirs(target, exist_ok=True)
+        for name in names:
+            source = f"{self.run_dir(pipeline, from_run)}/{name}"
+            if self.fs.exists(source):
+                self.fs.copy(source, f"{target}/{name}")
 
     def read(self, run_id: str) -> RunRecord:
         matches = self.fs.glob(f"{self.root.rstrip('/')}/*/{run_id}/run.json")

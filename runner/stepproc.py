@@ -64,12 +64,23 @@ def utcnow() -> str:
 
 
 class StopRequest:
-    """Lets the pipeline ask every running step process to stop (SIGTERM), then kill it."""
+    """Lets the pipeline ask every running step process to stop (SIGTERM), then kill it.
+
+    ``drain`` is the gentle form: no new step (or retry) starts, running steps may finish.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
         self.requested = False
+        self.stopping = threading.Event()  # set by drain or stop; waits between retries end early
+
+    @property
+    def draining(self) -> bool:
+        return self.stopping.is_set()
+
+    def drain(self) -> None:
+        self.stopping.set()
 
     def attach(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -83,6 +94,7 @@ class StopRequest:
             self._procs.discard(proc)
 
     def stop(self) -> None:
+        self.stopping.set()
         with self._lock:
             self.requested = True
             procs = list(self._procs)

@@ -60,11 +60,11 @@ def test_config_errors_name_file_key_and_expectation(project, pipelines, key, wo
 
 
 def test_validate_reports_a_broken_config_in_one_line_with_exit_code_2(project):
-    project.write({"p": {"steps": {"a": {"notebook": notebook("ok"), "retries": 3}}}})
+    project.write({"p": {"steps": {"a": {"notebook": notebook("ok"), "retrys": 3}}}})
     result = project.cli("validate")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {project.config}:pipelines.p.steps.a.retries: unknown key; check its spelling against the "
+        f"error: {project.config}:pipelines.p.steps.a.retrys: unknown key; check its spelling against the "
         "README's runner.yaml reference"
     ]
 

@@ -127,7 +127,7 @@ def test_sigterm_stops_the_run_keeps_the_notebook_and_marks_it_interrupted(proje
     record = only_run(project)
     assert record.status == "interrupted" and record.effective_status == "interrupted"
     assert record.steps["hung"].status == "interrupted" and record.steps["hung"].error.ename == "Interrupted"
-    assert record.steps["after"].status == "skipped"
+    assert record.steps["after"].status == "interrupted"
     assert executed.is_file()
     assert_no_kernels_left(project.home)
 

@@ -1,0 +1,142 @@
+"""One run of a pipeline at a time, across processes and machines: a lock file in the run store.
+
+``<store>/.locks/<pipeline>.lock`` holds who owns the pipeline (host, pid and its start time, a
+heartbeat, what for). Taking it is an exclusive create on a local store, so of two processes
+exactly one wins. A lock whose owner died (same host: the pid is gone or is another process;
+other host: no heartbeat for four intervals) is broken and taken over, so a crashed runner
+never blocks its pipeline for good. On an object store (fsspec URL) the create is a put
+followed by reading the lock back: good enough for schedulers that do not start in the same
+second, which is the case the lock is for.
+
+    with PipelineLock(store, "credit_score", "run 20261130T060000-ab12cd"):
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+from typing import Any
+
+from runner.errors import PipelineBusy
+from runner.records import HEARTBEAT_SECONDS, Process, RunStore, current_process, process_alive, utcnow
+
+
+class PipelineLock:
+    """Held while a pipeline runs; a context manager. ``acquire`` raises :class:`PipelineBusy`."""
+
+    def __init__(self, store: RunStore, pipeline: str, purpose: str = "run"):
+        self.store, self.pipeline, self.purpose = store, pipeline, purpose
+        self.path = f"{store.root.rstrip('/')}/.locks/{pipeline}.lock"
+        self.token = secrets.token_hex(8)
+        self._held = False
+        self.acquired_at = ""
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> PipelineLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.acquired_at = utcnow()
+        for _ in range(3):  # a stale lock broken by us or by someone else: try again
+            if self._create():
+                self._held = True
+                self._stop.clear()
+                self._beat = threading.Thread(target=self._heartbeat, name=f"lock-{self.pipeline}", daemon=True)
+                self._beat.start()
+                return
+            holder = self.holder()
+            if holder is not None and process_alive(Process(**holder["process"])):
+                raise PipelineBusy(self.pipeline, describe(holder))
+            self._break(holder)
+        raise PipelineBusy(self.pipeline, "its lock keeps changing hands")
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        holder = self.holder()
+        if holder is not None and holder.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                self.store.fs.rm_file(self.path)
+
+    def holder(self) -> dict[str, Any] | None:
+        """What the lock file says, or None when there is none (or it is unreadable)."""
+        try:
+            return json.loads(self.store.fs.cat_file(self.path))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _content(self) -> bytes:
+        return json.dumps({
+            "pipeline": self.pipeline, "purpose": self.purpose, "token": self.token, "acquired_at": self.acquired_at,
+            "process": current_process().model_dump() | {"heartbeat_at": utcnow()},
+        }).encode()
+
+    def _create(self) -> bool:
+        fs = self.store.fs
+        if self.store.is_local:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(handle, "wb") as out:
+                out.write(self._content())
+            return True
+        if fs.exists(self.path):
+            return False
+        fs.pipe_file(self.path, self._content())
+        holder = self.holder()
+        return holder is not None and holder.get("token") == self.token
+
+    def _break(self, holder: dict[str, Any] | None) -> None:
+        """Remove a dead owner's lock, unless it changed since we read it."""
+        if self.store.is_local:
+            stale = f"{self.path}.{self.token}.stale"
+            try:
+                os.rename(self.path, stale)  # of several processes breaking it, one gets it
+            except FileNotFoundError:
+                return
+            with open(stale, "rb") as moved:
+                taken = json.loads(moved.read() or b"{}")
+            os.unlink(stale)
+            if holder is not None and taken.get("token") != holder.get("token"):
+                # A live owner took the lock between our read and the rename: give it back.
+                with contextlib.suppress(FileExistsError):
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(json.dumps(taken).encode())
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.store.fs.rm_file(self.path)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            holder = self.holder()
+            if holder is None or holder.get("token") != self.token:
+                return  # broken by someone who thought we were dead; nothing to refresh
+            if self.store.is_local:
+                tmp = f"{self.path}.{self.token}.tmp"
+                with open(tmp, "wb") as out:
+                    out.write(self._content())
+                os.replace(tmp, self.path)
+            else:
+                self.store.fs.pipe_file(self.path, self._content())
+
+
+def describe(holder: dict[str, Any]) -> str:
+    process = holder.get("process", {})
+    return (f"{holder.get('purpose', 'run')}, pid {process.get('pid')} on {process.get('host')}, "
+            f"since {holder.get('acquired_at') or '?'}")
