@@ -1,12 +1,13 @@
 """One run of a pipeline at a time, across processes and machines: a lock file in the run store.
 
 ``<store>/.locks/<pipeline>.lock`` holds who owns the pipeline (host, pid and its start time, a
-heartbeat, what for). Taking it is an exclusive create on a local store, so of two processes
-exactly one wins. A lock whose owner died (same host: the pid is gone or is another process;
-other host: no heartbeat for four intervals) is broken and taken over, so a crashed runner
-never blocks its pipeline for good. On an object store (fsspec URL) the create is a put
-followed by reading the lock back: good enough for schedulers that do not start in the same
-second, which is the case the lock is for.
+heartbeat, what for). On a local store the lock file is written aside and hard-linked into
+place: it appears whole or not at all, and of processes taking it at once exactly one wins. A
+lock whose owner died (same host: the pid is gone or is another process; other host: no
+heartbeat for four intervals) is broken and taken over, so a crashed runner never blocks its
+pipeline for good. On an object store (fsspec URL) taking it is a put followed by reading the
+lock back: good enough for schedulers that do not start in the same second, which is the case
+the lock is for.
 
     with PipelineLock(store, "credit_score", "run 20261130T060000-ab12cd"):
         ...
@@ -54,7 +55,9 @@ class PipelineLock:
                 self._beat.start()
                 return
             holder = self.holder()
-            if holder is not None and process_alive(Process(**holder["process"])):
+            if holder is None:
+                continue  # released meanwhile
+            if process_alive(Process(**holder["process"])):
                 raise PipelineBusy(self.pipeline, describe(holder))
             self._break(holder)
         raise PipelineBusy(self.pipeline, "its lock keeps changing hands")
@@ -87,13 +90,17 @@ class PipelineLock:
     def _create(self) -> bool:
         fs = self.store.fs
         if self.store.is_local:
+            # Written aside, then hard-linked into place: the lock appears complete or not at all.
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{self.token}.new"
+            with open(tmp, "wb") as out:
+                out.write(self._content())
             try:
-                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, self.path)
             except FileExistsError:
                 return False
-            with os.fdopen(handle, "wb") as out:
-                out.write(self._content())
+            finally:
+                os.unlink(tmp)
             return True
         if fs.exists(self.path):
             return False
@@ -101,7 +108,7 @@ class PipelineLock:
         holder = self.holder()
         return holder is not None and holder.get("token") == self.token
 
-    def _break(self, holder: dict[str, Any] | None) -> None:
+    def _break(self, holder: dict[str, Any]) -> None:
         """Remove a dead owner's lock, unless it changed since we read it."""
         if self.store.is_local:
             stale = f"{self.path}.{self.token}.stale"
@@ -110,14 +117,16 @@ class PipelineLock:
             except FileNotFoundError:
                 return
             with open(stale, "rb") as moved:
-                taken = json.loads(moved.read() or b"{}")
+                taken = json.loads(moved.read())
             os.unlink(stale)
-            if holder is not None and taken.get("token") != holder.get("token"):
+            if taken.get("token") != holder.get("token"):
                 # A live owner took the lock between our read and the rename: give it back.
+                restored = f"{stale}.restore"
+                with open(restored, "wb") as out:
+                    out.write(json.dumps(taken).encode())
                 with contextlib.suppress(FileExistsError):
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                    with os.fdopen(fd, "wb") as out:
-                        out.write(json.dumps(taken).encode())
+                    os.link(restored, self.path)
+                os.unlink(restored)
             return
         with contextlib.suppress(FileNotFoundError):
             self.store.fs.rm_file(self.path)

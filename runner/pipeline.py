@@ -301,7 +301,7 @@ class _PipelineRun:
             parameters=parameters,
             kernel_name=self.kernel,
             jupyter_path=str(self.config.stores.home),
-            cwd=str(planned.notebook.parent),
+            cwd=str(self.config.notebook_path(planned.config).parent),  # also when rerunning recorded bytes
             cell_timeout=planned.config.cell_timeout or self.config.defaults.cell_timeout,
             timeout=timeout,
             env=self._kernel_env(planned.name, step.mlflow_run_id),

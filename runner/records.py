@@ -220,10 +220,19 @@ class RunStore:
         except ValidationError as exc:
             raise RunnerError(f"{path}: not a valid run record ({exc.errors()[0]['msg']})") from None
 
-    def list(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        """Runs newest first, optionally of one pipeline and with one (effective) status."""
+    def list(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        newer_than: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally of one pipeline, with one (effective) status, or whose
+        run id (its UTC start time) sorts at or after ``newer_than``."""
         pattern = f"{self.root.rstrip('/')}/{pipeline or '*'}/*/run.json"
         paths = sorted(self.fs.glob(pattern), key=lambda p: p.rsplit("/", 2)[-2], reverse=True)
+        if newer_than:
+            paths = [p for p in paths if p.rsplit("/", 2)[-2] >= newer_than]
         records = []
         for path in paths:
             with contextlib.suppress(RunnerError, FileNotFoundError):

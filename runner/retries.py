@@ -63,6 +63,8 @@ def run_with_retries(
         wait = delay_before(config, number)
         if on_retry is not None:
             on_retry(task.step, number, wait, f"{outcome.error['ename']}: {outcome.error['evalue']}")
+        if processes is not None:
+            processes.warm(1)  # the next attempt's process imports while we wait
         if stop.stopping.wait(wait) or stop.draining:
             interrupted = {"ename": "Interrupted", "cell_index": None,
                            "evalue": f"the run was stopped before attempt {number} of this step"}

@@ -235,6 +235,10 @@ def run_step(
             stop.detach(proc)
         if proc.poll() is None:
             kill_tree(proc.pid)
+    if result is None and stop is not None and stop.requested:
+        error = {"ename": "Interrupted", "cell_index": None,
+                 "evalue": f"the run was stopped while this step was starting; see {task.log}"}
+        return StepOutcome("interrupted", started, utcnow(), error)
     if result is None:
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         error = {

@@ -72,3 +72,14 @@ nb("plots", "plots: draws an image that the HTML page must embed", [
     "png = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==')\n"
     "display(Image(data=png))",
 ])
+nb("dies_once", "dies_once: the kernel dies on the first attempt (a marker file remembers it), then succeeds", [
+    (P, 'marker = "attempted"'),
+    "import os\nimport scrapbook as sb\nfirst = not os.path.exists(marker)\nopen(marker, 'a').write('x')",
+    "if first:\n    os._exit(1)",
+    'sb.glue("attempts_seen", len(open(marker).read()))',
+])
+nb("fails_unless", "fails_unless: raises until a file exists (a fix the test makes between runs)", [
+    (P, 'needs = "fixed"\nx = 1'),
+    "import os\nimport scrapbook as sb",
+    'if not os.path.exists(needs):\n    raise RuntimeError(f"{needs} is missing")\nsb.glue("fixed_x", x)',
+])

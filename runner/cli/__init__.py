@@ -78,18 +78,27 @@ def main() -> None:
 @click.option("--as-of", help="The run's logical date (ISO, e.g. 2026-07-01); default today.")
 @click.option("--max-workers", type=click.IntRange(min=1), default=None,
               help="Run up to N independent steps at once (default: defaults.max_workers, 1).")
+@click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", show_default=True,
+              help="Recorded with the run; `runner export` writes 'schedule' for cron and systemd.")
 @config_option
 @handles_errors
-def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, config_path: str | None) -> None:
+def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, trigger: str,
+        config_path: str | None) -> None:
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.parameters import parse_assignments
     from runner.pipeline import RunRequest
+
+    config = load_config(config_path)
+    run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
+                                      trigger=trigger))
+
+
+def run_and_report(config, request) -> None:
+    """Run with a progress display; print the outcome and exit 1 (failed) or 130 (interrupted) if not ok."""
     from runner.pipeline import run as run_pipeline
     from runner.records import RunStore
 
-    config = load_config(config_path)
-    request = RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         with _Progress() as progress:
@@ -147,6 +156,9 @@ class _Progress:
 
     def cell_started(self, step: str, index: int, total: int) -> None:
         self.progress.update(self.tasks[step], completed=index, total=total)
+
+    def step_retrying(self, step: str, attempt: int, delay: float, why: str) -> None:
+        err.print(f"  {step}: [yellow]attempt {attempt} in {delay:g}s[/] after {escape(why)}")
 
     def step_finished(self, step) -> None:
         if step.name in self.tasks:
@@ -231,6 +243,8 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
     out.print(f"[bold]run {record.run_id}[/]  {_status(record.effective_status)}")
     for label, value in (
         ("pipeline", record.pipeline), ("trigger", record.trigger), ("as_of", record.as_of),
+        *((("scheduled", record.scheduled_for),) if record.scheduled_for else ()),
+        *((("from run", f"{record.origin} ({record.trigger} of it)"),) if record.origin else ()),
         ("started", record.created_at), ("ended", record.ended_at or "-"),
         ("duration", f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"),
         ("git", f"{record.git.commit or '-'}{dirty}"), ("mlflow run", record.mlflow_run_id or "-"),
@@ -241,9 +255,14 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         took = f" {step.duration_s:.1f}s" if step.duration_s is not None else ""
         out.print(f"\n  [bold]{step.name}[/] {_status(step.status)}{took}  {step.notebook} "
                   f"(sha256 {step.notebook_sha256[:12]})")
+        if step.reused_from:
+            out.print(f"    reused from run {step.reused_from} (not run again)")
         if step.error:
             cell = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
             out.print(f"    [red]error{cell}: {escape(step.error.ename)}: {escape(step.error.evalue)}[/]")
+        for attempt in step.attempts[:-1] if len(step.attempts) > 1 else ():
+            why = f"{attempt.error.ename}: {attempt.error.evalue}" if attempt.error else attempt.status
+            out.print(f"    attempt {attempt.number} {_status(attempt.status)}: {escape(why)} -> {run_dir}/{attempt.output}")
         if step.parameters:
             out.print(f"    parameters: {escape(json.dumps(step.parameters, default=str))}")
         if step.scraps:
@@ -252,6 +271,9 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
             out.print(f"    notebook:   {run_dir}/{step.output}")
         if step.mlflow_run_id:
             out.print(f"    mlflow run: {step.mlflow_run_id}")
+    for delivery in record.notifications:
+        state = "[green]sent[/]" if delivery.get("ok") else f"[red]not sent[/] ({escape(str(delivery.get('detail')))})"
+        out.print(f"  failure notice to {delivery.get('channel')} {escape(str(delivery.get('target')))}: {state}")
     for warning in record.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
 
@@ -410,7 +432,7 @@ def review(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = {"config_path": config_path}
 
 
-def _review_config(config_path: str | None):
+def group_config(config_path: str | None):
     """The config named on the subcommand, else on `runner review --config`, else the default."""
     from runner.config import load_config
 
@@ -429,7 +451,7 @@ def review_build(out_dir: str | None, config_path: str | None) -> None:
 
     from runner.review import build
 
-    result = build(_review_config(config_path), Path(out_dir) if out_dir else None)
+    result = build(group_config(config_path), Path(out_dir) if out_dir else None)
     out.print(f"wrote the review site of {result.runs} run(s) to {escape(str(result.out / 'index.html'))} "
               f"({result.notebooks} notebook(s) copied, {result.diffs} diff(s) rendered)")
 
@@ -447,7 +469,7 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
 
     from runner.review import Site, default_out, safe_name
 
-    config = _review_config(config_path)
+    config = group_config(config_path)
     for run_id in (run_a, run_b):
         if not safe_name(run_id):
             raise RunnerError(f"{run_id!r} is not a run id; `runner runs` lists them")
@@ -469,7 +491,7 @@ def review_serve(host: str, port: int, config_path: str | None) -> None:
     from runner.review import Site
     from runner.review_serve import make_server
 
-    config = _review_config(config_path)
+    config = group_config(config_path)
     server = make_server(Site(config), host, port)
     out.print(f"serving the review site of {escape(config.stores.runs)} at {server.url}  (Ctrl-C stops)")
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -514,6 +536,8 @@ def debug(run_id: str, step: str | None, open_lab: bool, config_path: str | None
     if done.returncode:
         sys.exit(done.returncode)
 
+
+from runner.cli import schedule as _schedule  # noqa: E402,F401  (registers the scheduling commands)
 
 if __name__ == "__main__":
     main()
