@@ -153,10 +153,10 @@ class ScheduleConfig(_Frozen):
     timezone: str = Field("UTC", description="IANA name, e.g. Europe/Amsterdam; ticks follow its DST changes")
     misfire: Literal["skip", "catch_up"] = Field(
         "skip", description="ticks missed while no scheduler ran: skip them, or run each of them, oldest first")
-    grace: float = Field(600.0, gt=0, description="a tick this late still runs under 'skip'")
+    misfire_grace: float = Field(600.0, gt=0, description="a tick this late still runs under 'skip'")
     enabled: bool = True
 
-    _durations = field_validator("grace", mode="before")(parse_duration)
+    _durations = field_validator("misfire_grace", mode="before")(parse_duration)
 
     @field_validator("cron")
     @classmethod

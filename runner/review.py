@@ -172,18 +172,18 @@ class Site:
     def views_of(self, pipeline: str) -> list[RunView]:
         return [v for v in self.views() if v.record.pipeline == pipeline]
 
-    def notebook_path(self, record: RunRecord, step: StepRecord) -> str | None:
-        """The executed notebook's HTML page in the run store, if the step left one."""
-        if not step.html or not safe_name(step.html):
+    def notebook_path(self, record: RunRecord, page: str | None) -> str | None:
+        """An executed notebook's HTML page (a step's or an earlier attempt's) in the run store."""
+        if not page or not safe_name(page):
             return None
-        path = f"{self.store.run_dir(record.pipeline, record.run_id)}/{step.html}"
+        path = f"{self.store.run_dir(record.pipeline, record.run_id)}/{page}"
         return path if self.store.fs.exists(path) else None
 
     def notebook_html(self, run_id: str, file_name: str) -> bytes:
-        """The executed notebook page ``file_name`` (a step's recorded ``html``) of a run."""
+        """The executed notebook page ``file_name`` (a step's or attempt's recorded ``html``) of a run."""
         record = self.store.read(run_id)
-        step = next((s for s in record.steps.values() if s.html == file_name), None)
-        path = self.notebook_path(record, step) if step else None
+        known = any(file_name in pages_of(step) for step in record.steps.values())
+        path = self.notebook_path(record, file_name) if known else None
         if path is None:
             raise RunnerError(f"run {run_id} has no executed notebook page {file_name!r}")
         return self.store.fs.cat_file(path)
@@ -216,7 +216,8 @@ class Site:
             offset = (_timestamp(step.started_at) - start) if step.started_at and start is not None else None
             steps.append({
                 "step": step,
-                "notebook": bool(self.notebook_path(record, step)),
+                "notebook": bool(self.notebook_path(record, step.html)),
+                "attempts": [(a, bool(self.notebook_path(record, a.html))) for a in step.attempts[:-1]],
                 "mlflow": mlflow_link(uri, record.mlflow_experiment_id, step.mlflow_run_id),
                 "scraps": {k: v for k, v in step.scraps.items() if k not in HIDDEN_SCRAPS},
                 "bar": None if offset is None or step.duration_s is None else {
@@ -257,9 +258,9 @@ class Site:
         for view in views:
             record = view.record
             _write(out / "runs" / f"{record.run_id}.html", self.render_run(view))
-            for step in record.steps.values():
-                source = self.notebook_path(record, step)
-                target = out / "runs" / record.run_id / (step.html or "")
+            for page in (page for step in record.steps.values() for page in pages_of(step)):
+                source = self.notebook_path(record, page)
+                target = out / "runs" / record.run_id / page
                 if source and not (target.is_file() and record.status != "running"):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(self.store.fs.cat_file(source))
@@ -303,3 +304,8 @@ def default_out(config: Config) -> Path:
 
 def build(config: Config, out: Path | None = None) -> BuildResult:
     return Site(config).build(Path(out) if out else default_out(config))
+
+
+def pages_of(step: StepRecord) -> list[str]:
+    """The HTML pages a step left: its own, then those of earlier attempts."""
+    return [page for page in (step.html, *(a.html for a in step.attempts[:-1])) if page]

@@ -7,7 +7,7 @@ checks the run store for a run of that tick (so no tick runs twice, whichever pr
 there first) and runs the pipeline with ``trigger=schedule`` and ``as_of`` = the tick's date.
 
 Ticks missed while no scheduler ran are skipped or caught up per pipeline (``misfire``); a tick
-later than its ``grace`` counts as missed. :meth:`Scheduler.request_stop` (SIGTERM) drains:
+later than its ``misfire_grace`` counts as missed. :meth:`Scheduler.request_stop` (SIGTERM) drains:
 nothing new starts, running steps get ``grace`` seconds to finish, then they are stopped and
 what did not run is marked ``interrupted`` (``runner resume`` continues it).
 """
@@ -116,11 +116,11 @@ class Scheduler:
         """Queue the ticks that came since the last look, per the pipeline's misfire policy.
 
         ``catch_up`` queues every tick since the last scheduled run. ``skip`` runs only the newest
-        due tick, and only within ``grace`` of it; older ones are reported as skipped. A pipeline
-        that never ran on schedule has nothing to catch up: its newest tick within ``grace`` runs.
+        due tick, and only within ``misfire_grace`` of it; older ones are reported as skipped. A pipeline
+        that never ran on schedule has nothing to catch up: its newest tick within ``misfire_grace`` runs.
         """
         for name, schedule in scheduled(self.config).items():
-            grace = timedelta(seconds=schedule.grace)
+            grace = timedelta(seconds=schedule.misfire_grace)
             since = self.seen.get(name) or last_tick(self.store, name)
             coalesce = schedule.misfire == "skip" or since is None
             since = since or now - grace
@@ -151,9 +151,9 @@ class Scheduler:
                     ticks.clear()
                     break
                 late = (now - tick).total_seconds()
-                if schedule.misfire == "skip" and late > schedule.grace:
+                if schedule.misfire == "skip" and late > schedule.misfire_grace:
                     ticks.pop(0)
-                    self._notice("skipped", name, tick, detail=f"{late:.0f}s late, over the grace of {schedule.grace:g}s "
+                    self._notice("skipped", name, tick, detail=f"{late:.0f}s late, over misfire_grace {schedule.misfire_grace:g}s "
                                  "(misfire: skip)")
                     continue
                 if not self._start(name, tick):

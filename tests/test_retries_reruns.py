@@ -41,6 +41,10 @@ def test_a_dead_kernel_is_retried_and_every_attempt_keeps_its_notebook(project, 
     assert record.steps["a"].scraps["attempts_seen"] == 2
     shown = project.cli("show", record.run_id).stdout
     assert "attempt 1 failed: DeadKernelError" in shown and "a.attempt1.ipynb" in shown
+    assert project.cli("review", "build").exit_code == 0
+    site = project.home / "review" / "runs"
+    assert (site / record.run_id / "a.attempt1.html").is_file()
+    assert f'href="../runs/{record.run_id}/a.attempt1.html"' in (site / f"{record.run_id}.html").read_text()
 
 
 def test_a_cell_exception_is_not_retried_unless_the_step_says_so(project):

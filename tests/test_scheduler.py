@@ -72,7 +72,7 @@ def test_schedule_list_shows_next_due_times_in_the_schedules_timezone(project):
     assert all((t + timedelta(days=1)).day == 1 for t in due)  # each the last day of its month
     assert row["pipeline"] == "month_end" and row["misfire"] == "skip" and row["last_run"] is None
     table = project.cli("schedule", "list").stdout
-    assert "month_end" in table and "manual_only" not in table and "CET" in table or "CEST" in table
+    assert "month_end" in table and "manual_only" not in table and ("CET" in table or "CEST" in table)
 
 
 @pytest.mark.parametrize("schedule, message", [

@@ -79,15 +79,15 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
                   "`schedule: {cron: \"0 6 * * *\", timezone: UTC}` to one (README, Scheduling)")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("pipeline", "cron", "timezone", "misfire", "next due", "last scheduled run"):
-        table.add_column(column, no_wrap=column in ("cron", "next due"), overflow="fold")
+    for column in ("pipeline", "cron / timezone", "misfire", "next due", "last scheduled run"):
+        table.add_column(column, no_wrap=column != "last scheduled run", overflow="fold")
     for row in rows:
         zone = ZoneInfo(row["timezone"])
         due = "\n".join(datetime.fromisoformat(t).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") for t in row["next"]) \
             if row["enabled"] else "[dim]disabled[/]"
         last = row["last_run"]
-        table.add_row(row["pipeline"], row["cron"], row["timezone"], row["misfire"], due,
-                      f"{last['run_id']} {_status(last['status'])}" if last else "-")
+        table.add_row(row["pipeline"], f"{row['cron']}\n[dim]{row['timezone']}[/]", row["misfire"], due,
+                      f"{last['run_id']}\n{_status(last['status'])}" if last else "-")
     scheduled_count = len(scheduled(config))
     out.print(table)
     out.print(f"[dim]{scheduled_count} enabled; `runner scheduler` runs them, or `runner export crontab|systemd`[/]")
