@@ -36,7 +36,7 @@ POLL_SECONDS = 30.0  # how often a waiting scheduler looks again (config changes
 @dataclass(frozen=True)
 class Notice:
     """Something the scheduler did, for its caller to show: started, finished, skipped, busy, error,
-    draining, stopped, reloaded."""
+    waiting (for the next tick), draining, stopped, reloaded."""
 
     kind: str
     pipeline: str = ""
@@ -88,21 +88,26 @@ class Scheduler:
             if not self.running:
                 break  # what is still queued belongs to busy pipelines; the next call takes it
             self._wait_for_runs(self.poll)
-        self._finish()
+        self._finish(announce=False)
         return self.records
 
     def serve(self) -> list[RunRecord]:
         """Run until :meth:`request_stop`; return the runs it started."""
+        announced = None
         while not self._stop.is_set():
             self._reload_if_changed()
             now = self.clock.now()
             self.collect(now)
             self.start_ready(now)
-            delay = min(self._until_next_tick(now), self.poll)
+            upcoming = self.next_due(now)
+            if upcoming and upcoming != announced and not self.running:
+                announced = upcoming
+                self._notice("waiting", upcoming[1], upcoming[0], detail="the next tick")
+            delay = min((upcoming[0] - now).total_seconds() if upcoming else self.poll, self.poll)
             if self.running:
-                self._wait_for_runs(delay)  # runs take real time, whatever the clock says
+                self._wait_for_runs(max(delay, 0.0))  # runs take real time, whatever the clock says
             else:
-                self.clock.sleep(delay, self._stop)
+                self.clock.sleep(max(delay, 0.0), self._stop)
         self._finish()
         return self.records
 
@@ -211,7 +216,7 @@ class Scheduler:
                 break
         self._reap()
 
-    def _finish(self) -> None:
+    def _finish(self, announce: bool = True) -> None:
         """Drain: running steps get ``grace`` seconds, then are stopped; wait for every run to end."""
         if self.running:
             self._notice("draining", detail=f"{len(self.running)} run(s) in progress; "
@@ -225,13 +230,15 @@ class Scheduler:
             wait([r.future for r in self.running.values()])
             self._reap()
         self._pool.shutdown(wait=True)
-        self._notice("stopped", detail=f"{len(self.records)} run(s) started")
+        if announce:
+            self._notice("stopped", detail=f"{len(self.records)} run(s) started")
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _until_next_tick(self, now: datetime) -> float:
-        upcoming = [next_ticks(s, now, 1)[0] for s in scheduled(self.config).values()]
-        return max(min((t - now).total_seconds() for t in upcoming), 0.0) if upcoming else self.poll
+    def next_due(self, now: datetime) -> tuple[datetime, str] | None:
+        """The next tick of any scheduled pipeline after ``now``, and its pipeline."""
+        upcoming = [(next_ticks(s, now, 1)[0], name) for name, s in scheduled(self.config).items()]
+        return min(upcoming) if upcoming else None
 
     def _reload_if_changed(self) -> None:
         """Pick up edits to runner.yaml; a broken edit is reported and the last good config kept."""

@@ -272,3 +272,17 @@ def test_once_runs_what_is_due_now_and_exits(project):
     (record,) = records(project)
     assert record.trigger == "schedule" and record.status == "succeeded"
     assert f"finished p {record.scheduled_for} run {record.run_id} succeeded" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_schedulers_started_together_run_the_tick_once(project):
+    # New Year's tick of this year, still within its (long) misfire grace: both see the same tick.
+    yearly = {"cron": "0 0 1 1 *", "misfire_grace": 400 * 86400}
+    project.write({"p": {"schedule": yearly, "steps": {"a": step("hangs", parameters={"seconds": 2})}}})
+    first, second = _scheduler_process(project, "--once"), _scheduler_process(project, "--once")
+    outputs = [proc.communicate(timeout=120) for proc in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    (record,) = records(project)
+    assert record.status == "succeeded"
+    said = "".join(err for _, err in outputs)
+    assert said.count("started p") == 1 and ("busy p" in said or "this tick already has a run" in said)

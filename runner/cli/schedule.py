@@ -127,6 +127,10 @@ def scheduler(once: bool, grace: float, max_runs: int, poll: float, config_path:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if once and not records:
+        upcoming = sched.next_due(datetime.now().astimezone())
+        later = f"; next: {upcoming[1]} at {upcoming[0].strftime('%Y-%m-%d %H:%M %Z')}" if upcoming else ""
+        err.print(f"nothing was due{later}")
     if any(r.status == "interrupted" for r in records):
         sys.exit(EXIT_INTERRUPTED)
     if sched.errors or any(r.status != "succeeded" for r in records):
