@@ -17,6 +17,7 @@ from rich.table import Table
 from runner.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    _raise_keyboard_interrupt,
     _status,
     config_option,
     err,
@@ -174,7 +175,7 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
         out.print(f"[{len(finished)}/{todo}] {tick.isoformat()} run {record.run_id} {_status(record.status)} "
                   f"{record.duration_s:.1f}s")
 
-    previous = signal.signal(signal.SIGTERM, _keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         plan = run_backfill(config, plan, max_workers, on_run=report)
     finally:
@@ -188,10 +189,6 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
         sys.exit(EXIT_INTERRUPTED)
     if plan.failed:
         sys.exit(EXIT_FAILED)
-
-
-def _keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 @main.command()
