@@ -72,6 +72,7 @@ class StopRequest:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
+        self._backstops: dict[subprocess.Popen, threading.Timer] = {}
         self.requested = False
         self.stopping = threading.Event()  # set by drain or stop; waits between retries end early
 
@@ -92,6 +93,9 @@ class StopRequest:
     def detach(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._procs.discard(proc)
+            backstop = self._backstops.pop(proc, None)
+        if backstop is not None:
+            backstop.cancel()  # it ended in time; its pid may be reused later
 
     def stop(self) -> None:
         self.stopping.set()
@@ -100,7 +104,11 @@ class StopRequest:
             procs = list(self._procs)
         for proc in procs:
             _signal(proc, signal.SIGTERM)
-            threading.Timer(GRACE_SECONDS, kill_tree, [proc.pid]).start()
+            backstop = threading.Timer(GRACE_SECONDS, kill_tree, [proc.pid])
+            backstop.daemon = True  # never keeps the runner alive after its steps ended
+            with self._lock:
+                self._backstops[proc] = backstop
+            backstop.start()
 
 
 def _signal(proc: subprocess.Popen, signum: int) -> None:
