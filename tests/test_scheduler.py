@@ -286,3 +286,15 @@ def test_two_schedulers_started_together_run_the_tick_once(project):
     assert record.status == "succeeded"
     said = "".join(err for _, err in outputs)
     assert said.count("started p") == 1 and ("busy p" in said or "this tick already has a run" in said)
+
+
+def test_the_lock_works_on_an_object_store_too():
+    store = RunStore("memory://lock-test/runs")
+    with PipelineLock(store, "p", "first"):
+        with pytest.raises(PipelineBusy, match="first, pid"):
+            PipelineLock(store, "p").acquire()
+    assert not store.fs.exists(f"{store.root}/.locks/p.lock")
+    store.fs.pipe_file(f"{store.root}/.locks/p.lock", json.dumps({"token": "dead", "process": {
+        "host": "elsewhere", "pid": 1, "heartbeat_at": "2026-01-01T00:00:00+00:00"}}).encode())
+    with PipelineLock(store, "p") as lock:
+        assert lock.holder()["token"] == lock.token
