@@ -298,3 +298,29 @@ def test_the_lock_works_on_an_object_store_too():
         "host": "elsewhere", "pid": 1, "heartbeat_at": "2026-01-01T00:00:00+00:00"}}).encode())
     with PipelineLock(store, "p") as lock:
         assert lock.holder()["token"] == lock.token
+
+
+def test_the_scheduler_picks_up_edits_to_runner_yaml_and_keeps_the_last_good_one(project):
+    project.write({"p": {"schedule": {"cron": "0 6 * * *", "enabled": False}, "steps": {"a": step("ok")}}})
+    edits = iter([
+        "pipelines: [this is not: valid",
+        project.config.read_text().replace("enabled: false", "enabled: true").replace("0 6 * * *", "0 7 * * *"),
+    ])
+
+    class EditingClock(FakeClock):
+        def sleep(self, seconds, wake):
+            text = next(edits, None)
+            if text is not None:
+                project.config.write_text(text)
+                bumped = project.config.stat().st_mtime + 1
+                os.utime(project.config, (bumped, bumped))
+            return super().sleep(seconds, wake)
+
+    notices = []
+    start = datetime(2026, 3, 1, 5, 0, tzinfo=UTC)
+    clock = EditingClock(start, until=start + timedelta(minutes=50))
+    assert Scheduler(load_config(project.config), clock=clock, poll=600, on_notice=notices.append).serve() == []
+    said = [(n.kind, n.detail) for n in notices]
+    assert any(kind == "error" and "keeping the previous one" in detail for kind, detail in said), said
+    assert ("reloaded", "1 scheduled pipeline(s)") in said
+    assert ("waiting", "the next tick") in said and notices[-2].tick == "2026-03-01T07:00:00+00:00"
