@@ -168,8 +168,8 @@ def _dst_note(schedule: ScheduleConfig, how: str) -> list[str]:
     if not ticks:
         return []
     return [f"# DST: ticks such as {ticks[0]:%Y-%m-%d %H:%M} fall in an hour that clocks skip or repeat in "
-            f"{schedule.timezone};", f"# {how}; croniter (read by `runner scheduler`) moves a skipped tick to "
-            "the end of the gap and fires a repeated one twice"]
+            f"{schedule.timezone};", f"# {how}; `runner scheduler` moves a skipped tick to the end of the gap "
+            "and runs a repeated fixed-hour tick once"]
 
 
 def _cron_fields(pipeline: str, cron: str) -> tuple[list[str], bool]:

@@ -47,25 +47,20 @@ def test_a_dead_kernel_is_retried_and_every_attempt_keeps_its_notebook(project, 
     assert f'href="../runs/{record.run_id}/a.attempt1.html"' in (site / f"{record.run_id}.html").read_text()
 
 
-def test_a_cell_exception_is_not_retried_unless_the_step_says_so(project):
+def test_a_timeout_is_retried_but_a_cell_exception_only_when_the_step_says_so(project):
     project.write({"p": {"steps": {
+        "late": step("hangs", cell_timeout=1, retries=1, retry_delay=0),
         "plain": step("broken", retries=2, retry_delay=0),
         "insists": step("broken", retries=1, retry_delay=0, retry_on=["cell_error"]),
-    }}}, defaults={"max_workers": 2})
+    }}}, defaults={"max_workers": 3})
     result = project.cli("run", "p")
     assert result.exit_code == 1
     (record,) = runs(project)
+    assert [(a.status, a.error.ename) for a in record.steps["late"].attempts] == [("failed", "CellTimeout")] * 2
     assert [a.status for a in record.steps["plain"].attempts] == ["failed"]
     assert [a.status for a in record.steps["insists"].attempts] == ["failed", "failed"]
     assert record.steps["insists"].error.ename == "ValueError"
     assert (run_dir(project, record) / "insists.attempt1.ipynb").is_file()
-
-
-def test_a_cell_timeout_is_retried(project):
-    project.write({"p": {"steps": {"a": step("hangs", cell_timeout=1, retries=1, retry_delay=0)}}})
-    assert project.cli("run", "p").exit_code == 1
-    (record,) = runs(project)
-    assert [(a.status, a.error.ename) for a in record.steps["a"].attempts] == [("failed", "CellTimeout")] * 2
 
 
 def test_retry_delays_grow_by_the_backoff_factor():

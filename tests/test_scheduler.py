@@ -126,12 +126,12 @@ def test_misfire_skip_runs_only_the_newest_tick_and_catch_up_runs_every_missed_o
     config = load_config(project.config)
     first = Scheduler(config, clock=FakeClock(datetime(2026, 3, 1, 6, 1, tzinfo=UTC))).run_once()
     assert sorted(r.pipeline for r in first) == ["catcher", "skipper"]
-    # The scheduler was down for three days; it comes back one minute after the fourth tick.
+    # The scheduler was down for two days; it comes back one minute after the third tick.
     notices = []
-    back = Scheduler(config, clock=FakeClock(datetime(2026, 3, 4, 6, 1, tzinfo=UTC)), on_notice=notices.append)
+    back = Scheduler(config, clock=FakeClock(datetime(2026, 3, 3, 6, 1, tzinfo=UTC)), on_notice=notices.append)
     back.run_once()
-    assert [r.as_of for r in records(project, "skipper")] == ["2026-03-01", "2026-03-04"]
-    assert [r.as_of for r in records(project, "catcher")] == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    assert [r.as_of for r in records(project, "skipper")] == ["2026-03-01", "2026-03-03"]
+    assert [r.as_of for r in records(project, "catcher")] == ["2026-03-01", "2026-03-02", "2026-03-03"]
     skipped = [n for n in notices if n.kind == "skipped"]
     assert skipped and all(n.pipeline == "skipper" for n in skipped)
     assert "2026-03-02T06:00:00+00:00" in skipped[0].detail or skipped[0].tick == "2026-03-02T06:00:00+00:00"
