@@ -331,6 +331,7 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
         out.print(f"  backtests     {backtests}")
     out.print(f"  notebooks     {facts['run_store']}/<pipeline>/<run_id>/<step>.ipynb and .html (`runner runs`)")
     out.print(f"  MLflow        {facts['mlflow_ui']}")
+    out.print("  schedules     `runner schedule list`; `runner scheduler` runs the pipelines at month-end")
     if facts["failed"]:
         out.print(f"[bold red]failed run:[/] {facts['failed'][0]} (`runner show {facts['failed'][0]}`)")
         sys.exit(EXIT_FAILED)
