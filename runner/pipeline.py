@@ -28,8 +28,8 @@ from runner.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
     SNAPSHOTS_SCRAP,
-    RunRecord,
     Attempt,
+    RunRecord,
     RunStore,
     StepError,
     StepRecord,
@@ -181,7 +181,6 @@ class _PipelineRun:
             if self.store.is_local
             else config.stores.home / "staging" / plan.pipeline / run_id
         )
-        self.origin = request.origin
         steps = {}
         for name, step in plan.steps.items():
             reused = request.reuse.get(name)
@@ -418,7 +417,7 @@ class _PipelineRun:
             "runner.pipeline": record.pipeline,
             "runner.trigger": record.trigger,
             "runner.as_of": record.as_of,
-            **({"runner.origin": self.origin} if self.origin else {}),
+            **({"runner.origin": record.origin} if record.origin else {}),
             "mlflow.source.git.commit": record.git.commit,
         }
 

@@ -116,8 +116,9 @@ def _signal(proc: subprocess.Popen, signum: int) -> None:
         proc.send_signal(signum)
 
 
-def kill_tree(pid: int) -> None:
-    """Kill a process and everything it started (kernels run in sessions of their own)."""
+def kill_tree(pid: int, grace: float = 3.0) -> None:
+    """Kill a process and everything it started (kernels run in sessions of their own):
+    SIGTERM, then SIGKILL for what is still alive after ``grace`` seconds (at once if 0)."""
     import psutil
 
     try:
@@ -125,10 +126,10 @@ def kill_tree(pid: int) -> None:
         procs = parent.children(recursive=True) + [parent]
     except psutil.NoSuchProcess:
         return
-    for proc in procs:
+    for proc in procs if grace else ():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=3)
+    _, alive = psutil.wait_procs(procs, timeout=grace) if grace else ([], procs)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
@@ -153,8 +154,9 @@ class StepProcesses:
         self.kernel_name, self.jupyter_path, self.log_dir = kernel_name, jupyter_path, log_dir
         self.preload = preload
         self.keep_warm = keep_warm  # processes kept ready between runs (replay, scheduler)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # warm() spawns while holding it
         self._idle: list[subprocess.Popen] = []
+        self._logs: dict[int, str] = {}  # pid -> log file of a process not yet given a step
 
     @classmethod
     def for_task(cls, task: StepTask) -> StepProcesses:
@@ -170,6 +172,7 @@ class StepProcesses:
             proc = None
             while self._idle and proc is None:
                 candidate = self._idle.pop(0)
+                self._logs.pop(candidate.pid, None)  # a step's process adopts its log
                 proc = candidate if candidate.poll() is None else None
         self.warm(self.keep_warm)
         return proc or self._spawn()
@@ -185,7 +188,7 @@ class StepProcesses:
             "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
         }
         with open(log, "ab") as stderr:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "runner.stepproc"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -193,17 +196,20 @@ class StepProcesses:
                 env=env,
                 start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
             )
+        with self._lock:
+            self._logs[proc.pid] = log
+        return proc
 
     def close(self) -> None:
+        """End the idle processes and their kernels: they never got a step, so nothing of them is
+        needed, and stopping them outright lets an early error (a bad parameter) return at once."""
         with self._lock:
             idle, self._idle = self._idle, []
         for proc in idle:
+            kill_tree(proc.pid, grace=0)
+            proc.wait()
             with contextlib.suppress(OSError):
-                proc.stdin.close()  # an empty task: the process exits
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                kill_tree(proc.pid)
+                os.unlink(self._logs.pop(proc.pid, ""))
 
 
 def run_step(
