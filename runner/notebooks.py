@@ -11,7 +11,9 @@ import functools
 import hashlib
 import json
 import math
+import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,7 @@ def ensure_kernel(home: Path) -> str:
     text = json.dumps(spec, indent=1)
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # runs may start together
         tmp.write_text(text)
         tmp.replace(path)
     return name

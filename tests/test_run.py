@@ -129,3 +129,27 @@ def test_a_run_whose_process_died_shows_as_interrupted(project):
     store.write(record)
     assert json.loads(project.cli("runs", "--json").stdout)[0]["status"] == "interrupted"
     assert len(json.loads(project.cli("runs", "--status", "running", "--json").stdout)) == 0
+
+
+def test_runs_starting_together_on_a_fresh_home_write_the_kernelspec_safely(tmp_path):
+    # A backfill or the scheduler starts several runs at once; each makes sure the kernelspec exists.
+    import threading
+
+    from runner.notebooks import ensure_kernel
+
+    for attempt in range(20):  # the race is narrow: try it on many fresh homes
+        home, errors, names = tmp_path / str(attempt), [], []
+
+        def start() -> None:
+            try:
+                names.append(ensure_kernel(home))
+            except OSError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len(set(names)) == 1
+        assert [p.name for p in (home / "kernels" / names[0]).iterdir()] == ["kernel.json"]
