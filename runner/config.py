@@ -154,6 +154,8 @@ class ScheduleConfig(_Frozen):
     misfire: Literal["skip", "catch_up"] = Field(
         "skip", description="ticks missed while no scheduler ran: skip them, or run each of them, oldest first")
     misfire_grace: float = Field(600.0, gt=0, description="a tick this late still runs under 'skip'")
+    max_catch_up: int | None = Field(
+        None, ge=1, description="under 'catch_up', run at most this many missed ticks (the newest); skip older ones")
     enabled: bool = True
 
     _durations = field_validator("misfire_grace", mode="before")(parse_duration)

@@ -138,11 +138,12 @@ class Scheduler:
             ticks = ticks_between(schedule, since, now)
             self.seen[name] = ticks[-1] if ticks else since
             queue = self.pending.get(name, []) + ticks
-            if coalesce and len(queue) > 1:
-                for tick in queue[:-1]:
-                    self._notice("skipped", name, tick, detail=f"superseded by the tick of {queue[-1].isoformat()} "
-                                 "(misfire: skip)")
-                queue = queue[-1:]
+            keep = 1 if coalesce else schedule.max_catch_up
+            if keep and len(queue) > keep:
+                why = "misfire: skip" if coalesce else f"max_catch_up: {keep}"
+                for tick in queue[:-keep]:
+                    self._notice("skipped", name, tick, detail=f"superseded by newer ticks ({why})")
+                queue = queue[-keep:]
             self.pending[name] = queue
 
     def start_ready(self, now: datetime) -> None:

@@ -122,17 +122,22 @@ def test_misfire_skip_runs_only_the_newest_tick_and_catch_up_runs_every_missed_o
     project.write({
         "skipper": {**daily("skip"), "steps": {"a": step("ok")}},
         "catcher": {**daily("catch_up"), "steps": {"a": step("ok")}},
+        "capped": {"schedule": {"cron": "0 6 * * *", "misfire": "catch_up", "max_catch_up": 1},
+                   "steps": {"a": step("ok")}},
     })
     config = load_config(project.config)
     first = Scheduler(config, clock=FakeClock(datetime(2026, 3, 1, 6, 1, tzinfo=UTC))).run_once()
-    assert sorted(r.pipeline for r in first) == ["catcher", "skipper"]
+    assert sorted(r.pipeline for r in first) == ["capped", "catcher", "skipper"]
     # The scheduler was down for two days; it comes back one minute after the third tick.
     notices = []
     back = Scheduler(config, clock=FakeClock(datetime(2026, 3, 3, 6, 1, tzinfo=UTC)), on_notice=notices.append)
     back.run_once()
     assert [r.as_of for r in records(project, "skipper")] == ["2026-03-01", "2026-03-03"]
     assert [r.as_of for r in records(project, "catcher")] == ["2026-03-01", "2026-03-02", "2026-03-03"]
-    skipped = [n for n in notices if n.kind == "skipped"]
+    assert [r.as_of for r in records(project, "capped")] == ["2026-03-01", "2026-03-03"]
+    assert [(n.tick, n.detail) for n in notices if n.kind == "skipped" and n.pipeline == "capped"] == [
+        ("2026-03-02T06:00:00+00:00", "superseded by newer ticks (max_catch_up: 1)")]
+    skipped = [n for n in notices if n.kind == "skipped" and n.pipeline != "capped"]
     assert skipped and all(n.pipeline == "skipper" for n in skipped)
     assert "2026-03-02T06:00:00+00:00" in skipped[0].detail or skipped[0].tick == "2026-03-02T06:00:00+00:00"
 
