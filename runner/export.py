@@ -22,6 +22,7 @@ from croniter import croniter
 
 from runner.config import Config, ScheduleConfig
 from runner.errors import RunnerError
+from runner.schedules import scheduled
 
 FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
@@ -142,7 +143,7 @@ def check_calendar(expression: str) -> str | None:
 
 def _scheduled(config: Config) -> dict[str, ScheduleConfig]:
     """Pipelines with an enabled schedule, in file order; a RunnerError when there are none."""
-    found = {name: p.schedule for name, p in config.pipelines.items() if p.schedule and p.schedule.enabled}
+    found = scheduled(config)
     if not found:
         disabled = [name for name, p in config.pipelines.items() if p.schedule]
         if disabled:

@@ -321,14 +321,13 @@ class _PipelineRun:
         step.models = list(step.scraps.get(MODELS_SCRAP, []))
         self.scraps[name] = step.scraps
         error = StepError(**outcome.error) if outcome.error else None
-        earlier = [name for attempt in attempts[:-1] for name in (attempt.output, attempt.html, attempt.log) if name]
-        for produced in (step.output, step.html, f"{name}.log", *earlier):
-            if produced and (self.workdir / produced).is_file():
-                self.store.put(str(self.workdir / produced), self.record.pipeline, self.record.run_id)
+        produced = [self.workdir / file for file in step.outputs() if (self.workdir / file).is_file()]
+        for path in produced:
+            self.store.put(str(path), self.record.pipeline, self.record.run_id)
         try:
             self.tracker.log_step(
                 step.mlflow_run_id, step.parameters, step.scraps,
-                [str(self.workdir / f) for f in (step.output, step.html, *earlier) if f and f.endswith(("ipynb", "html"))],
+                [str(path) for path in produced if path.suffix in (".ipynb", ".html")],
             )
             self.tracker.end_run(step.mlflow_run_id, outcome.status)
         except TrackingError as exc:
@@ -397,9 +396,8 @@ class _PipelineRun:
         for name, planned in self.plan.steps.items():
             step = record.steps[name]
             if step.reused_from:
-                files = [step.source, step.output, step.html, f"{name}.log",
-                         *(f for a in step.attempts for f in (a.output, a.html, a.log))]
-                self.store.copy_files(record.pipeline, step.reused_from, record.run_id, [f for f in files if f])
+                files = [step.source, *step.outputs()] if step.source else step.outputs()
+                self.store.copy_files(record.pipeline, step.reused_from, record.run_id, files)
                 continue
             step.source = f"{name}.source.ipynb"
             self.workdir.mkdir(parents=True, exist_ok=True)

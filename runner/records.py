@@ -82,6 +82,13 @@ class StepRecord(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     reused_from: str | None = None  # resume: the run whose succeeded step this is
 
+    def outputs(self) -> list[str]:
+        """The files the step's execution left in its run folder: executed notebook, page and log,
+        then those of earlier attempts (the notebook as run, ``source``, is not among them)."""
+        names = (self.output, self.html, f"{self.name}.log",
+                 *(name for attempt in self.attempts for name in (attempt.output, attempt.html, attempt.log)))
+        return list(dict.fromkeys(name for name in names if name))
+
 
 class GitState(BaseModel):
     commit: str | None = None

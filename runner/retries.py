@@ -65,7 +65,7 @@ def run_with_retries(
             on_retry(task.step, number, wait, f"{outcome.error['ename']}: {outcome.error['evalue']}")
         if processes is not None:
             processes.warm(1)  # the next attempt's process imports while we wait
-        if stop.stopping.wait(wait) or stop.draining:
+        if stop.stopping.wait(wait):  # set by a drain or a stop
             interrupted = {"ename": "Interrupted", "cell_index": None,
                            "evalue": f"the run was stopped before attempt {number} of this step"}
             return replace(outcome, status="interrupted", error=interrupted), attempts

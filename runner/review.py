@@ -308,4 +308,4 @@ def build(config: Config, out: Path | None = None) -> BuildResult:
 
 def pages_of(step: StepRecord) -> list[str]:
     """The HTML pages a step left: its own, then those of earlier attempts."""
-    return [page for page in (step.html, *(a.html for a in step.attempts[:-1])) if page]
+    return [page for page in step.outputs() if page.endswith(".html")]

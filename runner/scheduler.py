@@ -149,8 +149,9 @@ class Scheduler:
     def start_ready(self, now: datetime) -> None:
         """Start the oldest queued tick of every free pipeline, up to ``max_runs`` runs at once."""
         self._reap()
+        schedules = scheduled(self.config)
         for name, ticks in self.pending.items():
-            schedule = scheduled(self.config).get(name)
+            schedule = schedules.get(name)
             while ticks and name not in self.running and len(self.running) < self.max_runs and not self._stop.is_set():
                 tick = ticks[0]
                 if schedule is None:

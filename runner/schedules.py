@@ -102,9 +102,12 @@ def runs_for(store: RunStore, pipeline: str, tick: datetime) -> list[RunRecord]:
     ]
 
 
+def last_scheduled_run(store: RunStore, pipeline: str) -> RunRecord | None:
+    """The newest run the scheduler started (it runs ticks in order: the latest tick)."""
+    return next((r for r in store.list(pipeline) if r.trigger == "schedule" and r.scheduled_for), None)
+
+
 def last_tick(store: RunStore, pipeline: str) -> datetime | None:
     """The latest tick a scheduled run was recorded for."""
-    for record in store.list(pipeline):
-        if record.trigger == "schedule" and record.scheduled_for:
-            return datetime.fromisoformat(record.scheduled_for)
-    return None
+    record = last_scheduled_run(store, pipeline)
+    return datetime.fromisoformat(record.scheduled_for) if record else None

@@ -54,7 +54,7 @@ def schedule(ctx: click.Context, config_path: str | None) -> None:
 def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
     """Each scheduled pipeline's cron, timezone, misfire policy, next due times and last scheduled run."""
     from runner.records import RunStore
-    from runner.schedules import next_ticks, scheduled
+    from runner.schedules import last_scheduled_run, next_ticks, scheduled
 
     config = group_config(config_path)
     store = RunStore(config.stores.runs)
@@ -64,7 +64,7 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
         if pipeline.schedule is None:
             continue
         sched = pipeline.schedule
-        last = next((r for r in store.list(name) if r.trigger == "schedule"), None)
+        last = last_scheduled_run(store, name)
         rows.append({
             "pipeline": name, "cron": sched.cron, "timezone": sched.timezone, "misfire": sched.misfire,
             "enabled": sched.enabled,
