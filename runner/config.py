@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from runner.errors import ConfigError
 
@@ -24,6 +24,8 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 STEP_REFERENCE = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 RUN_REFERENCES = ("as_of", "run_id", "pipeline")
+# A duration: seconds, optionally with a unit (s, m, h). Read by parse_duration; the JSON Schema says the same.
+DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*"
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,46 @@ ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experim
 ENV_WAREHOUSE = EnvVar("RUNNER_WAREHOUSE_URL", "SQLAlchemy URL of the warehouse", "sqlite:///<home>/warehouse.db")
 ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data snapshots", "<home>/snapshots")
 ENV_USER = EnvVar("RUNNER_USER", "who is recorded as training or promoting a model", "the login name")
-ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER)
+ENV_NAMESPACE = EnvVar("RUNNER_NAMESPACE", "where a notebook run by hand writes: 'production' only as an explicit "
+                       "opt-in", "user:<login name> by hand; production under the runner")
+ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER,
+            ENV_NAMESPACE)
+# Runs started by the runner write to production; a notebook run any other way (JupyterLab, nbconvert, bare
+# papermill) writes to its author's namespace, user:<name>, which production readers never see.
+PRODUCTION = "production"
+
+
+def current_user() -> str:
+    """Who trains or promotes: ``RUNNER_USER``, else the login name."""
+    import getpass
+
+    return ENV_USER.get() or getpass.getuser()
 
 
 def parse_duration(value: Any) -> float | None:
     """Seconds from a number or a string like ``90``, ``45s``, ``30m``, ``2h``."""
     if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
         return None if value is None else float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value))
+    match = re.fullmatch(DURATION, str(value))
     if not match:
         raise ValueError(f"expected seconds or a duration like '90s', '30m', '2h', got {value!r}")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _duration_schema(**bounds: float) -> WithJsonSchema:
+    """The JSON Schema of a duration field (seconds, or a string like '90s'); only the schema, for editors.
+
+    ``parse_duration`` still reads the value; ``bounds`` repeat the field's own ``ge``/``gt`` for numbers.
+    """
+    return WithJsonSchema({"anyOf": [{"type": "number", **bounds}, {"type": "string", "pattern": f"^{DURATION}$"}]})
+
+
+Duration = Annotated[float, _duration_schema()]
+# A list of names, or one name alone (read as a list of one).
+OneOrMany = Annotated[tuple[str, ...], WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+# Keys that name pipelines or steps.
+NAMED = {"propertyNames": {"pattern": NAME_PATTERN}}
 
 
 class _Frozen(BaseModel):
@@ -68,15 +99,21 @@ RetryOn = Literal["dead_kernel", "timeout", "cell_error"]
 
 
 class StepConfig(_Frozen):
+    """A step: a notebook run with parameters once the steps it needs have succeeded."""
+
     notebook: str = Field(description="path of the notebook, relative to the project root")
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    needs: tuple[str, ...] = ()
-    timeout: float | None = Field(None, description="deadline for the whole step, seconds")
-    cell_timeout: float | None = Field(None, description="deadline for one cell, seconds")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="values for the notebook's parameters; ${steps.<step>.<scrap>}, "
+        "${as_of}, ${run_id} and ${pipeline} are filled in when the step starts")
+    needs: OneOrMany = Field((), description="steps that must succeed first: a name or a list of names")
+    timeout: Duration | None = Field(None, description="deadline for the whole step: seconds or '90s', '30m', '2h'")
+    cell_timeout: Duration | None = Field(None, description="deadline for one cell: seconds or '90s', '30m', '2h'")
     retries: int = Field(0, ge=0, le=20, description="attempts after the first, for transient failures")
-    retry_delay: float = Field(30.0, ge=0, description="seconds before the first retry")
+    retry_delay: Annotated[float, _duration_schema(minimum=0)] = Field(
+        30.0, ge=0, description="wait before the first retry: seconds or '90s', '30m', '2h'")
     retry_backoff: float = Field(2.0, ge=1, description="each further retry waits this many times longer")
-    retry_on: tuple[RetryOn, ...] = ("dead_kernel", "timeout")
+    retry_on: tuple[RetryOn, ...] = Field(
+        ("dead_kernel", "timeout"), description="what is retried; cell_error only when listed")
 
     _durations = field_validator("timeout", "cell_timeout", "retry_delay", mode="before")(parse_duration)
 
@@ -91,8 +128,10 @@ class NotifyConfig(_Frozen):
 
     webhook: str | None = Field(None, description="URL that receives the event as a JSON POST")
     command: str | None = Field(None, description="shell command run with the event as JSON on stdin")
-    events: tuple[Literal["warn", "alert", "failure"], ...] = ("alert", "failure")
-    timeout: float = Field(10.0, gt=0, description="seconds a webhook or command may take")
+    events: tuple[Literal["warn", "alert", "failure"], ...] = Field(
+        ("alert", "failure"), description="which events are sent")
+    timeout: Annotated[float, _duration_schema(exclusiveMinimum=0)] = Field(
+        10.0, gt=0, description="how long a webhook or command may take: seconds or '30s', '1m'")
 
     _durations = field_validator("timeout", mode="before")(parse_duration)
 
@@ -107,8 +146,8 @@ class NotifyConfig(_Frozen):
 class Levels(_Frozen):
     """An effect size at which a finding becomes ``warn``, and one at which it becomes ``alert``."""
 
-    warn: float = Field(ge=0)
-    alert: float = Field(ge=0)
+    warn: float = Field(ge=0, description="effect size at which a finding warns")
+    alert: float = Field(ge=0, description="effect size at which a finding alerts; not below warn")
 
     @model_validator(mode="after")
     def _ordered(self) -> Levels:
@@ -126,22 +165,32 @@ class Thresholds(_Frozen):
     units: the distance scales by sqrt(ln 2)). Shares and rates are absolute.
     """
 
-    psi: Levels = Levels(warn=0.1, alert=0.25)
-    jensen_shannon: Levels = Levels(warn=0.12, alert=0.24)
-    wasserstein: Levels = Levels(warn=0.1, alert=0.2)
-    missing_rate: Levels = Levels(warn=0.02, alert=0.1)  # rise of the share of missing values
-    new_level: Levels = Levels(warn=0.0, alert=0.01)  # share of rows in levels the reference never had
-    out_of_range: Levels = Levels(warn=0.001, alert=0.01)  # share outside the dictionary's range or levels
-    score_psi: Levels = Levels(warn=0.1, alert=0.25)
-    score_mean_shift: Levels = Levels(warn=0.02, alert=0.05)  # absolute change of the mean score
-    row_count: Levels = Levels(warn=0.3, alert=0.6)  # relative distance from the median of recent runs
-    failed_runs: Levels = Levels(warn=1, alert=3)  # failed, interrupted or empty runs since the last good one
-    latency_increase: Levels = Levels(warn=0.5, alert=1.0)  # relative rise over the median of recent runs
-    performance_drop: Levels = Levels(warn=0.02, alert=0.05)  # champion's AUC below its training holdout AUC
+    psi: Levels = Field(Levels(warn=0.1, alert=0.25), description="population stability index of an input")
+    jensen_shannon: Levels = Field(Levels(warn=0.12, alert=0.24), description="Jensen-Shannon distance (base 2) "
+                                   "of a categorical input")
+    wasserstein: Levels = Field(Levels(warn=0.1, alert=0.2), description="Wasserstein distance of a numeric input, "
+                                "over the reference's standard deviation")
+    missing_rate: Levels = Field(Levels(warn=0.02, alert=0.1), description="rise of the share of missing values")
+    new_level: Levels = Field(Levels(warn=0.0, alert=0.01),
+                              description="share of rows in levels the reference never had")
+    out_of_range: Levels = Field(Levels(warn=0.001, alert=0.01),
+                                 description="share outside the dictionary's range or levels")
+    score_psi: Levels = Field(Levels(warn=0.1, alert=0.25), description="population stability index of the scores")
+    score_mean_shift: Levels = Field(Levels(warn=0.02, alert=0.05), description="absolute change of the mean score")
+    row_count: Levels = Field(Levels(warn=0.3, alert=0.6),
+                              description="relative distance from the median row count of recent runs")
+    failed_runs: Levels = Field(Levels(warn=1, alert=3),
+                                description="failed, interrupted or empty runs since the last good one")
+    latency_increase: Levels = Field(Levels(warn=0.5, alert=1.0),
+                                     description="relative rise of latency over the median of recent runs")
+    performance_drop: Levels = Field(Levels(warn=0.02, alert=0.05),
+                                     description="champion's AUC below its training holdout AUC")
 
 
 class MonitoringConfig(_Frozen):
-    thresholds: Thresholds = Thresholds()
+    """Monitoring verdicts (``runner.monitoring``): the thresholds and when the monitor step fails."""
+
+    thresholds: Thresholds = Field(Thresholds(), description="warn and alert levels per statistic")
     fail_on: Literal["warn", "alert"] | None = Field(
         None, description="fail the monitoring step (after its results are saved) at this status or worse")
 
@@ -153,10 +202,11 @@ class ScheduleConfig(_Frozen):
     timezone: str = Field("UTC", description="IANA name, e.g. Europe/Amsterdam; ticks follow its DST changes")
     misfire: Literal["skip", "catch_up"] = Field(
         "skip", description="ticks missed while no scheduler ran: skip them, or run each of them, oldest first")
-    misfire_grace: float = Field(600.0, gt=0, description="a tick this late still runs under 'skip'")
+    misfire_grace: Annotated[float, _duration_schema(exclusiveMinimum=0)] = Field(
+        600.0, gt=0, description="a tick this late still runs under 'skip': seconds or '10m', '6h'")
     max_catch_up: int | None = Field(
         None, ge=1, description="under 'catch_up', run at most this many missed ticks (the newest); skip older ones")
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: the scheduler leaves the pipeline alone")
 
     _durations = field_validator("misfire_grace", mode="before")(parse_duration)
 
@@ -182,10 +232,12 @@ class ScheduleConfig(_Frozen):
 
 
 class PipelineConfig(_Frozen):
-    purpose: str | None = None
-    description: str = ""
-    schedule: ScheduleConfig | None = None
-    steps: dict[str, StepConfig]
+    """A pipeline: steps in dependency order, the purpose its data is used for, and an optional schedule."""
+
+    purpose: str | None = Field(None, description="what the data is used for: a purpose of the data dictionary")
+    description: str = Field("", description="what the pipeline is for, in a sentence")
+    schedule: ScheduleConfig | None = Field(None, description="when the scheduler starts the pipeline")
+    steps: dict[str, StepConfig] = Field(json_schema_extra=NAMED, description="the steps, by name")
     notify: NotifyConfig | None = Field(None, description="replaces the top-level notify for this pipeline")
 
     @field_validator("steps")
@@ -219,40 +271,47 @@ class PipelineConfig(_Frozen):
 
 
 class StoresConfig(_Frozen):
-    home: str = ".runner"
-    runs: str | None = None
-    tracking: str | None = None
-    artifacts: str | None = None
-    warehouse: str | None = None
-    snapshots: str | None = None
+    """Where things live; environment variables override each key (README, "Where things live")."""
+
+    home: str = Field(".runner", description="folder of the embedded stores ($RUNNER_HOME)")
+    runs: str | None = Field(None, description="run store: a folder or an fsspec URL ($RUNNER_RUN_STORE)")
+    tracking: str | None = Field(None, description="MLflow tracking URI ($RUNNER_TRACKING_URI)")
+    artifacts: str | None = Field(None, description="MLflow artifact root of new experiments ($RUNNER_ARTIFACTS)")
+    warehouse: str | None = Field(None, description="SQLAlchemy URL of the warehouse ($RUNNER_WAREHOUSE_URL)")
+    snapshots: str | None = Field(None, description="folder of data snapshots ($RUNNER_SNAPSHOTS)")
 
 
 class ModelPolicy(_Frozen):
     """How a newly trained version of a registered model may become the champion."""
 
-    metric: str = "auc"
-    higher_is_better: bool = True
+    metric: str = Field("auc", description="the holdout metric versions are compared on")
+    higher_is_better: bool = Field(True, description="false for a metric such as a loss")
     margin: float = Field(0.0, ge=0, description="a new version must beat the champion by at least this much")
 
 
 class DefaultsConfig(_Frozen):
-    cell_timeout: float | None = 3600.0
-    timeout: float | None = None
-    max_workers: int = Field(1, ge=1)
+    """Defaults for every step and run."""
+
+    cell_timeout: Duration | None = Field(3600.0, description="deadline for one cell: seconds or '90s', '30m', '2h'")
+    timeout: Duration | None = Field(None, description="deadline for a whole step: seconds or '90s', '30m', '2h'")
+    max_workers: int = Field(1, ge=1, description="steps run at once")
     # Installed libraries a kernel imports while it waits for its step (start-up off the critical path).
-    preload: tuple[str, ...] = ("scrapbook",)
+    preload: tuple[str, ...] = Field(("scrapbook",), description="libraries each kernel imports while it waits")
 
     _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
 
 
 class _ConfigFile(_Frozen):
-    stores: StoresConfig = StoresConfig()
-    defaults: DefaultsConfig = DefaultsConfig()
-    dictionary: str = "data/dictionary.yaml"
-    models: dict[str, ModelPolicy] = Field(default_factory=dict)
-    monitoring: MonitoringConfig = MonitoringConfig()
-    notify: NotifyConfig = NotifyConfig()
-    pipelines: dict[str, PipelineConfig]
+    """runner.yaml: the project's pipelines and where their stores are (README, "runner.yaml reference")."""
+
+    stores: StoresConfig = Field(StoresConfig(), description="where things live")
+    defaults: DefaultsConfig = Field(DefaultsConfig(), description="defaults for every step and run")
+    dictionary: str = Field("data/dictionary.yaml", description="the data dictionary, relative to the project root")
+    models: dict[str, ModelPolicy] = Field(
+        default_factory=dict, description="per registered model: when a new version may replace the champion")
+    monitoring: MonitoringConfig = Field(MonitoringConfig(), description="monitoring thresholds and fail_on")
+    notify: NotifyConfig = Field(NotifyConfig(), description="where warn, alert and failure notices go")
+    pipelines: dict[str, PipelineConfig] = Field(json_schema_extra=NAMED, description="the pipelines, by name")
 
     @model_validator(mode="after")
     def _names(self) -> _ConfigFile:

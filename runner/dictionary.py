@@ -31,6 +31,7 @@ from runner.config import invalid
 from runner.errors import ConfigError, DataContractError
 
 ANY = "any"  # in allowed_purposes: every purpose may use the column
+REFERENCE = "the README's data dictionary reference"
 MAX_EXAMPLES = 5
 CHECK_NAMES = {  # pandera's names for frame-level checks, said plainly
     "column_in_schema": "column not declared in the dictionary",
@@ -46,17 +47,20 @@ class _Frozen(BaseModel):
 
 
 class ColumnSpec(_Frozen):
-    type: ColumnType
-    description: str
-    nullable: bool
-    pii: bool
-    owner: str = Field(description="column-level, or inherited from the table")
-    allowed_purposes: tuple[str, ...] = Field(min_length=1, description="known purposes, or 'any'")
-    min: int | float | None = None
-    max: int | float | None = None
-    levels: tuple[str, ...] | None = None
-    pattern: str | None = None
-    rule: str = Field("", description="shown when a purpose is refused")
+    """A column: its type, meaning, allowed values, PII flag, owner and the purposes it may be used for."""
+
+    type: ColumnType = Field(description="int, float, string, category, bool, date or datetime")
+    description: str = Field(description="what the column holds, in a sentence")
+    nullable: bool = Field(description="whether values may be missing")
+    pii: bool = Field(description="whether the column holds personal data")
+    owner: str = Field(description="who answers for the column; inherited from the table when not given")
+    allowed_purposes: tuple[str, ...] = Field(
+        min_length=1, description="purposes (from 'purposes') the column may be read for, or 'any'")
+    min: int | float | None = Field(None, description="smallest allowed value (int and float columns)")
+    max: int | float | None = Field(None, description="largest allowed value (int and float columns)")
+    levels: tuple[str, ...] | None = Field(None, description="the allowed values (category columns; required)")
+    pattern: str | None = Field(None, description="a regular expression every value matches (string columns)")
+    rule: str = Field("", description="why a purpose is refused; shown when it is")
 
     @model_validator(mode="after")
     def _options_fit_type(self) -> ColumnSpec:
@@ -88,10 +92,13 @@ class ColumnSpec(_Frozen):
 
 
 class TableSpec(_Frozen):
-    description: str
-    owner: str | None = None
-    key: tuple[str, ...] = ()
-    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    """A table: what it holds, who owns it, its key and every column."""
+
+    description: str = Field(description="what one row is, in a sentence")
+    owner: str | None = Field(None, description="who answers for the table; its columns' owner unless they name one")
+    key: tuple[str, ...] = Field((), description="columns identifying a row; rows written again with a known key "
+                                 "replace the old ones")
+    columns: dict[str, ColumnSpec] = Field(min_length=1, description="every column, by name")
 
     @model_validator(mode="before")
     @classmethod
@@ -113,8 +120,10 @@ class TableSpec(_Frozen):
 
 
 class _DictionaryFile(_Frozen):
-    purposes: dict[str, str]
-    tables: dict[str, TableSpec]
+    """The data dictionary: the purposes data may be used for, and every table and column."""
+
+    purposes: dict[str, str] = Field(description="each purpose a pipeline may declare, with what it means")
+    tables: dict[str, TableSpec] = Field(description="every table, by name")
 
 
 @dataclass(frozen=True)
@@ -132,8 +141,8 @@ class DataDictionary:
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError("file not found; create it (see data/dictionary.yaml) or fix the "
-                              "'dictionary' key in runner.yaml", source) from None
+            raise ConfigError(f"file not found; create it (see {REFERENCE}; `runner schema dictionary` prints its "
+                              "JSON Schema) or fix the 'dictionary' key in runner.yaml", source) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else ""
@@ -147,7 +156,7 @@ class DataDictionary:
         try:
             parsed = _DictionaryFile.model_validate(raw)
         except ValidationError as exc:
-            raise invalid(exc, source, "data/dictionary.yaml's header") from None
+            raise invalid(exc, source, REFERENCE) from None
         for table, spec in parsed.tables.items():
             for name, column in spec.columns.items():
                 unknown = [p for p in column.allowed_purposes if p != ANY and p not in parsed.purposes]
@@ -163,7 +172,8 @@ class DataDictionary:
         if table not in self.tables:
             raise DataContractError(
                 f"table {table!r} is not declared in the data dictionary {self._where}; declare its columns "
-                f"(type, description, pii, allowed_purposes) before using it; declared: {sorted(self.tables)}"
+                f"(type, description, nullable, pii, allowed_purposes; see {REFERENCE}) before using it; "
+                f"declared: {sorted(self.tables)}"
             )
         return self.tables[table]
 
