@@ -175,12 +175,18 @@ class _Progress:
 @config_option
 @handles_errors
 def validate(pipelines: tuple[str, ...], config_path: str | None) -> None:
-    """Check runner.yaml, every step's notebook and parameters, without starting a kernel."""
+    """Check runner.yaml, every step's notebook and parameters, without starting a kernel.
+
+    Also: the data dictionary loads and declares each pipeline's purpose and every table the notebooks
+    name; every code cell parses; every name imported from runner exists."""
+    from runner.checks import check_project
     from runner.config import load_config
     from runner.pipeline import validate as validate_pipelines
 
     config = load_config(config_path)
-    for plan in validate_pipelines(config, list(pipelines) or None):
+    plans = validate_pipelines(config, list(pipelines) or None)
+    check_project(config, plans)
+    for plan in plans:
         out.print(f"[green]ok[/] {plan.pipeline}: {len(plan.steps)} step(s)")
         for step in plan.steps.values():
             values = ", ".join(f"{k}={v!r}" for k, v in step.parameters.items())
