@@ -24,7 +24,7 @@ from pandas.errors import DatabaseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.dictionary import DataDictionary, TableSpec
-from runner.errors import DataContractError, RunnerError
+from runner.errors import DataContractError, NotFound, RunnerError
 
 __all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
 
@@ -380,6 +380,7 @@ class SnapshotStore:
     """
 
     BATCH_ROWS = 65536
+    MIN_PREFIX = 6  # hex characters a digest prefix must have (`runner models` shows 12)
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -402,9 +403,28 @@ class SnapshotStore:
         return digest
 
     def load(self, digest: str) -> pd.DataFrame:
+        """The frame stored under ``digest`` or a unique prefix of it."""
         import pyarrow.parquet as pq
 
         return pq.read_table(self._existing(digest)).to_pandas()
+
+    def resolve(self, prefix: str) -> str:
+        """The full digest of the one stored snapshot whose digest starts with ``prefix`` (at least
+        :attr:`MIN_PREFIX` lowercase hex characters, or the whole digest)."""
+        if not re.fullmatch(rf"[0-9a-f]{{{self.MIN_PREFIX},64}}", prefix or ""):
+            raise NotFound(f"{prefix!r} is not a snapshot digest: give the digest or its first {self.MIN_PREFIX} or "
+                           "more characters (lowercase hex), as `runner models MODEL` shows them")
+        if len(prefix) == 64 and self.path(prefix).is_file():
+            return prefix
+        matches = sorted(path.stem for path in (self.root / prefix[:2]).glob(f"{prefix}*.parquet"))
+        if not matches:
+            raise NotFound(f"no snapshot starts with {prefix} in the snapshot store {self.root} (stores.snapshots, "
+                           "RUNNER_SNAPSHOTS); `runner models MODEL` shows the digest of each version's training "
+                           f"data, SnapshotStore({str(self.root)!r}).list() (or: ls {self.root}/*/) the stored ones")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
+            raise NotFound(f"{len(matches)} snapshots start with {prefix}: {shown}; give more of its characters")
+        return matches[0]
 
     def path(self, digest: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
@@ -412,7 +432,7 @@ class SnapshotStore:
         return self.root / digest[:2] / f"{digest}.parquet"
 
     def export(self, digest: str, out: str | Path) -> Path:
-        """Copy the snapshot to the parquet file ``out``."""
+        """Copy the snapshot stored under ``digest`` or a unique prefix of it to the parquet file ``out``."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self._existing(digest), out)
@@ -422,11 +442,7 @@ class SnapshotStore:
         return sorted(path.stem for path in self.root.glob("??/*.parquet"))
 
     def _existing(self, digest: str) -> Path:
-        path = self.path(digest)
-        if not path.is_file():
-            raise RunnerError(f"no snapshot {digest} in the snapshot store {self.root}; the stored digests are "
-                              f"listed by SnapshotStore({str(self.root)!r}).list() (or: ls {self.root}/*/)")
-        return path
+        return self.path(self.resolve(digest))
 
 
 def _arrow_table(frame: pd.DataFrame):

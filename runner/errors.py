@@ -114,3 +114,8 @@ class PipelineBusy(RunnerError):
         self.args = (pipeline, holder)
         self.pipeline = pipeline
         self.holder = holder
+
+
+class NotFound(RunnerError, LookupError):
+    """What was named on the command line (a snapshot digest or its prefix, ...) matches nothing, is
+    ambiguous, or is not a valid name at all. A usage error: nothing was done."""

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.errors import ConfigError, ParameterError, RunnerError
+from runner.errors import ConfigError, NotFound, ParameterError, RunnerError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 STATUS_STYLE = {
@@ -38,7 +38,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _fail(error: RunnerError) -> None:
     err.print(f"[bold red]error:[/] {escape(str(error))}")
-    sys.exit(EXIT_USAGE if isinstance(error, (ConfigError, ParameterError)) else EXIT_FAILED)
+    sys.exit(EXIT_USAGE if isinstance(error, (ConfigError, ParameterError, NotFound)) else EXIT_FAILED)
 
 
 def handles_errors(command):
@@ -212,15 +212,65 @@ def runs(pipeline: str | None, status: str | None, limit: int, as_json: bool, co
     if not records:
         out.print("no runs yet; start one with `runner run PIPELINE`")
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("run id", "pipeline", "trigger", "as_of", "status", "duration", "steps"):
-        table.add_column(column)
-    for record in records:
-        steps = " ".join(f"{s.name}:{_status(s.status)}" for s in record.steps.values())
-        took = f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"
-        table.add_row(record.run_id, record.pipeline, record.trigger, record.as_of,
-                      _status(record.effective_status), took, steps)
-    out.print(table)
+    out.print(_runs_table(records, out.width))
+
+
+RUNS_LEFT_OUT = ("trigger", "duration", "steps", "as_of")  # `runner runs` drops these first, in this order
+RUNS_FOLDED = {"pipeline": 8, "steps": 24}  # columns that fold, and at most the width they keep at least
+
+
+def _runs_table(records, width: int) -> Table:
+    """The runs as a table within ``width`` columns. A run id is never cut or folded: the pipeline and
+    steps columns fold, the columns of RUNS_LEFT_OUT are left out in turn, and on the narrowest
+    terminals the pipeline moves under the run id, until the rest fits."""
+    from rich.text import Text
+
+    rows = [{
+        "run id": Text(record.run_id),
+        "pipeline": Text(record.pipeline),
+        "trigger": Text(record.trigger),
+        "as_of": Text(record.as_of),
+        "status": Text.from_markup(_status(record.effective_status)),
+        "duration": Text(f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"),
+        "steps": Text.from_markup(" ".join(f"{escape(s.name)}:{_status(s.status)}" for s in record.steps.values())),
+    } for record in records]
+    natural = {name: max(len(name), *(row[name].cell_len for row in rows)) for name in rows[0]}
+    longest_step = max((len(word) for row in rows for word in row["steps"].plain.split()), default=1)
+    keeps = {**RUNS_FOLDED, "steps": min(longest_step, RUNS_FOLDED["steps"])}  # one step:status a line
+    least = {name: min(natural[name], keeps.get(name, natural[name])) for name in natural}
+
+    def needs(names) -> int:  # columns are two spaces apart (no padding at the edges)
+        return sum(least[name] for name in names) + 2 * (len(names) - 1)
+
+    shown = list(natural)
+    for name in RUNS_LEFT_OUT:
+        if needs(shown) > width:
+            shown.remove(name)
+    stacked = needs(shown) > width
+    if stacked:
+        shown.remove("pipeline")
+    spare = width - needs([name for name in shown if name not in RUNS_FOLDED]) - 2 * sum(
+        name in RUNS_FOLDED for name in shown)
+    folded = {}
+    if "pipeline" in shown:
+        folded["pipeline"] = min(natural["pipeline"], spare - least["steps"] if "steps" in shown else spare)
+    if "steps" in shown:
+        folded["steps"] = spare - folded.get("pipeline", 0)
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in shown:
+        if name in folded:
+            table.add_column(name, overflow="fold", max_width=max(1, folded[name]))
+        elif name == "run id" and stacked:  # the pipeline folds under the id, which keeps its width
+            table.add_column("run id\npipeline", overflow="fold", min_width=natural[name],
+                             max_width=natural[name] + max(0, spare))
+        else:
+            table.add_column(name, no_wrap=True, min_width=natural[name])
+    for row in rows:
+        if stacked:
+            row["run id"] = Text.assemble(row["run id"], "\n", (row["pipeline"].plain, "dim"))
+        table.add_row(*(row[name] for name in shown))
+    return table
 
 
 def _with_status(record) -> dict[str, Any]:
@@ -399,7 +449,9 @@ def data() -> None:
 @config_option
 @handles_errors
 def data_snapshot(digest: str, out_path: str, config_path: str | None) -> None:
-    """Write the data stored under DIGEST (e.g. a model's training frame) to a parquet file."""
+    """Write the data stored under DIGEST (e.g. a model's training frame) to a parquet file.
+
+    DIGEST may be any unique prefix of at least 6 characters, such as the 12 `runner models` shows."""
     from runner.config import load_config
     from runner.data import SnapshotStore
 
