@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from runner import schemas
 from runner.config import _ConfigFile
-from runner.dictionary import _DictionaryFile
+from runner.dictionary import DataDictionary, _DictionaryFile
 from runner.schemas import REGENERATE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +147,13 @@ def test_runner_schema_out_writes_the_shipped_text(tmp_path):
 def test_an_unknown_kind_names_the_known_ones():
     with pytest.raises(ValueError, match="known: config, dictionary"):
         schemas.path("yaml")
+
+
+def test_the_readmes_example_dictionary_is_valid():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Data dictionary reference"):]
+    example = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n")]
+    assert example.startswith("# yaml-language-server: $schema=dictionary.schema.json\n")
+    document = yaml.safe_load(example)
+    assert errors("dictionary", document) == []
+    DataDictionary.from_dict(document, "README.md")  # the loader's checks beyond the schema too
