@@ -1,6 +1,6 @@
 """Scoring throughput and memory: the score step's code path against raw ``predict_proba``.
 
-``runner``: ``runner.nb.score(model, ..., where="month = :month")`` exactly as the score notebook
+``runner``: ``runner.nb.score(model, ..., "applications", where="month = :month")`` exactly as the score notebook
 calls it: chunked reads of the month's applications from the warehouse, ``predict_proba`` per
 chunk, chunked writes into ``predictions`` in one transaction. ``raw``: ``predict_proba`` on the
 same rows already in memory (reading them is not timed). Each measurement runs in a fresh
@@ -141,7 +141,7 @@ def measure(workdir: Path, kind: str, month: str, chunksize: int) -> dict:
         peak = _peak()
     else:
         result["rss_before_mib"] = _memory_kib("VmRSS") / 1024
-        scored = nb.score(model, "credit_default", "1", where="month = :month", params={"month": month},
+        scored = nb.score(model, "credit_default", "1", "applications", where="month = :month", params={"month": month},
                           chunksize=chunksize)
         result.update(rows=scored["rows"], seconds=scored["total_s"], predict_s=scored["predict_s"])
         peak = _peak()  # before the check's queries

@@ -47,7 +47,20 @@ ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experim
 ENV_WAREHOUSE = EnvVar("RUNNER_WAREHOUSE_URL", "SQLAlchemy URL of the warehouse", "sqlite:///<home>/warehouse.db")
 ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data snapshots", "<home>/snapshots")
 ENV_USER = EnvVar("RUNNER_USER", "who is recorded as training or promoting a model", "the login name")
-ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER)
+ENV_NAMESPACE = EnvVar("RUNNER_NAMESPACE", "where a notebook run by hand writes: 'production' only as an explicit "
+                       "opt-in", "user:<login name> by hand; production under the runner")
+ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER,
+            ENV_NAMESPACE)
+# Runs started by the runner write to production; a notebook run any other way (JupyterLab, nbconvert, bare
+# papermill) writes to its author's namespace, user:<name>, which production readers never see.
+PRODUCTION = "production"
+
+
+def current_user() -> str:
+    """Who trains or promotes: ``RUNNER_USER``, else the login name."""
+    import getpass
+
+    return ENV_USER.get() or getpass.getuser()
 
 
 def parse_duration(value: Any) -> float | None:

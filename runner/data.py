@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pandas.errors import DatabaseError
 from sqlalchemy.exc import SQLAlchemyError
 
+from runner.config import PRODUCTION
 from runner.dictionary import DataDictionary, TableSpec
 from runner.errors import DataContractError, NotFound, RunnerError
 
@@ -43,6 +44,7 @@ _PREDICTION_COLUMNS = {  # used when the dictionary does not declare the predict
     "entity_id": ("string", "id of the scored entity"),
     "score": ("float", "predicted probability"),
     "scored_at": ("datetime", "when the run wrote the score (UTC)"),
+    "namespace": ("string", "production, or user:<name> for scores written by a notebook run by hand"),
 }
 MONITORING_METRICS = "monitoring_metrics"
 _MONITORING_COLUMNS = {  # name: (type, description, nullable)
@@ -59,6 +61,7 @@ _MONITORING_COLUMNS = {  # name: (type, description, nullable)
     "severity": ("string", "ok, warn or alert", False),
     "detail": ("string", "the finding in words", True),
     "computed_at": ("datetime", "when the run wrote the value (UTC)", False),
+    "namespace": ("string", "production, or user:<name> for a notebook run by hand", False),
 }
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
 BUILTIN = DataDictionary.from_dict({
@@ -126,14 +129,17 @@ class Warehouse:
         *,
         purpose: str | None = None,
         chunksize: int | None = None,
+        order_by: Sequence[str] | None = None,
     ) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """Rows of ``table``; ``where`` is an SQL condition with ``:named`` parameters.
 
         With ``purpose`` (and a dictionary) every requested column, all of the table's when
         ``columns`` is None, must allow it: checked before any row is read. With ``chunksize``,
-        an iterator of frames of at most that many rows.
+        an iterator of frames of at most that many rows. Rows come in a stable order: by
+        ``order_by``, else by the table's declared key, else by every column read; so the same data
+        gives the same frame however it was written (a re-ingest that reorders rows changes nothing).
         """
-        return self._read(table, columns, sa.text(where) if where else None, params, purpose, chunksize)
+        return self._read(table, columns, sa.text(where) if where else None, params, purpose, chunksize, order_by)
 
     def read_sql(self, sql: str, params: dict | None = None) -> pd.DataFrame:
         """The result of any query, as is (no dictionary dtypes, no purpose check)."""
@@ -148,6 +154,7 @@ class Warehouse:
         model_name: str,
         model_version: str,
         as_of: str,
+        namespace: str = PRODUCTION,
     ) -> int:
         """Write a run's scores (frames of ``entity_id``, ``score``): all of them or none.
 
@@ -157,25 +164,28 @@ class Warehouse:
         because the database then guarantees atomicity even when the process is killed (nothing
         to clean up) and the rows are written once. Readers keep seeing the previous state until
         the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
-        the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written.
+        the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written. Rows of a
+        ``namespace`` other than production (a notebook run by hand) are invisible to :meth:`read_predictions`.
         """
         run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
-               "scored_at": _now()}
+               "scored_at": _now(), "namespace": namespace}
         return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"))
 
     def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, step: str, pipeline: str, as_of: str,
-                                 model_name: str, model_version: str) -> int:
+                                 model_name: str, model_version: str, namespace: str = PRODUCTION) -> int:
         """Write a monitoring step's findings (``feature``, ``statistic``, ``value``, ``p_value``,
         ``severity``, ``detail``) to ``monitoring_metrics``, replacing the step's earlier rows."""
         run = {"run_id": run_id, "step": step, "pipeline": pipeline, "as_of": as_of, "model_name": model_name,
-               "model_version": str(model_version), "computed_at": _now()}
+               "model_version": str(model_version), "computed_at": _now(), "namespace": namespace}
         frame = frame.assign(**{name: frame[name] if name in frame else None for name in ("p_value", "detail")})
         return self._replace_run_rows(MONITORING_METRICS, frame, run, required=("feature", "statistic", "value",
                                                                                  "severity"), scope=("run_id", "step"))
 
-    def read_monitoring_metrics(self, pipeline: str | None = None, before: str | None = None) -> pd.DataFrame:
-        """Monitoring rows of a pipeline (all when None), with ``as_of`` before a date (all when None)."""
-        conditions = []
+    def read_monitoring_metrics(self, pipeline: str | None = None, before: str | None = None, *,
+                                namespace: str | None = PRODUCTION) -> pd.DataFrame:
+        """Monitoring rows of a pipeline (all when None), with ``as_of`` before a date (all when None), of
+        ``namespace`` (production by default; all when None)."""
+        conditions = _in_namespace(namespace)
         if pipeline is not None:
             conditions.append(sa.column("pipeline", sa.Text) == pipeline)
         if before is not None:
@@ -201,21 +211,27 @@ class Warehouse:
                                         spec)
         return written
 
-    def read_predictions(self, run_id: str | None = None, as_of: str | None = None) -> pd.DataFrame:
-        """Predictions of one run and/or one as_of date (all when both are None)."""
-        conditions = []
-        if run_id is not None:
-            conditions.append(sa.column("run_id", sa.Text) == run_id)
+    def read_predictions(self, run_id: str | None = None, as_of: str | None = None, *, model_name: str | None = None,
+                         model_version: str | None = None, namespace: str | None = PRODUCTION) -> pd.DataFrame:
+        """Predictions matching every given field (all when none is), of ``namespace`` (production by
+        default: scores written by hand stay out; all namespaces when None)."""
+        conditions = _in_namespace(namespace)
+        for name, value in (("run_id", run_id), ("model_name", model_name), ("model_version", model_version)):
+            if value is not None:
+                conditions.append(sa.column(name, sa.Text) == str(value))
         if as_of is not None:
             conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
         return self._read_run_table(PREDICTIONS, conditions)
 
     def _read_run_table(self, table: str, conditions: list) -> pd.DataFrame:
         """Rows of a built-in run table (empty, with its columns, before anything was written)."""
+        spec = self._contract(table).table(table)
         if table not in self.tables():
-            spec = self._contract(table).table(table)
             return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
-        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, None)
+        with self._transaction() as conn:  # a table written by an older runner gets the columns read below
+            self._ensure_table(conn, table, spec)
+        order = ["run_id", "entity_id"] if table == PREDICTIONS else ["as_of", "run_id", "step", "feature", "statistic"]
+        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, None, order)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -224,10 +240,12 @@ class Warehouse:
         return self._engine.url.render_as_string(hide_password=True)
 
     def _contract(self, table: str) -> DataDictionary | None:
-        """The dictionary that declares ``table``: the warehouse's, else the built-in one for run tables."""
-        if self.dictionary is not None and table in self.dictionary.tables:
-            return self.dictionary
-        return BUILTIN if table in BUILTIN.tables else None
+        """The dictionary whose declaration of ``table`` is written and read: the built-in one for the run
+        tables the runner owns (a project's dictionary may declare them too, for their purposes), else the
+        warehouse's."""
+        if table in BUILTIN.tables:
+            return BUILTIN
+        return self.dictionary if self.dictionary is not None and table in self.dictionary.tables else None
 
     def _connect(self) -> sa.Connection:
         try:
@@ -259,18 +277,21 @@ class Warehouse:
         except (SQLAlchemyError, DatabaseError) as exc:
             raise self._failed(what, exc, "check the column names and the where clause or query") from exc
 
-    def _read(self, table, columns, condition, params, purpose, chunksize):
+    def _read(self, table, columns, condition, params, purpose, chunksize, order_by=None):
         available = self._columns(table)
         names = available if columns is None else list(columns)
-        if purpose and self.dictionary is not None:
-            self.dictionary.check_purpose(table, names, purpose)
-        unknown = [name for name in names if name not in available]
+        contract = self._contract(table)
+        declared_key = list(contract.table(table).key) if contract else []
+        order = list(order_by) if order_by is not None else declared_key or names
+        if purpose and self.dictionary is not None and (table in self.dictionary.tables or table not in BUILTIN.tables):
+            self.dictionary.check_purpose(table, list(dict.fromkeys(names + order)), purpose)
+        unknown = [name for name in dict.fromkeys(names + order) if name not in available]
         if unknown:
             raise DataContractError(f"{table} has no column(s) {unknown}; its columns: {available}")
         query = sa.select(*(sa.column(name) for name in names)).select_from(sa.table(table))
         if condition is not None:
             query = query.where(condition)
-        contract = self._contract(table)
+        query = query.order_by(*(sa.column(name) for name in order))
         conform = (lambda frame: contract.conform(table, frame)) if contract else (lambda frame: frame)
         if chunksize:
             return self._chunks(query, params, chunksize, conform, table)
@@ -303,6 +324,8 @@ class Warehouse:
         for names in RUN_TABLE_INDEXES if table in (PREDICTIONS, MONITORING_METRICS) else ():
             sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
         sql_table.create(conn, checkfirst=True)
+        if table in BUILTIN.tables:
+            _add_namespace(conn, sql_table)
         for index in sql_table.indexes:
             index.create(conn, checkfirst=True)
         return sql_table
@@ -336,6 +359,19 @@ class Warehouse:
 
             return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
         return 30000
+
+
+def _in_namespace(namespace: str | None) -> list:
+    return [] if namespace is None else [sa.column("namespace", sa.Text) == namespace]
+
+
+def _add_namespace(conn: sa.Connection, sql_table: sa.Table) -> None:
+    """Give a run table written before namespaces existed its ``namespace`` column; its rows are production's."""
+    if "namespace" in {column["name"] for column in sa.inspect(conn).get_columns(sql_table.name)}:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(sa.text(f"ALTER TABLE {quote(sql_table.name)} ADD COLUMN namespace TEXT NOT NULL "
+                         f"DEFAULT '{PRODUCTION}'"))
 
 
 def _now() -> pd.Timestamp:

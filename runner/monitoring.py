@@ -224,6 +224,12 @@ def _row(feature, kind, statistic, value, levels, detail, p_value=math.nan) -> t
     return (feature, kind, statistic, value, float(p_value), severity(value, levels), detail)
 
 
+def _nothing_seen(feature: str, kind: str, what: str) -> tuple:
+    """An ``alert``: a batch with no rows can never be judged ``ok`` (monitoring that saw nothing)."""
+    return (feature, kind, "rows", 0.0, math.nan, "alert",
+            f"no {what} to judge; check that the upstream step wrote them for this as_of")
+
+
 def _missing_row(name, kind, entry, missing, rows, thresholds) -> tuple:
     now = missing / rows if rows else 0.0
     return _row(name, kind, "missing_rate_change", now - entry["missing_rate"], thresholds.missing_rate,
@@ -302,6 +308,7 @@ def compare(reference: dict, current: pd.DataFrame, thresholds: Thresholds = Thr
     ``limits``: column -> ``{"min": x, "max": y}`` or ``{"levels": [...]}`` from the data dictionary
     (``out_of_range`` rows only for columns that have one). Columns of ``current`` not in the profile
     are ignored; profile columns in ``outputs`` (the model's score) are left to :func:`score_findings`.
+    An empty ``current`` is an ``alert`` of its own (statistic ``rows``), never ``ok``.
     """
     columns = _columns(reference)
     wanted = {name: entry for name, entry in columns.items() if name not in outputs}
@@ -309,7 +316,7 @@ def compare(reference: dict, current: pd.DataFrame, thresholds: Thresholds = Thr
     if absent:
         raise ValueError(f"profiled columns missing from the current frame: {absent}; load them, or compare "
                          "against a profile without them")
-    rows: list[tuple] = []
+    rows: list[tuple] = [] if len(current) else [_nothing_seen("inputs", "quality", "input rows")]
     for name, entry in wanted.items():
         judge = _numeric_findings if entry["kind"] == "numeric" else _categorical_findings
         rows += judge(name, entry, current[name], thresholds, (limits or {}).get(name))
@@ -322,6 +329,7 @@ def score_findings(reference: dict, scores, thresholds: Thresholds = Thresholds(
 
     ``score_psi`` and ``score_mean_shift`` (absolute change of the mean) are judged; ``ks`` and
     ``wasserstein`` are reported. A missing-rate row is added when either side has missing scores.
+    No scores at all is an ``alert`` (statistic ``rows``): monitoring that saw nothing never says ``ok``.
     """
     entry = _columns(reference).get(column)
     if entry is None or entry["kind"] != "numeric":
@@ -329,7 +337,7 @@ def score_findings(reference: dict, scores, thresholds: Thresholds = Thresholds(
                          f"scores as {column!r} (nb.reference_profile does)")
     series = scores if isinstance(scores, pd.Series) else pd.Series(np.asarray(scores, dtype=float))
     x, missing = _values(series.rename(column))
-    rows = []
+    rows = [] if len(series) else [_nothing_seen(column, "score", "scores")]
     if missing or entry["missing_rate"]:
         rows.append(_missing_row(column, "score", entry, missing, len(series), thresholds))
     if len(x) == 0 or not entry["count"]:

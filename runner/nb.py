@@ -1,29 +1,34 @@
 """The small API used inside notebooks.
 
 The same notebook runs under the runner and by hand in JupyterLab: under the runner the run
-context comes from the environment the runner gives the kernel; by hand it comes from the
-nearest ``runner.yaml`` and the notebook's own parameters, and MLflow calls start their own run.
+context comes from the environment the runner gives the kernel, and the notebook works in
+production; by hand it comes from the nearest ``runner.yaml`` and the notebook's own parameters,
+and the notebook works in its author's namespace (see :func:`context`). Everything it logs to
+MLflow lands in one run: the step's run, or one run per execution by hand.
 
     from runner import nb
-    ctx = nb.context(pipeline="credit", as_of=as_of)
-    frame = nb.load("applications", where="month <= :month", params={"month": as_of[:7]})
+    ctx = nb.context(pipeline="churn_train", as_of=as_of)
+    frame = nb.load("customers", where="month <= :month", params={"month": as_of[:7]})
     nb.glue("auc", 0.78)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import getpass
 import os
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner.config import Config, ENV_USER, find_config, load_config
-from runner.errors import ConfigError
-from runner.records import MODELS_SCRAP, SNAPSHOTS_SCRAP
+from runner.config import ENV_NAMESPACE, PRODUCTION, Config, current_user, find_config, load_config
+from runner.errors import ConfigError, DataContractError, TrackingError
+from runner.records import MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP
+from runner.tracking import NAMESPACE_TAG
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,30 @@ class RunContext:
     as_of: str
     by_runner: bool  # False when the notebook runs by hand
     purpose: str | None
-    config: Config
+    config: Config  # config.root is the project root (the folder of runner.yaml)
+    namespace: str  # production under the runner; user:<name> by hand (see :func:`context`)
+    mlflow_run_id: str  # where everything this execution logs lands: the step's run, or one run per execution by hand
+
+    @property
+    def production(self) -> bool:
+        return self.namespace == PRODUCTION
 
 
 _context: RunContext | None = None
+_by_hand_runs: dict[str, str] = {}  # tracking URI -> this kernel's MLflow run when the notebook runs by hand
 
 
 def context(pipeline: str | None = None, as_of: str | None = None, step: str | None = None) -> RunContext:
-    """The run context. Arguments are the fallbacks used when the notebook runs by hand."""
+    """The run context. Arguments are the fallbacks used when the notebook runs by hand.
+
+    Under the runner the context comes from the kernel's environment and the namespace is
+    ``production``. By hand (JupyterLab, nbconvert, bare papermill) it comes from the nearest
+    ``runner.yaml`` and these arguments, and the notebook works in its author's namespace
+    ``user:<name>``: it reads production data, but never moves a model alias, and what it writes
+    (predictions, monitoring rows, model versions, its MLflow run) carries the namespace and stays
+    out of production's view. ``RUNNER_NAMESPACE=production`` opts a notebook run by hand into
+    production, loudly.
+    """
     global _context
     by_runner = bool(os.environ.get("RUNNER_RUN_ID"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in executed notebooks
@@ -51,30 +72,78 @@ def context(pipeline: str | None = None, as_of: str | None = None, step: str | N
     config = load_config(path)
     pipeline = os.environ.get("RUNNER_PIPELINE") or pipeline or ""
     purpose = config.pipelines[pipeline].purpose if pipeline in config.pipelines else None
-    _context = RunContext(
-        run_id=os.environ.get("RUNNER_RUN_ID") or f"interactive-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}",
-        pipeline=pipeline,
-        step=os.environ.get("RUNNER_STEP") or step or "",
-        as_of=os.environ.get("RUNNER_AS_OF") or as_of or datetime.now(timezone.utc).date().isoformat(),
-        by_runner=by_runner,
-        purpose=purpose,
-        config=config,
-    )
-    if not by_runner:  # by hand: MLflow runs go to the pipeline's experiment in the project's stores
+    step = os.environ.get("RUNNER_STEP") or step or ""
+    run_id = os.environ.get("RUNNER_RUN_ID") or f"interactive-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    as_of = os.environ.get("RUNNER_AS_OF") or as_of or datetime.now(timezone.utc).date().isoformat()
+    namespace = PRODUCTION if by_runner else _namespace_by_hand()
+    if by_runner:  # the runner's own variable: MLflow's fluent API consumes MLFLOW_RUN_ID on first use
+        mlflow_run_id = os.environ.get("RUNNER_MLFLOW_RUN_ID") or os.environ.get("MLFLOW_RUN_ID", "")
+    else:
+        mlflow_run_id = _run_by_hand(config, pipeline, step, as_of, run_id, namespace)
+    _context = RunContext(run_id, pipeline, step, as_of, by_runner, purpose, config, namespace, mlflow_run_id)
+    return _context
+
+
+def _namespace_by_hand() -> str:
+    chosen = ENV_NAMESPACE.get()
+    if chosen is None:
+        return f"user:{user()}"
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,100}", chosen):
+        raise ConfigError(f"{ENV_NAMESPACE.name}={chosen!r} is not a namespace; use letters, digits and _.:@- "
+                          f"(e.g. user:alice), or unset it", ENV_NAMESPACE.name)
+    if chosen == PRODUCTION:
+        print(f"WARNING: {ENV_NAMESPACE.name}=production: this notebook runs by hand but writes to PRODUCTION: it "
+              "can move model aliases and its predictions and monitoring rows are production's", file=sys.stderr)
+    return chosen
+
+
+def _run_by_hand(config: Config, pipeline: str, step: str, as_of: str, run_id: str, namespace: str) -> str:
+    """One MLflow run per execution by hand, in the pipeline's experiment, tagged with the namespace.
+
+    ``MLFLOW_RUN_ID`` points at it, so the notebook's own ``mlflow.log_*`` calls land in it too.
+    """
+    uri = config.stores.tracking_uri
+    if uri not in _by_hand_runs:
+        import atexit
+
         from runner.tracking import Tracker
 
-        os.environ.setdefault("MLFLOW_TRACKING_URI", config.stores.tracking_uri)
-        tracker = Tracker(os.environ["MLFLOW_TRACKING_URI"], config.stores.artifacts)
-        os.environ.setdefault("MLFLOW_EXPERIMENT_ID", tracker.experiment(pipeline or "notebooks"))
-    return _context
+        os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
+        tracker = Tracker(uri, config.stores.artifacts)
+        experiment = tracker.experiment(pipeline or "notebooks")
+        _by_hand_runs[uri] = run = tracker.start_run(experiment, f"{step or 'notebook'} by hand ({namespace})", {
+            NAMESPACE_TAG: namespace, "runner.run_id": run_id, "runner.pipeline": pipeline, "runner.step": step,
+            "runner.as_of": as_of, "runner.trigger": "by hand"})
+        os.environ.setdefault("MLFLOW_EXPERIMENT_ID", experiment)
+        os.environ.setdefault("MLFLOW_RUN_ID", run)
+        atexit.register(_end_by_hand_run, tracker, run)
+    return _by_hand_runs[uri]
+
+
+def _end_by_hand_run(tracker, run_id: str) -> None:
+    with contextlib.suppress(Exception):  # the kernel is exiting; MLflow may be gone
+        tracker.end_run(run_id, "succeeded")
 
 
 def _current() -> RunContext:
     return _context or context()
 
 
+def _tracker():
+    from runner.tracking import Tracker
+
+    config = _current().config
+    return Tracker(config.stores.tracking_uri, config.stores.artifacts)
+
+
+def _registry():
+    from runner.tracking import Registry
+
+    return Registry(_current().config.stores.tracking_uri)
+
+
 def user() -> str:
-    return ENV_USER.get() or getpass.getuser()
+    return current_user()
 
 
 @functools.cache
@@ -91,9 +160,14 @@ def warehouse():
 
 
 def load(table: str, columns: list[str] | None = None, where: str | None = None, params: dict | None = None,
-         chunksize: int | None = None):
-    """Read a table for this pipeline's purpose: a column not allowed for it is refused."""
-    return warehouse().read_table(table, columns, where, params, purpose=_current().purpose, chunksize=chunksize)
+         chunksize: int | None = None, order_by: list[str] | None = None):
+    """Read a table for this pipeline's purpose: a column not allowed for it is refused.
+
+    Rows come in a stable order: by ``order_by``, else by the table's key in the data dictionary,
+    else by every column read. The same data gives the same frame, however it was written.
+    """
+    return warehouse().read_table(table, columns, where, params, purpose=_current().purpose, chunksize=chunksize,
+                                  order_by=order_by)
 
 
 def save(table: str, frame, mode: str = "append") -> int:
@@ -106,22 +180,46 @@ def split_valid(table: str, frame):
     return warehouse().dictionary.split_valid(table, frame)
 
 
+def _spec(table: str):
+    dictionary = warehouse().dictionary
+    if dictionary is None:
+        raise ConfigError(f"no data dictionary at {_current().config.dictionary}; create it (see the README's data "
+                          "dictionary reference) or fix the 'dictionary' key of runner.yaml")
+    return dictionary.table(table)
+
+
+def key(table: str) -> str:
+    """The id column of ``table``: its one-column ``key`` in the data dictionary."""
+    spec = _spec(table)
+    if len(spec.key) != 1:
+        raise DataContractError(f"table {table!r} has {'no key' if not spec.key else f'a key of {len(spec.key)} columns'} "
+                                "in the data dictionary; declare `key: [<id column>]` or pass id_column=")
+    return spec.key[0]
+
+
+def features(table: str, exclude: Iterable[str] = ()) -> list[str]:
+    """The columns of ``table`` this pipeline's purpose may use, in the dictionary's order, without the
+    table's key and ``exclude`` (a label, a date): the candidate features of a model."""
+    spec, purpose, left_out = _spec(table), _current().purpose, {*_spec(table).key, *exclude}
+    return [name for name, column in spec.columns.items()
+            if name not in left_out and (purpose is None or column.allows(purpose))]
+
+
 def glue(name: str, value: Any) -> None:
-    """Record a value: a scrap for the runner (and downstream steps); by hand, also an MLflow metric."""
+    """Record a value: a scrap for the runner (and downstream steps); by hand, numbers also become metrics
+    of this execution's MLflow run (under the runner, the runner logs every scrap to the step's run)."""
     import scrapbook
 
     scrapbook.glue(name, value)
-    if not _current().by_runner and isinstance(value, (int, float)) and not isinstance(value, bool):
-        import mlflow
-
-        if mlflow.active_run() is not None:
-            mlflow.log_metric(name, float(value))
+    ctx = _current()
+    if not ctx.by_runner and isinstance(value, (int, float)) and not isinstance(value, bool):
+        _tracker().log_values(ctx.mlflow_run_id, metrics={name: value})
 
 
-_recorded: dict[str, list[str]] = {}  # what this kernel glued into the list scraps below
+_recorded: dict[str, list] = {}  # what this kernel glued into the list scraps below
 
 
-def _append_scrap(name: str, item: str) -> None:
+def _append_scrap(name: str, item: Any) -> None:
     items = _recorded.setdefault(name, [])
     if item not in items:
         items.append(item)
@@ -130,18 +228,15 @@ def _append_scrap(name: str, item: str) -> None:
 
 def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
     """Store ``frame`` content-addressed and log it to MLflow as a dataset input; returns the digest."""
-    import mlflow
-
     from runner.data import SnapshotStore
 
     ctx = _current()
     store = SnapshotStore(ctx.config.stores.snapshots)
     digest = store.save(frame)
-    dataset = mlflow.data.from_pandas(frame, source=str(store.path(digest)), name=name, targets=targets,
-                                      digest=digest[:36])
-    with _mlflow_run():
-        mlflow.log_input(dataset, context=name)
-        mlflow.set_tag(f"runner.snapshot.{name}", digest)
+    tracker = _tracker()
+    tracker.log_dataset(ctx.mlflow_run_id, frame, source=str(store.path(digest)), name=name, targets=targets,
+                        digest=digest[:36])
+    tracker.log_values(ctx.mlflow_run_id, tags={f"runner.snapshot.{name}": digest})
     _append_scrap(SNAPSHOTS_SCRAP, digest)
     return digest
 
@@ -153,106 +248,82 @@ def load_snapshot(digest: str):
     return SnapshotStore(_current().config.stores.snapshots).load(digest)
 
 
-def _mlflow_run():
-    """The step's MLflow run under the runner (``MLFLOW_RUN_ID``), the active or a new run by hand."""
-    import mlflow
-
-    if mlflow.active_run() is not None:
-        from contextlib import nullcontext
-
-        return nullcontext(mlflow.active_run())
-    return mlflow.start_run(run_name=None if _current().by_runner else f"{_current().step or 'notebook'} (by hand)")
-
-
 def load_model(uri: str):
-    """An sklearn model from the registry, e.g. ``models:/credit_default@champion``."""
-    import mlflow.sklearn
-
-    return mlflow.sklearn.load_model(uri)
+    """The fitted scikit-learn model of a registered version, e.g. ``models:/churn/3`` or ``models:/churn@champion``."""
+    return _registry().load_estimator(uri)
 
 
 def model(name: str, alias: str = "champion") -> tuple[dict[str, Any], Any]:
-    """(version info, sklearn model) of the registered version that holds ``alias``."""
-    from runner.errors import TrackingError
-    from runner.tracking import Registry
-
-    info = Registry(_current().config.stores.tracking_uri).by_alias(name, alias)
+    """(version info, fitted model) of the production version that holds ``alias``."""
+    info = _registry().by_alias(name, alias)
     if info is None:
-        raise TrackingError(f"model {name!r} has no version with alias {alias!r}; train one first "
-                            "(e.g. `runner run credit_train`) or `runner promote MODEL VERSION`")
+        raise TrackingError(f"model {name!r} has no version with alias {alias!r}; train one first with "
+                            "`runner run <its training pipeline>`, or `runner promote MODEL VERSION`")
     return info, load_model(f"models:/{name}/{info['version']}")
 
 
-def versions(name: str) -> list[dict[str, Any]]:
-    """Every registered version of model ``name``, newest first, with aliases and tags."""
-    from runner.tracking import Registry
-
-    return Registry(_current().config.stores.tracking_uri).versions(name)
+def versions(name: str, namespace: str | None = PRODUCTION) -> list[dict[str, Any]]:
+    """The registered versions of model ``name`` in ``namespace`` (production by default; all when None),
+    newest first, with aliases and tags."""
+    return _registry().versions(name, namespace)
 
 
 def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None, training_digest: str = "",
-               reference=None):
-    """Log and register ``model``, then decide champion or challenger on the same holdout.
+               reference=None, table: str | None = None) -> dict[str, Any]:
+    """Log and register a fitted binary classifier; decide champion or challenger on the same holdout.
 
-    With ``reference`` (the training features), a compact profile of them and of the holdout's
-    scores is stored with the version (``reference_profile`` tag): monitoring compares against it.
+    The version's MLflow source run is this step's run, and its pyfunc ``predict`` returns the positive
+    class's probability. With ``reference`` (the training features, columns typed by ``table`` in the data
+    dictionary, else by their dtypes), a compact profile of them and of the holdout's scores is stored with
+    the version (``reference_profile`` tag): monitoring compares against it.
 
-    The first version becomes the champion; a later one only when it beats the champion on
-    ``holdout`` by the margin in ``runner.yaml`` (``models.<name>.margin``), else it becomes
-    the challenger. ``score(y_true, y_prob) -> float`` is the policy's metric (AUC by default).
-    Returns the decision as a dict (also glued as ``model_uri``, ``model_version``, ``model_decision``).
+    The first version becomes the champion; a later one only when it beats the champion on ``holdout``
+    by the margin in ``runner.yaml`` (``models.<name>.margin``), else the challenger. Under the runner the
+    alias moves when the step *succeeds* (a step that fails later leaves its version tagged failed, with no
+    alias); by hand the version stays in the author's namespace and no alias moves. ``score(y_true,
+    y_prob) -> float`` is the policy's metric (AUC by default). Returns the decision (also glued as
+    ``model_uri``, ``model_version``, ``model_decision``).
     """
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
-    from runner.tracking import CHAMPION, Registry
+    from runner.tracking import CHAMPION, CHALLENGER, NAMESPACE_TAG, STATUS_TAG
 
     ctx = _current()
-    policy = ctx.config.model_policy(name)
-    score = score or _auc
+    registry, policy, score = _registry(), ctx.config.model_policy(name), score or _auc
     X_holdout, y_holdout = holdout
     holdout_scores = model.predict_proba(X_holdout)[:, 1]
     new_value = score(y_holdout, holdout_scores)
-    signature = infer_signature(X_example, model.predict_proba(X_example)[:, 1])
-    import skops.io
-
-    # skops refuses types it does not know; this model was trained right here, so its types are trusted.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    with _mlflow_run() as run:
-        info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=X_example.head(5),
-                                        registered_model_name=name, skops_trusted_types=trusted)
-        version = str(info.registered_model_version)
-        profile_uri = ""
-        if reference is not None:
-            mlflow.log_dict(reference_profile(reference, holdout_scores), PROFILE_FILE)
-            profile_uri = f"runs:/{run.info.run_id}/{PROFILE_FILE}"
-    registry = Registry(ctx.config.stores.tracking_uri)
-    registry.tag_version(name, version, {
-        "reference_profile": profile_uri, "as_of": ctx.as_of,
-        "run_id": ctx.run_id, "mlflow_run_id": run.info.run_id, "training_data_digest": training_digest,
-        "trained_by": user(), "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": os.environ.get("RUNNER_GIT_COMMIT", ""), policy.metric: f"{new_value:.6f}",
-    })
     champion = registry.by_alias(name, CHAMPION)
-    decision: dict[str, Any] = {"name": name, "version": version, "metric": policy.metric, "value": new_value,
+    decision: dict[str, Any] = {"name": name, "metric": policy.metric, "value": new_value,
                                 "champion_version": champion and champion["version"], "champion_value": None}
     if champion is None:
-        registry.promote(name, version, user(), "first registered version")
-        decision["decision"] = "champion"
+        decision["decision"], decision["reason"] = CHAMPION, "first registered version"
     else:
         old = load_model(f"models:/{name}/{champion['version']}")
         decision["champion_value"] = old_value = score(y_holdout, old.predict_proba(X_holdout)[:, 1])
         gain = (new_value - old_value) if policy.higher_is_better else (old_value - new_value)
-        if gain >= policy.margin:
-            reason = (f"beats champion v{champion['version']} on the same holdout: {policy.metric} "
-                      f"{new_value:.4f} vs {old_value:.4f} (margin {policy.margin})")
-            registry.promote(name, version, user(), reason)
-            decision["decision"] = "champion"
-        else:
-            registry.set_challenger(name, version)
-            decision["decision"] = "challenger"
+        beats = gain >= policy.margin
+        decision["decision"] = CHAMPION if beats else CHALLENGER
+        decision["reason"] = (f"{'beats' if beats else 'does not beat'} champion v{champion['version']} on the same "
+                              f"holdout: {policy.metric} {new_value:.4f} vs {old_value:.4f} (margin {policy.margin})")
+    profile_uri = ""
+    if reference is not None:
+        profile_uri = _tracker().log_dict(ctx.mlflow_run_id, reference_profile(reference, holdout_scores, table),
+                                          f"{name}/{PROFILE_FILE}")
+    decision["version"] = version = registry.register_classifier(model, name, ctx.mlflow_run_id, X_example, {
+        "reference_profile": profile_uri, "as_of": ctx.as_of, "run_id": ctx.run_id, "mlflow_run_id": ctx.mlflow_run_id,
+        "training_data_digest": training_digest, "trained_by": user(), "pipeline": ctx.pipeline, "step": ctx.step,
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "table": table or "",
+        "git_commit": os.environ.get("RUNNER_GIT_COMMIT", ""), policy.metric: f"{new_value:.6f}",
+        NAMESPACE_TAG: ctx.namespace, STATUS_TAG: "running" if ctx.by_runner else "by hand",
+        "runner.decision": decision["decision"],
+    })
     decision["uri"] = f"models:/{name}/{version}"
+    entry = {key: decision[key] for key in ("name", "version", "decision", "reason", "champion_version")}
+    if ctx.by_runner:  # the runner applies it once the step has succeeded
+        _append_scrap(REGISTERED_SCRAP, entry)
+    elif ctx.production:  # by hand, explicitly in production: now
+        registry.conclude([entry], succeeded=True, by=user())
+    else:
+        decision["decision"] = f"none: trained by hand in namespace {ctx.namespace} (would be {decision['decision']})"
     glue("model_uri", decision["uri"])
     glue("model_version", version)
     glue("model_decision", decision["decision"])
@@ -263,34 +334,48 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
 PROFILE_FILE = "reference_profile.json"
 
 
-def feature_kinds(columns: Iterable[str], table: str = "applications") -> tuple[list[str], list[str]]:
-    """(numeric, categorical) columns by their type in the data dictionary."""
-    spec = warehouse().dictionary.table(table)
+def feature_kinds(columns: Iterable[str], table: str) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns by their type in the data dictionary's ``table``."""
+    spec = _spec(table)
+    columns = list(columns)
+    undeclared = [c for c in columns if c not in spec.columns]
+    if undeclared:
+        raise DataContractError(f"{table} column(s) {undeclared} are not declared in the data dictionary")
     numeric = [c for c in columns if spec.columns[c].type in ("int", "float")]
     return numeric, [c for c in columns if c not in numeric]
 
 
-def limits(columns: Iterable[str], table: str = "applications") -> dict[str, dict]:
-    """The dictionary's range (``min``, ``max``) or ``levels`` of each column, for monitoring."""
-    spec = warehouse().dictionary.table(table)
+def limits(columns: Iterable[str], table: str) -> dict[str, dict]:
+    """The dictionary's range (``min``, ``max``) or ``levels`` of each column of ``table``, for monitoring."""
+    spec = _spec(table)
     found = {}
     for column in columns:
-        declared = spec.columns[column]
-        if declared.levels:
+        declared = spec.columns.get(column)
+        if declared is not None and declared.levels:
             found[column] = {"levels": list(declared.levels)}
-        elif declared.min is not None or declared.max is not None:
+        elif declared is not None and (declared.min is not None or declared.max is not None):
             found[column] = {"min": declared.min, "max": declared.max}
     return found
 
 
-def reference_profile(features, scores=None, table: str = "applications") -> dict:
-    """A compact profile of training ``features`` (and of ``scores`` as the column ``score``)."""
+def reference_profile(features, scores=None, table: str | None = None) -> dict:
+    """A compact profile of training ``features`` (and of ``scores`` as the column ``score``).
+
+    Columns are numeric or categorical by their type in the data dictionary's ``table``, else by dtype.
+    The profile names the table, so monitoring finds the dictionary's limits without being told.
+    """
     import pandas as pd
 
     from runner import monitoring
 
-    numeric, categorical = feature_kinds(features.columns, table)
+    if table is not None:
+        numeric, categorical = feature_kinds(features.columns, table)
+    else:
+        numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])
+                   and not pd.api.types.is_bool_dtype(features[c])]
+        categorical = [c for c in features.columns if c not in numeric]
     profile = monitoring.profile(features, numeric, categorical)
+    profile["table"] = table
     if scores is not None:
         score_profile = monitoring.profile(pd.DataFrame({"score": scores}), ["score"], [])
         profile["columns"]["score"] = score_profile["columns"]["score"]
@@ -300,8 +385,6 @@ def reference_profile(features, scores=None, table: str = "applications") -> dic
 def load_profile(version: dict[str, Any]) -> dict:
     """The reference profile stored with a model version (see :func:`save_model`)."""
     import mlflow.artifacts
-
-    from runner.errors import TrackingError
 
     uri = version.get("tags", {}).get("reference_profile")
     if not uri:
@@ -338,14 +421,27 @@ def recent_runs(pipeline: str | None = None, step: str = "score", limit: int = 1
 
 
 def this_run(step: str) -> dict[str, Any]:
-    """What an earlier step of this run recorded: its status, duration_s and scraps."""
+    """What an earlier step of this run recorded: its status, duration_s, scraps, and ``run_id``: the run that
+    executed it (this one, or for a step a resume reused, the run it came from, whose rows it wrote).
+    Empty by hand."""
     from runner.records import RunStore
 
     ctx = _current()
     if not ctx.by_runner:
         return {}
     record = RunStore(ctx.config.stores.runs).read(ctx.run_id).steps.get(step)
-    return {} if record is None else {"status": record.status, "duration_s": record.duration_s, **record.scraps}
+    if record is None:
+        return {}
+    return {**record.scraps, "status": record.status, "duration_s": record.duration_s,
+            "run_id": record.reused_from or ctx.run_id}
+
+
+def predictions(run_id: str | None = None, as_of: str | None = None, model_name: str | None = None,
+                model_version: str | None = None, namespace: str = PRODUCTION):
+    """Predictions matching every given field, of production unless another ``namespace`` is named (by hand,
+    ``ctx.namespace`` reads what this execution wrote); scores written by hand never mix into production's."""
+    return warehouse().read_predictions(run_id, as_of, model_name=model_name, model_version=model_version,
+                                        namespace=namespace)
 
 
 def record_findings(findings, model_name: str, model_version: str) -> int:
@@ -353,26 +449,25 @@ def record_findings(findings, model_name: str, model_version: str) -> int:
     ctx = _current()
     return warehouse().write_monitoring_metrics(
         findings[["feature", "statistic", "value", "p_value", "severity", "detail"]], run_id=ctx.run_id,
-        step=ctx.step or "notebook", pipeline=ctx.pipeline, as_of=ctx.as_of, model_name=model_name, model_version=model_version)
+        step=ctx.step or "notebook", pipeline=ctx.pipeline, as_of=ctx.as_of, model_name=model_name,
+        model_version=model_version, namespace=ctx.namespace)
 
 
 def log_figure(figure, name: str) -> None:
-    """Keep a figure as an MLflow artifact of this step (it also shows in the executed notebook)."""
-    import mlflow
-
-    with _mlflow_run():
-        mlflow.log_figure(figure, f"figures/{name}.png")
+    """Keep a figure as an MLflow artifact of this step's run (it also shows in the executed notebook)."""
+    _tracker().log_figure(_current().mlflow_run_id, figure, f"figures/{name}.png")
 
 
 def alert(status: str, reasons: list[str], summary: str = "") -> list[dict]:
     """Send ``warn`` / ``alert`` to the notifier of ``runner.yaml``; every delivery is glued as ``notifications``.
 
-    A notifier that cannot be reached is a delivery with ``ok: False``, never an exception.
+    A notifier that cannot be reached is a delivery with ``ok: False``, never an exception. By hand (outside
+    production) nothing is sent: the team's channels hear about production only.
     """
     from runner.notify import Event, notify
 
     ctx = _current()
-    if status not in ("warn", "alert"):
+    if status not in ("warn", "alert") or not ctx.production:
         glue("notifications", [])
         return []
     event = Event(status, ctx.pipeline, ctx.run_id, as_of=ctx.as_of, step=ctx.step, summary=summary,
@@ -399,16 +494,18 @@ def _auc(y_true, y_prob) -> float:
     return float(roc_auc_score(y_true, y_prob))
 
 
-def score(model, model_name: str, model_version: str, where: str, params: dict | None = None,
-          table: str = "applications", id_column: str = "application_id", chunksize: int = 20000) -> dict[str, float]:
+def score(model, model_name: str, model_version: str, table: str, where: str | None = None,
+          params: dict | None = None, *, id_column: str | None = None, chunksize: int = 20000) -> dict[str, float]:
     """Score the rows of ``table`` that match ``where`` into ``predictions``, chunk by chunk.
 
-    Memory stays flat however many rows match: rows are read, scored and written a chunk at a
-    time, all in one transaction (all rows of the run or none). Returns rows, seconds spent in
-    ``predict_proba`` and in total, and milliseconds per 1,000 rows.
+    The entity id is ``id_column``, else the table's key in the data dictionary. Memory stays flat
+    however many rows match: rows are read, scored and written a chunk at a time, all in one
+    transaction (all rows of the run or none). Returns rows, seconds spent in ``predict_proba`` and in
+    total, and milliseconds per 1,000 rows.
     """
     import time
 
+    id_column = id_column or key(table)
     features = list(model.feature_names_in_)
     spent = {"rows": 0, "predict_s": 0.0}
     started = time.perf_counter()
@@ -421,7 +518,7 @@ def score(model, model_name: str, model_version: str, where: str, params: dict |
             scores = model.predict_proba(chunk[features])[:, 1]
             spent["predict_s"] += time.perf_counter() - begin
             spent["rows"] += len(chunk)
-            yield pd.DataFrame({"entity_id": chunk[id_column], "score": scores})
+            yield pd.DataFrame({"entity_id": chunk[id_column].astype(str), "score": scores})
 
     rows = write_predictions(scored_chunks(), model_name, model_version)
     total = time.perf_counter() - started
@@ -430,9 +527,9 @@ def score(model, model_name: str, model_version: str, where: str, params: dict |
 
 
 def write_predictions(frames: Iterable | Any, model_name: str, model_version: str) -> int:
-    """Write scores (``entity_id``, ``score``) for this run, all rows or none."""
+    """Write scores (``entity_id``, ``score``) for this run, all rows or none, in this run's namespace."""
     ctx = _current()
     rows = warehouse().write_predictions(frames, run_id=ctx.run_id, model_name=model_name,
-                                         model_version=str(model_version), as_of=ctx.as_of)
+                                         model_version=str(model_version), as_of=ctx.as_of, namespace=ctx.namespace)
     _append_scrap(MODELS_SCRAP, f"{model_name}/{model_version}")
     return rows

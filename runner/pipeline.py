@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner import notebooks
-from runner.config import Config, PipelineConfig, StepConfig, iter_references
+from runner.config import Config, PipelineConfig, StepConfig, current_user, iter_references
 from runner.errors import ParameterError, TrackingError
 from runner.executors import get_executor
 from runner.locks import PipelineLock
@@ -27,6 +27,7 @@ from runner.parameters import Parameter, ParameterContract, coerce_value, resolv
 from runner.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
+    REGISTERED_SCRAP,
     SNAPSHOTS_SCRAP,
     Attempt,
     RunRecord,
@@ -40,7 +41,7 @@ from runner.records import (
 )
 from runner.retries import run_with_retries
 from runner.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
-from runner.tracking import Tracker
+from runner.tracking import Registry, Tracker
 
 AS_OF = Parameter("as_of", "date", None)
 
@@ -332,7 +333,20 @@ class _PipelineRun:
             self.tracker.end_run(step.mlflow_run_id, outcome.status)
         except TrackingError as exc:
             self.record.warnings.append(f"step {name}: {exc}")
+        self._conclude_registrations(step, outcome.status == "succeeded")
         self._settle(step, outcome.status, error)
+
+    def _conclude_registrations(self, step: StepRecord, succeeded: bool) -> None:
+        """Model versions the step registered get their alias only now that it succeeded (``nb.save_model``
+        defers it); a failed step's versions are tagged failed and never get one."""
+        registered = step.scraps.get(REGISTERED_SCRAP) or []
+        if not registered:
+            return
+        try:
+            warnings = Registry(self.config.stores.tracking_uri).conclude(registered, succeeded, current_user())
+        except TrackingError as exc:
+            warnings = [f"the model versions it registered keep no alias: {exc}"]
+        self.record.warnings.extend(f"step {step.name}: {warning}" for warning in warnings)
 
     def _settle(self, step: StepRecord, status: str, error: StepError | None) -> None:
         step.status = status
@@ -424,7 +438,8 @@ class _PipelineRun:
         record = self.record
         return {
             "MLFLOW_TRACKING_URI": self.config.stores.tracking_uri,
-            "MLFLOW_RUN_ID": mlflow_run_id,
+            "MLFLOW_RUN_ID": mlflow_run_id,  # for the notebook's own mlflow calls (consumed by their first start_run)
+            "RUNNER_MLFLOW_RUN_ID": mlflow_run_id,  # for runner.nb, which logs to the step's run by id
             "MLFLOW_EXPERIMENT_ID": record.mlflow_experiment_id or "",
             "RUNNER_CONFIG": str(self.config.source),
             "RUNNER_HOME": str(self.config.stores.home),

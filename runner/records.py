@@ -29,6 +29,7 @@ HEARTBEAT_SECONDS = 30.0
 FINAL = ("succeeded", "failed", "interrupted")
 # Scraps that runner.nb glues and the record lifts into each step's `snapshots` and `models`.
 SNAPSHOTS_SCRAP, MODELS_SCRAP = "runner_snapshots", "runner_models"
+REGISTERED_SCRAP = "runner_registered"  # versions a step registered, with the alias decision the runner applies
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -35,7 +35,7 @@ from runner.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "review"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
-HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models")  # shown as snapshots and model versions instead
+HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
 STATUSES = ("succeeded", "failed", "running", "interrupted")
 KEY_SCRAPS = 3
 

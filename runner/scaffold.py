@@ -42,6 +42,7 @@ from runner.errors import ConfigError
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "notebooks"
 UPSTREAM_KIND = {"score": "train", "monitor": "score"}  # a step of this kind needs the pipeline's steps of that kind
+PLACEHOLDERS = ("pipeline", "name", "table", "label", "model", "source", "score_step")
 
 
 def kinds() -> list[str]:
@@ -55,11 +56,16 @@ def new_notebook(
     name: str,
     pipeline: str | None = None,
     purpose: str = "analytics",
+    table: str | None = None,
+    label: str = "label",
+    model: str | None = None,
 ) -> tuple[Path, str]:
     """Create ``notebooks/<pipeline>/<name>.ipynb`` from the ``kind`` template and add step ``name``.
 
-    Returns the notebook's path and the step's name. Raises :class:`ConfigError` (nothing changed)
-    for an unknown kind, a bad name, an existing step or notebook, or an invalid ``runner.yaml``.
+    The template's parameters name ``table`` (default: the data dictionary's only table), its ``label``
+    column and the registered ``model`` (default: the pipeline's name). Returns the notebook's path and
+    the step's name. Raises :class:`ConfigError` (nothing changed) for an unknown kind, a bad name, an
+    existing step or notebook, or an invalid ``runner.yaml``.
     """
     source = resolve_config_path(config_path)
     if kind not in kinds():
@@ -81,11 +87,14 @@ def new_notebook(
         raise ConfigError(f"{notebook} already exists; choose another NAME, or add it to runner.yaml by hand",
                           str(source), f"pipelines.{pipeline}.steps.{name}")
     needs = _needs(config, pipeline, kind)
+    table = table or _only_table(config)
+    values = {"pipeline": pipeline, "name": name, "table": table, "label": label, "model": model or pipeline,
+              "source": f"data/{table}.csv",
+              "score_step": next((step for step in needs if kind == "monitor"), "score")}
 
     original = source.read_text(encoding="utf-8")
     edited = _add_step(source, original, pipeline, name, relative, needs, purpose)
-    content = json.dumps(_from_template(TEMPLATES / f"{kind}.ipynb", pipeline, name), indent=1,
-                         ensure_ascii=False) + "\n"
+    content = _notebook_text(kind, values)
     created_folders = [folder for folder in (notebook.parent, notebook.parent.parent) if not folder.exists()]
     notebook.parent.mkdir(parents=True, exist_ok=True)
     with open(notebook, "x", encoding="utf-8") as handle:  # "x": never overwrite, even in a race
@@ -133,12 +142,29 @@ def _kind_of(notebook: Path, step: str) -> str:
         return step
 
 
-def _from_template(template: Path, pipeline: str, name: str) -> dict[str, Any]:
-    """The template's JSON with ``{{pipeline}}`` and ``{{name}}`` replaced in every cell's source."""
+def _only_table(config: Config) -> str:
+    """The data dictionary's only table, else a name ``runner validate`` will point at."""
+    from runner.dictionary import DataDictionary
+
+    try:
+        tables = list(DataDictionary.load(config.dictionary).tables) if config.dictionary.is_file() else []
+    except ConfigError:
+        tables = []
+    return tables[0] if len(tables) == 1 else "my_table"
+
+
+def _notebook_text(kind: str, values: dict[str, str]) -> str:
+    return json.dumps(_from_template(TEMPLATES / f"{kind}.ipynb", values), indent=1, ensure_ascii=False) + "\n"
+
+
+def _from_template(template: Path, values: dict[str, str]) -> dict[str, Any]:
+    """The template's JSON with every ``{{placeholder}}`` of :data:`PLACEHOLDERS` replaced in its cells."""
     notebook = json.loads(template.read_text(encoding="utf-8"))
 
     def fill(text: str) -> str:
-        return text.replace("{{pipeline}}", pipeline).replace("{{name}}", name)
+        for key in PLACEHOLDERS:
+            text = text.replace("{{" + key + "}}", values[key])
+        return text
 
     for cell in notebook["cells"]:
         source = cell["source"]
@@ -257,3 +283,47 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def init_project(directory: str | Path, today: str | None = None) -> list[Path]:
+    """Write a working starter project into ``directory`` (created if missing) and return what was written.
+
+    ``runner.yaml`` (commented), ``data/dictionary.yaml`` (every key shown by example), a year of
+    generated example data up to ``today``'s month, the notebooks of its pipelines made from the
+    templates, the JSON Schemas editors check the YAML files with, and a ``.gitignore`` for ``.runner/``.
+    Nothing is overwritten: a directory that already has any of these files is a :class:`ConfigError`.
+    """
+    import datetime as dt
+
+    from runner import schemas, starter
+
+    root = Path(directory).resolve()
+    files: dict[Path, str | bytes] = {
+        root / "runner.yaml": starter.RUNNER_YAML,
+        root / "data" / "dictionary.yaml": starter.DICTIONARY_YAML,
+        root / ".gitignore": starter.GITIGNORE,
+        root / "schemas" / "runner.schema.json": schemas.path("config").read_text(encoding="utf-8"),
+        root / "schemas" / "dictionary.schema.json": schemas.path("dictionary").read_text(encoding="utf-8"),
+    }
+    for pipeline, step, kind in starter.STEPS:
+        values = {"pipeline": pipeline, "name": step, "table": starter.TABLE, "label": starter.LABEL,
+                  "model": starter.MODEL, "source": starter.SOURCE, "score_step": "score"}
+        files[root / "notebooks" / pipeline / f"{step}.ipynb"] = _notebook_text(kind, values)
+    month = (today or dt.date.today().isoformat())[:7]
+    files[root / starter.SOURCE] = starter.example_customers(month).to_csv(index=False)
+    existing = [path for path in files if path.exists()]
+    if existing:
+        raise ConfigError(f"{existing[0]} already exists; `runner init` only writes into a new or empty project "
+                          "(choose another folder, or use `runner new KIND NAME` to add a notebook)", str(root))
+    written = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "x", encoding="utf-8", newline="") as handle:  # "x": never overwrite, even in a race
+                handle.write(content)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written

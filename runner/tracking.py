@@ -11,11 +11,13 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from runner.config import PRODUCTION
 from runner.errors import TrackingError
 
 MAX_PARAM_LENGTH = 6000
@@ -98,6 +100,37 @@ class Tracker:
                     if Path(file).is_file():
                         self.client.log_artifact(run_id, file)
 
+    def log_values(self, run_id: str, metrics: Mapping[str, float] | None = None,
+                   tags: Mapping[str, Any] | None = None) -> None:
+        """Metrics and tags of one run, in one batch."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        with self._wrapped("log to"):
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                                  tags=[RunTag(k, v) for k, v in _clean_tags(tags or {}).items()])
+
+    def log_dataset(self, run_id: str, frame, *, source: str, name: str, digest: str, targets: str | None = None) -> None:
+        """``frame`` as a dataset input of the run (MLflow's dataset tracking), under the context ``name``."""
+        import mlflow.data
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        with self._wrapped("log a dataset to"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=targets, digest=digest)
+            entity = Dataset(**dataset.to_dict())
+            self.client.log_inputs(run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", name)])])
+
+    def log_figure(self, run_id: str, figure, path: str) -> None:
+        with self._wrapped("log a figure to"):
+            self.client.log_figure(run_id, figure, path)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], path: str) -> str:
+        """Store ``data`` as a JSON artifact of the run; returns its ``runs:/`` URI."""
+        with self._wrapped("log an artifact to"):
+            self.client.log_dict(run_id, dict(data), path)
+        return f"runs:/{run_id}/{path}"
+
     def end_run(self, run_id: str, status: str) -> None:
         with self._wrapped("end a run in"):
             self.client.set_terminated(run_id, _STATUS.get(status, "FINISHED"))
@@ -118,6 +151,8 @@ def _clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "runner.champion_history"
+NAMESPACE_TAG = "runner.namespace"  # production, or user:<name> for work by hand (runner.config.PRODUCTION)
+STATUS_TAG = "runner.step_status"  # running while the training step runs, then succeeded or failed
 
 
 class Registry:
@@ -149,15 +184,96 @@ class Registry:
                     return None
                 raise
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version, newest first, with its aliases and tags."""
+    def versions(self, name: str, namespace: str | None = PRODUCTION) -> list[dict[str, Any]]:
+        """Every version of ``namespace`` (all when None), newest first, with its aliases and tags.
+
+        Versions trained by hand carry their author's namespace (``user:<name>``) and stay out of
+        production's list; versions registered before namespaces existed count as production.
+        """
         with self.tracker._wrapped(f"list versions of model {name!r} in"):
             found = self.client.search_model_versions(f"name = '{name}'")
-            aliases = self.client.get_registered_model(name).aliases or {}  # search results carry none
+            aliases = self.client.get_registered_model(name).aliases or {} if found else {}  # search results carry none
         versions = sorted((_version_info(v) for v in found), key=lambda v: int(v["version"]), reverse=True)
         for version in versions:
             version["aliases"] = sorted(alias for alias, number in aliases.items() if str(number) == version["version"])
-        return versions
+        return [v for v in versions if namespace is None or v["namespace"] == namespace]
+
+    def register_classifier(self, model, name: str, run_id: str, X_example, tags: Mapping[str, Any]) -> str:
+        """Log a fitted binary classifier into MLflow run ``run_id`` and register it as a new version of
+        ``name`` carrying ``tags``; returns the version.
+
+        The logged model is a pyfunc whose ``predict`` is the positive class's probability
+        (:mod:`runner.pyfunc_model`), with the estimator inside in the sklearn flavor (skops, trusting
+        exactly the types of the model just trained). The version is created with its tags in one call,
+        so no version ever exists without them.
+        """
+        import mlflow.pyfunc
+        import mlflow.sklearn
+        import skops.io
+        from mlflow.models import Model, infer_signature
+
+        from runner import pyfunc_model
+
+        example = X_example.head(5)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            signature = infer_signature(example, model.predict_proba(example)[:, 1])
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        positive = str(model.classes_[1]) if hasattr(model, "classes_") and len(model.classes_) == 2 else "1"
+        with tempfile.TemporaryDirectory() as tmp, self.tracker._wrapped(f"register a version of model {name!r} in"):
+            estimator = str(Path(tmp) / pyfunc_model.ESTIMATOR)
+            mlflow.sklearn.save_model(model, estimator, serialization_format="skops", skops_trusted_types=trusted)
+            with warnings.catch_warnings():  # hints for other styles of model than ours, noise in a notebook
+                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+                logged = Model.log(
+                    artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
+                    python_model=pyfunc_model.__file__, artifacts={pyfunc_model.ESTIMATOR: estimator},
+                    signature=signature, input_example=example,
+                    metadata={"predict": f"probability of the positive class ({positive!r})"},
+                )
+            try:
+                self.client.create_registered_model(name)
+            except Exception:  # it exists (or was created meanwhile by another run)
+                pass
+            version = self.client.create_model_version(name, logged.model_uri, run_id=run_id,
+                                                       tags=_clean_tags(tags), model_id=logged.model_id)
+        return str(version.version)
+
+    def load_estimator(self, uri: str):
+        """The fitted scikit-learn estimator of a registered version, e.g. ``models:/churn/3`` or
+        ``models:/churn@champion`` (also of versions logged in the sklearn flavor before the pyfunc wrapper)."""
+        import mlflow.pyfunc
+        import mlflow.sklearn
+
+        with self.tracker._wrapped(f"load the model {uri} from"):
+            loaded = mlflow.pyfunc.load_model(uri)
+            if "sklearn" in loaded.metadata.flavors:  # versions registered before the pyfunc wrapper
+                return mlflow.sklearn.load_model(uri)
+            return loaded.unwrap_python_model().estimator
+
+    def conclude(self, entries: list[Mapping[str, Any]], succeeded: bool, by: str) -> list[str]:
+        """After a production step: apply each registered version's champion or challenger decision if the
+        step succeeded, else tag the versions failed and give them no alias. Returns warnings."""
+        warnings = []
+        for entry in entries:
+            name, version = entry["name"], str(entry["version"])
+            if not succeeded:
+                self.tag_version(name, version, {STATUS_TAG: "failed"})
+                continue
+            self.tag_version(name, version, {STATUS_TAG: "succeeded"})
+            champion = self.by_alias(name, CHAMPION)
+            expected = entry.get("champion_version")
+            if entry["decision"] == CHAMPION and (champion and champion["version"]) == expected:
+                self.promote(name, version, by, entry["reason"])
+            elif entry["decision"] == CHAMPION:
+                warnings.append(f"{name} v{version} beat v{expected}, but the champion is now "
+                                f"v{champion and champion['version']}: it becomes the challenger; compare them "
+                                "with a backtest and `runner promote` the better one")
+                self.set_challenger(name, version)
+            else:
+                self.set_challenger(name, version)
+        return warnings
 
     def tag_version(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
         with self.tracker._wrapped(f"tag version {version} of model {name!r} in"):
@@ -177,6 +293,9 @@ class Registry:
         import datetime as dt
 
         target = self.version(name, version)
+        if target["namespace"] != PRODUCTION:
+            raise TrackingError(f"{name} v{version} was trained by hand in namespace {target['namespace']} and cannot "
+                                "hold an alias; train it with `runner run` to make it a production version")
         previous = self.by_alias(name, CHAMPION)
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         entry = {"version": str(version), "previous": previous and previous["version"], "by": by, "at": now,
@@ -207,4 +326,5 @@ def _version_info(version) -> dict[str, Any]:
         "source": version.source,
         "created_at": version.creation_timestamp,
         "tags": dict(version.tags or {}),
+        "namespace": (version.tags or {}).get(NAMESPACE_TAG, PRODUCTION),
     }

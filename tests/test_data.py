@@ -183,12 +183,36 @@ def test_write_predictions_from_a_chunked_read_and_twice_is_idempotent(warehouse
                                            as_of="2026-02-28") == len(apps)
         assert count(warehouse, "predictions") == len(apps)
     written = warehouse.read_predictions(run_id="r1")
-    assert set(written.columns) == {"run_id", "model_name", "model_version", "as_of", "entity_id", "score", "scored_at"}
+    assert set(written.columns) == {"run_id", "model_name", "model_version", "as_of", "entity_id", "score", "scored_at",
+                                    "namespace"}
+    assert (written["namespace"] == "production").all()
     assert (written["model_version"] == "3").all() and (written["as_of"] == pd.Timestamp("2026-02-28")).all()
     assert len(warehouse.read_predictions(as_of="2026-02-28")) == len(apps)
     assert warehouse.read_predictions(as_of="2026-03-31").empty
     indexed = {tuple(index["column_names"]) for index in sa.inspect(sa.create_engine(warehouse.url)).get_indexes("predictions")}
     assert {("run_id",), ("as_of",)} <= indexed
+
+
+def test_scores_written_by_hand_stay_out_of_productions_view(warehouse, month):
+    apps, _ = month
+    warehouse.write_predictions(scores(apps), run_id="prod", model_name="m", model_version="1", as_of="2026-02-28")
+    warehouse.write_predictions(scores(apps), run_id="interactive-1", model_name="m", model_version="1",
+                                as_of="2026-02-28", namespace="user:bob")
+    assert set(warehouse.read_predictions(as_of="2026-02-28")["run_id"]) == {"prod"}
+    assert set(warehouse.read_predictions(namespace="user:bob")["run_id"]) == {"interactive-1"}
+    assert count(warehouse, "predictions") == 2 * len(apps)
+
+
+def test_a_predictions_table_from_before_namespaces_is_production(warehouse):
+    engine = sa.create_engine(warehouse.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE predictions (run_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version "
+                             "TEXT NOT NULL, as_of DATE NOT NULL, entity_id TEXT NOT NULL, score FLOAT NOT NULL, "
+                             "scored_at DATETIME NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO predictions VALUES ('old', 'm', '1', '2026-01-31', 'a', 0.5, "
+                             "'2026-01-31 06:00:00')"))
+    old = warehouse.read_predictions()
+    assert list(old["run_id"]) == ["old"] and list(old["namespace"]) == ["production"]
 
 
 def test_write_predictions_is_all_or_nothing(warehouse, month):

@@ -19,6 +19,7 @@ def governed(project, monkeypatch):
                   models={"credit": {"metric": "auc", "margin": 0.01}})
     monkeypatch.setenv("RUNNER_CONFIG", str(project.config))
     monkeypatch.setenv("RUNNER_USER", "ada")
+    monkeypatch.setenv("RUNNER_NAMESPACE", "production")  # by hand, explicitly in production: aliases move now
     monkeypatch.setenv("MLFLOW_TRACKING_URI", project.tracking_uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.setattr(nb, "_context", None)
@@ -38,19 +39,15 @@ def data(seed: int, n: int = 600) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def test_first_version_is_champion_then_challenger_unless_it_beats_by_the_margin(governed):
-    import mlflow
-
     X, y = data(1)
     holdout = data(2)
     good = LogisticRegression().fit(X, y)
     noise_only = LogisticRegression().fit(X[["noise"]].assign(signal=0.0)[["signal", "noise"]], y)
 
-    with mlflow.start_run():
-        first = nb.save_model(good, "credit", X, holdout)
+    first = nb.save_model(good, "credit", X, holdout)
     assert (first["version"], first["decision"]) == ("1", "champion")
 
-    with mlflow.start_run():
-        worse = nb.save_model(noise_only, "credit", X, holdout)
+    worse = nb.save_model(noise_only, "credit", X, holdout)
     assert worse["decision"] == "challenger" and worse["champion_version"] == "1"
     assert worse["champion_value"] == pytest.approx(first["value"])
 
@@ -63,13 +60,10 @@ def test_first_version_is_champion_then_challenger_unless_it_beats_by_the_margin
 
 
 def test_promote_moves_the_champion_records_who_and_why_and_rolls_back(governed):
-    import mlflow
-
     X, y = data(1)
     holdout = data(2)
     for _ in range(2):
-        with mlflow.start_run():
-            nb.save_model(LogisticRegression().fit(X, y), "credit", X, holdout)
+        nb.save_model(LogisticRegression().fit(X, y), "credit", X, holdout)
     promoted = governed.cli("promote", "credit", "2", "--reason", "approved by model risk")
     assert promoted.exit_code == 0, promoted.output
     assert "credit v2 is the champion (was v1); by ada" in promoted.stdout

@@ -17,7 +17,7 @@ from runner.errors import ConfigError
 from runner.notebooks import read_contract
 from runner.scaffold import TEMPLATES, new_notebook
 
-KINDS = ("train", "score", "monitor")
+KINDS = ("ingest", "train", "score", "monitor", "backtest")
 RUNNER_YAML = """\
 # Our project. This comment must survive `runner new`.
 defaults:
@@ -38,10 +38,24 @@ pipelines:
 """
 
 
+DICTIONARY = """\
+purposes: {marketing: Campaigns., churn_prediction: The churn model., analytics: Reports.}
+tables:
+  customers:
+    description: One row per customer.
+    owner: crm
+    key: [customer_id]
+    columns:
+      customer_id: {type: string, description: Id., nullable: false, pii: false, allowed_purposes: [any]}
+"""
+
+
 @pytest.fixture
 def commented(project):
-    """The project with a hand-written runner.yaml full of comments."""
+    """The project with a hand-written runner.yaml full of comments, and a data dictionary of one table."""
     project.config.write_text(RUNNER_YAML.format(ok=notebook("ok")))
+    (project.root / "data").mkdir()
+    (project.root / "data" / "dictionary.yaml").write_text(DICTIONARY)
     return project
 
 
@@ -60,7 +74,7 @@ def test_templates_are_short_valid_notebooks_with_a_parameters_cell(kind):
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
     assert "as_of" in parameters_cell(path).source
-    assert len(nb.cells) <= 8
+    assert len(nb.cells) <= 10
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -77,12 +91,14 @@ def test_new_creates_the_notebook_and_adds_the_step(commented, kind):
     assert [cell.id for cell in nb.cells] == [f"{kind}-{i}" for i in range(len(nb.cells))]
     sources = "\n".join(cell.source for cell in nb.cells)
     assert "{{" not in sources
-    assert "from runner import nb" in sources and 'nb.context(pipeline="churn", as_of=as_of' in sources
+    assert "from runner import " in sources and 'nb.context(pipeline="churn", as_of=as_of' in sources
 
     contract = read_contract(path)
     assert contract.parameters["as_of"].type == "date"
     assert contract.parameters["as_of"].default == "2026-01-31"
-    assert contract.parameters["model_name"].default == "churn"
+    if kind != "ingest":
+        assert contract.parameters["model_name"].default == "churn"
+    assert contract.parameters["table"].default == "customers"  # the dictionary's only table
 
     text = commented.config.read_text()
     assert text.startswith("# Our project. This comment must survive `runner new`.\n")
@@ -152,7 +168,7 @@ def test_a_second_new_with_the_same_name_fails_and_changes_nothing(commented):
     (("new", "train", "9lives", "--pipeline", "churn"), "step name '9lives' must match"),
     (("new", "train", "has space", "--pipeline", "churn"), "must match"),
     (("new", "train", "fit", "--pipeline", "bad/name"), "pipeline name 'bad/name' must match"),
-    (("new", "explain", "fit", "--pipeline", "churn"), "no notebook template named 'explain'; known: monitor, score"),
+    (("new", "explain", "fit", "--pipeline", "churn"), "no notebook template named 'explain'; known: backtest, ingest, monitor, score, train"),
 ])
 def test_bad_names_and_kinds_are_refused_before_anything_is_written(commented, args, message):
     before = commented.config.read_bytes()
@@ -169,4 +185,4 @@ def test_an_edit_that_breaks_runner_yaml_is_undone(commented, monkeypatch):
         new_notebook(commented.config, "train", "fit", pipeline="churn")
     assert commented.config.read_bytes() == before
     assert not (commented.root / "notebooks").exists()
-    assert [p.name for p in commented.root.iterdir()] == ["runner.yaml"]  # no temporary file left behind
+    assert sorted(p.name for p in commented.root.iterdir()) == ["data", "runner.yaml"]  # no temporary file left

@@ -459,30 +459,6 @@ def data_snapshot(digest: str, out_path: str, config_path: str | None) -> None:
     out.print(f"wrote {written}")
 
 
-@main.command()
-@click.argument("kind")
-@click.argument("name")
-@click.option("--pipeline", default=None,
-              help="Pipeline to add the step to; created if new (default: the config's only pipeline).")
-@click.option("--purpose", default="analytics", show_default=True, help="Purpose of a newly created pipeline.")
-@config_option
-@handles_errors
-def new(kind: str, name: str, pipeline: str | None, purpose: str, config_path: str | None) -> None:
-    """Create step NAME's notebook from the KIND template (train, score or monitor) and add it to runner.yaml."""
-    import shlex
-
-    from runner.config import config_path as resolve_config_path
-    from runner.scaffold import new_notebook
-
-    notebook, step = new_notebook(config_path, kind, name, pipeline=pipeline, purpose=purpose)
-    pipeline = notebook.parent.name  # notebooks/<pipeline>/<name>.ipynb
-    config = f" --config {shlex.quote(config_path)}" if config_path else ""
-    out.print(f"created {escape(str(notebook))}, step {step} of pipeline {pipeline} in "
-              f"{escape(str(resolve_config_path(config_path)))}; fill in its parameters, then try "
-              f"`runner validate {pipeline}{escape(config)}` and `runner run {pipeline}{escape(config)}`")
-
-
-
 def group_config(config_path: str | None):
     """The config named on the subcommand, else on its group's ``--config``, else the default."""
     from runner.config import load_config
@@ -494,6 +470,7 @@ def group_config(config_path: str | None):
 # The other commands register themselves on `main`.
 from runner.cli import review as _review  # noqa: E402,F401
 from runner.cli import schedule as _schedule  # noqa: E402,F401
+from runner.cli import project as _project  # noqa: E402,F401
 from runner.cli import schema as _schema  # noqa: E402,F401
 
 if __name__ == "__main__":
