@@ -366,6 +366,16 @@ class Config:
         return (self.root / step.notebook).resolve()
 
 
+def templates(kind: str) -> Path:
+    """The folder ``templates/<kind>`` (``notebooks`` for ``runner new``/``init``, ``review`` for the site):
+    the source tree's in a checkout or editable install, else where the wheel installed it
+    (``<prefix>/share/notebook-runner/templates/<kind>``, pyproject's data-files)."""
+    import sys
+
+    checkout = Path(__file__).resolve().parents[1] / "templates" / kind
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "notebook-runner" / "templates" / kind
+
+
 def config_path(path: str | Path | None = None) -> Path:
     return Path(path or ENV_CONFIG.get() or ENV_CONFIG.default).resolve()
 

@@ -12,10 +12,9 @@ runs/<run_id>/<step>.html       the executed notebook, as nbconvert rendered it
 diffs/<run_a>__<run_b>.html     two runs compared (:mod:`runner.review_diff`)
 ```
 
-Templates are the Jinja files in ``templates/review/`` at the top of the repository (found as
-``Path(runner.__file__).resolve().parents[1] / "templates" / "review"``, which is why the
-project is installed editable, ``pip install -e .``). Autoescaping is on: every value that
-comes from a run (parameters, scraps, error text, names) is HTML-escaped.
+Templates are the Jinja files in ``templates/review/`` at the top of the repository (a wheel installs
+them as data files; :func:`runner.config.templates` finds them either way). Autoescaping is on: every
+value that comes from a run (parameters, scraps, error text, names) is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runner.config import Config
+from runner.config import Config, templates
 from runner.errors import RunnerError
 from runner.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "review"
+TEMPLATES = templates("review")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
 HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
 STATUSES = ("succeeded", "failed", "running", "interrupted")
@@ -50,8 +49,7 @@ def environment():
 
     if not TEMPLATES.is_dir():
         raise RunnerError(
-            f"review templates not found in {TEMPLATES}; install the project editable "
-            "(`pip install -e .`) so that the top-level templates/ folder is found"
+            f"review templates not found in {TEMPLATES}; reinstall notebook-runner (its wheel installs them there)"
         )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,

@@ -1,9 +1,9 @@
 """``runner new``: a step's notebook made from a template, and its entry in ``runner.yaml``.
 
 The templates are the ``.ipynb`` files in the repository's top-level ``templates/notebooks/``
-(one per kind: ``train.ipynb``, ``score.ipynb``, ``monitor.ipynb``; adding a kind is adding a
-file). They are found relative to this package, which works because the project is installed
-editable; they are not package data. In a template's cells ``{{pipeline}}`` and ``{{name}}``
+(one per kind: ``ingest``, ``train``, ``score``, ``monitor``, ``backtest``; adding a kind is adding a
+file, written by ``templates/generate.py``). A wheel installs them as data files
+(:func:`runner.config.templates` finds them either way). In a template's cells ``{{pipeline}}`` and ``{{name}}``
 are replaced by the pipeline and step names, and its metadata ``runner.template`` names its kind.
 
 The notebook goes to ``notebooks/<pipeline>/<name>.ipynb`` beside ``runner.yaml``, and the step
@@ -37,12 +37,12 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
-from runner.config import NAME_PATTERN, Config, config_path as resolve_config_path, load_config
+from runner.config import NAME_PATTERN, Config, config_path as resolve_config_path, load_config, templates
 from runner.errors import ConfigError
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "notebooks"
+TEMPLATES = templates("notebooks")
 UPSTREAM_KIND = {"score": "train", "monitor": "score"}  # a step of this kind needs the pipeline's steps of that kind
-PLACEHOLDERS = ("pipeline", "name", "table", "label", "model", "source", "score_step")
+PLACEHOLDERS = ("pipeline", "name", "table", "label", "model", "source", "score_step", "as_of")
 
 
 def kinds() -> list[str]:
@@ -88,9 +88,10 @@ def new_notebook(
                           str(source), f"pipelines.{pipeline}.steps.{name}")
     needs = _needs(config, pipeline, kind)
     table = table or _only_table(config)
+    found = sorted((config.root / "data").rglob(f"{table}.csv"))  # an ingest reads the table's CSV if there is one
     values = {"pipeline": pipeline, "name": name, "table": table, "label": label, "model": model or pipeline,
-              "source": f"data/{table}.csv",
-              "score_step": next((step for step in needs if kind == "monitor"), "score")}
+              "source": found[0].relative_to(config.root).as_posix() if found else f"data/{table}.csv",
+              "score_step": next((step for step in needs if kind == "monitor"), "score"), "as_of": _today()}
 
     original = source.read_text(encoding="utf-8")
     edited = _add_step(source, original, pipeline, name, relative, needs, purpose)
@@ -140,6 +141,12 @@ def _kind_of(notebook: Path, step: str) -> str:
         return str(metadata.get("runner", {}).get("template") or step)
     except (OSError, ValueError, AttributeError):
         return step
+
+
+def _today() -> str:
+    import datetime as dt
+
+    return dt.date.today().isoformat()
 
 
 def _only_table(config: Config) -> str:
@@ -293,8 +300,6 @@ def init_project(directory: str | Path, today: str | None = None) -> list[Path]:
     templates, the JSON Schemas editors check the YAML files with, and a ``.gitignore`` for ``.runner/``.
     Nothing is overwritten: a directory that already has any of these files is a :class:`ConfigError`.
     """
-    import datetime as dt
-
     from runner import schemas, starter
 
     root = Path(directory).resolve()
@@ -305,12 +310,12 @@ def init_project(directory: str | Path, today: str | None = None) -> list[Path]:
         root / "schemas" / "runner.schema.json": schemas.path("config").read_text(encoding="utf-8"),
         root / "schemas" / "dictionary.schema.json": schemas.path("dictionary").read_text(encoding="utf-8"),
     }
+    today = today or _today()
     for pipeline, step, kind in starter.STEPS:
         values = {"pipeline": pipeline, "name": step, "table": starter.TABLE, "label": starter.LABEL,
-                  "model": starter.MODEL, "source": starter.SOURCE, "score_step": "score"}
+                  "model": starter.MODEL, "source": starter.SOURCE, "score_step": "score", "as_of": today}
         files[root / "notebooks" / pipeline / f"{step}.ipynb"] = _notebook_text(kind, values)
-    month = (today or dt.date.today().isoformat())[:7]
-    files[root / starter.SOURCE] = starter.example_customers(month).to_csv(index=False)
+    files[root / starter.SOURCE] = starter.example_customers(today[:7]).to_csv(index=False)
     existing = [path for path in files if path.exists()]
     if existing:
         raise ConfigError(f"{existing[0]} already exists; `runner init` only writes into a new or empty project "

@@ -1,8 +1,9 @@
 """Write the notebook templates of ``runner new`` and ``runner init`` (``templates/notebooks/<kind>.ipynb``).
 
 Edit the cells here, then run ``.venv/bin/python templates/generate.py``. In the cells ``{{pipeline}}``,
-``{{name}}`` (the step), ``{{table}}``, ``{{label}}``, ``{{model}}``, ``{{source}}`` and ``{{score_step}}``
-are filled in by :mod:`runner.scaffold`. Every template runs unchanged on a project made by ``runner init``
+``{{name}}`` (the step), ``{{table}}``, ``{{label}}``, ``{{model}}``, ``{{source}}``, ``{{score_step}}`` and
+``{{as_of}}`` (the day the notebook is made, so it runs by hand on current data) are filled in by
+:mod:`runner.scaffold`. Every template runs unchanged on a project made by ``runner init``
 (tests/test_init.py executes each one); names of the user's data come from parameters and the data
 dictionary, never from the code.
 """
@@ -25,7 +26,7 @@ warehouse table `table`. Rows whose key already exists are replaced, so running 
 month is safe. Rows that break the dictionary are refused: with `on_violation = "quarantine"` they are
 listed here and the others are written; with `"fail"` nothing is written. Replace the read below with
 your own source (a database, an API, a file per day)."""),
-    ("parameters", """as_of = "2026-01-31"          # the run's logical date; `runner run --as-of` sets it
+    ("parameters", """as_of = "{{as_of}}"          # the run's logical date; `runner run --as-of` sets it
 source = "{{source}}"  # a CSV file (relative to the project root) or any URL pandas reads
 table = "{{table}}"           # the warehouse table, declared in data/dictionary.yaml
 month_column = "month"        # rows are picked by this YYYY-MM column; "" takes every row of the file
@@ -66,7 +67,7 @@ frame as a snapshot, then `nb.save_model` registers the model with a profile of 
 compares against): the first version becomes the champion, a later one only when it beats the champion
 on the same holdout (`models.<name>.margin` in `runner.yaml`), else the challenger. Under the runner the
 alias moves when the step succeeds; run by hand, the version stays in your own namespace."""),
-    ("parameters", """as_of = "2026-01-31"          # the run's logical date; `runner run --as-of` sets it
+    ("parameters", """as_of = "{{as_of}}"          # the run's logical date; `runner run --as-of` sets it
 model_name = "{{model}}"      # the registered model; score and monitor load it by this name
 table = "{{table}}"           # the warehouse table with the features and the label
 label = "{{label}}"           # the 0/1 column to predict
@@ -131,7 +132,7 @@ SCORE = [
 Made by `runner new score`. Scores the rows of `as_of`'s month in `table` with the registered version
 holding `alias` and writes the scores to the warehouse table `predictions`: all rows of this run or none,
 each traceable to the run, the model version and its training data. The entity id is the table's key."""),
-    ("parameters", """as_of = "2026-01-31"          # the run's logical date; scores are written for it
+    ("parameters", """as_of = "{{as_of}}"          # the run's logical date; scores are written for it
 model_name = "{{model}}"      # the registered model to score with
 alias = "champion"            # which version: champion or challenger
 table = "{{table}}"           # the warehouse table with the rows to score
@@ -171,7 +172,7 @@ drift (PSI, Jensen-Shannon, Wasserstein), missing values, new categorical levels
 data dictionary, the score distribution, and usage (rows against the recent norm, failed runs,
 latency). No rows or no scores is an alert of its own. Findings go to the warehouse table
 `monitoring_metrics`; `warn` and `alert` go to the notifier of `runner.yaml`."""),
-    ("parameters", """as_of = "2026-01-31"          # the run's logical date
+    ("parameters", """as_of = "{{as_of}}"          # the run's logical date
 model_name = "{{model}}"      # the registered model whose inputs and scores are watched
 alias = "champion"            # by hand: the version to judge (under the runner: the one the score step used)
 table = "{{table}}"           # the warehouse table the model scored
@@ -244,7 +245,7 @@ in (`label_delay_months` before `as_of`), lets **every production version** of t
 labelled rows and evaluates the scores that were actually served then: AUC, KS, Brier, calibration. The
 champion is judged against its own holdout AUC; a version that beats it by the model's margin is reported.
 Versions trained on these labels are shown, never used as benchmarks."""),
-    ("parameters", """as_of = "2026-01-31"          # the run's logical date
+    ("parameters", """as_of = "{{as_of}}"          # the run's logical date
 model_name = "{{model}}"      # the registered model
 table = "{{table}}"           # the warehouse table with the features and the label
 label = "{{label}}"           # the 0/1 outcome, filled in once known

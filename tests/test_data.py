@@ -142,6 +142,24 @@ def test_reingesting_a_batch_replaces_rows_by_key(warehouse, month):
         warehouse.write_table("outcomes", pd.concat([outcomes.head(3), outcomes.head(1)]))
 
 
+def test_reads_come_in_a_stable_order_whatever_order_the_rows_were_written_in(warehouse, month):
+    from runner.data import SnapshotStore
+
+    apps, _ = month
+    warehouse.write_table("applications", apps.sample(frac=1, random_state=1))
+    first = warehouse.read_table("applications", ["application_id", "income", "purpose"])
+    assert list(first["application_id"]) == sorted(apps["application_id"])  # by the declared key
+    warehouse.write_table("applications", apps.sample(frac=1, random_state=2))  # a re-ingest that only reorders
+    again = warehouse.read_table("applications", ["application_id", "income", "purpose"])
+    pd.testing.assert_frame_equal(first, again)
+    store = SnapshotStore(warehouse.url.removeprefix("sqlite:///") + ".snapshots")
+    assert store.save(first) == store.save(again)
+    by_income = warehouse.read_table("applications", ["application_id", "income"], order_by=["income", "application_id"])
+    assert by_income["income"].dropna().is_monotonic_increasing
+    with pytest.raises(DataContractError, match="has no column"):
+        warehouse.read_table("applications", ["application_id"], order_by=["no_such_column"])
+
+
 def test_replace_mode_replaces_the_table(warehouse, month):
     apps, _ = month
     warehouse.write_table("applications", apps)

@@ -217,6 +217,19 @@ def test_score_findings():
     assert set(higher["kind"]) == {"score"}
 
 
+def test_a_batch_or_scores_with_no_rows_is_an_alert_never_ok():
+    rng = np.random.default_rng(9)
+    reference = monitoring.profile(_frame(rng, 5_000).assign(score=rng.beta(2, 20, 5_000)), [*NUMERIC, "score"],
+                                   CATEGORICAL)
+    inputs = monitoring.compare(reference, _frame(rng, 0))
+    assert monitoring.status(inputs) == "alert"
+    assert one(inputs, "inputs", "rows")["severity"] == "alert"
+    assert "no input rows to judge" in monitoring.reasons(inputs)[0]
+    scores = monitoring.score_findings(reference, pd.Series(dtype=float))
+    assert monitoring.status(scores) == "alert" and one(scores, "score", "rows")["detail"].startswith("no scores")
+    assert monitoring.status(monitoring.score_findings(reference, rng.beta(2, 20, 500))) == "ok"
+
+
 # -- false alarms -------------------------------------------------------------------------------------
 
 def test_two_samples_of_one_distribution_are_not_flagged():

@@ -7,6 +7,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,3 +52,19 @@ def test_errors_survive_pickling():
     ):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_templates_and_schemas_an_installed_runner_needs(tmp_path):
+    """`runner init`, `runner new` and the review site work from a regular (not editable) install too."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    shared = "notebook_runner-0.1.0.data/data/share/notebook-runner/templates"
+    for kind in ("ingest", "train", "score", "monitor", "backtest"):
+        assert f"{shared}/notebooks/{kind}.ipynb" in names
+    assert f"{shared}/review/run.html" in names
+    assert {"runner/schemas/runner.schema.json", "runner/schemas/dictionary.schema.json", "runner/pyfunc_model.py"} <= set(names)

@@ -414,26 +414,35 @@ def promote(model: str, version: str, reason: str, by: str | None, config_path: 
 
 @main.command()
 @click.argument("model")
+@click.option("--all", "every", is_flag=True, help="Also versions trained by hand (namespaces user:<name>).")
 @json_option
 @config_option
 @handles_errors
-def models(model: str, as_json: bool, config_path: str | None) -> None:
-    """List MODEL's registered versions with aliases, metrics and who trained or promoted them."""
+def models(model: str, every: bool, as_json: bool, config_path: str | None) -> None:
+    """List MODEL's production versions with aliases, metrics and who trained or promoted them."""
     from runner.config import load_config
-    from runner.tracking import Registry
+    from runner.tracking import STATUS_TAG, Registry
 
-    registry = Registry(load_config(config_path).stores.tracking_uri)
-    versions = registry.versions(model)
+    config = load_config(config_path)
+    registry = Registry(config.stores.tracking_uri)
+    versions = registry.versions(model, namespace=None if every else "production")
     if as_json:
-        out.print_json(json.dumps({"versions": versions, "history": registry.history(model)}))
+        out.print_json(json.dumps({"versions": versions, "history": registry.history(model) if versions else []}))
         return
+    if not versions:
+        out.print(f"no {'' if every else 'production '}versions of model {escape(model)!r}"
+                  + ("" if every else "; `--all` shows versions trained by hand too"))
+        return
+    metric = config.model_policy(model).metric
     table = Table(box=None, header_style="bold")
-    for column in ("version", "aliases", "auc", "trained by", "trained at", "training data", "promotion"):
-        table.add_column(column)
+    for column in ("version", "aliases", metric, "trained by", "trained at", "training data", "status",
+                   *(("namespace",) if every else ()), "promotion"):
+        table.add_column(column, no_wrap=column in ("version", "aliases"), overflow="fold")
     for v in versions:
         tags = v["tags"]
-        table.add_row(v["version"], ", ".join(v["aliases"]), tags.get("auc", "-"), tags.get("trained_by", "-"),
-                      tags.get("trained_at", "-"), tags.get("training_data_digest", "-")[:12],
+        table.add_row(v["version"], ", ".join(v["aliases"]), tags.get(metric, "-"), escape(tags.get("trained_by", "-")),
+                      tags.get("trained_at", "-")[:16].replace("T", " "), tags.get("training_data_digest", "-")[:12],
+                      tags.get(STATUS_TAG, "-"), *((escape(v["namespace"]),) if every else ()),
                       escape(tags.get("promotion_reason", "")))
     out.print(table)
 
