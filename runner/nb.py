@@ -19,6 +19,7 @@ import functools
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -200,7 +201,8 @@ def key(table: str) -> str:
 def features(table: str, exclude: Iterable[str] = ()) -> list[str]:
     """The columns of ``table`` this pipeline's purpose may use, in the dictionary's order, without the
     table's key and ``exclude`` (a label, a date): the candidate features of a model."""
-    spec, purpose, left_out = _spec(table), _current().purpose, {*_spec(table).key, *exclude}
+    spec, purpose = _spec(table), _current().purpose
+    left_out = {*spec.key, *exclude}
     return [name for name, column in spec.columns.items()
             if name not in left_out and (purpose is None or column.allows(purpose))]
 
@@ -391,7 +393,9 @@ def load_profile(version: dict[str, Any]) -> dict:
         raise TrackingError(f"model {version.get('name')} v{version.get('version')} was registered without a "
                             "reference profile; retrain it with nb.save_model(..., reference=X_train)")
     try:
-        return mlflow.artifacts.load_dict(uri)
+        with warnings.catch_warnings():  # tqdm, imported on the way, warns in kernels without ipywidgets
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            return mlflow.artifacts.load_dict(uri)
     except Exception as exc:  # MLflow raises many types for a missing or unreadable artifact
         raise TrackingError(f"could not read the reference profile {uri}: {exc}") from exc
 

@@ -20,6 +20,11 @@ from typing import Any
 from runner.config import PRODUCTION
 from runner.errors import TrackingError
 
+# MLflow's warnings for situations that are not ours, which would only clutter executed notebooks: tqdm
+# without ipywidgets, integer columns in a signature (ours come from the data dictionary), a local
+# dataset source that two source types claim.
+NOISE = ("IProgress not found", "Hint: Inferred schema contains integer",
+         "The specified dataset source can be interpreted")
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 250
 _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "skipped": "KILLED"}
@@ -116,7 +121,8 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         with self._wrapped("log a dataset to"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            for noise in NOISE:
+                warnings.filterwarnings("ignore", message=noise)
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=targets, digest=digest)
             entity = Dataset(**dataset.to_dict())
             self.client.log_inputs(run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", name)])])
@@ -134,6 +140,20 @@ class Tracker:
     def end_run(self, run_id: str, status: str) -> None:
         with self._wrapped("end a run in"):
             self.client.set_terminated(run_id, _STATUS.get(status, "FINISHED"))
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only warnings and errors from ``logger`` while the block runs (its INFO lines land in notebooks)."""
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _as_uri(location: str) -> str:
@@ -216,16 +236,17 @@ class Registry:
 
         example = X_example.head(5)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            for noise in NOISE:
+                warnings.filterwarnings("ignore", message=noise)
             signature = infer_signature(example, model.predict_proba(example)[:, 1])
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
         positive = str(model.classes_[1]) if hasattr(model, "classes_") and len(model.classes_) == 2 else "1"
         with tempfile.TemporaryDirectory() as tmp, self.tracker._wrapped(f"register a version of model {name!r} in"):
             estimator = str(Path(tmp) / pyfunc_model.ESTIMATOR)
             mlflow.sklearn.save_model(model, estimator, serialization_format="skops", skops_trusted_types=trusted)
-            with warnings.catch_warnings():  # hints for other styles of model than ours, noise in a notebook
-                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            with warnings.catch_warnings(), _quiet("mlflow.pyfunc"):
+                for noise in NOISE:
+                    warnings.filterwarnings("ignore", message=noise)
                 logged = Model.log(
                     artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
                     python_model=pyfunc_model.__file__, artifacts={pyfunc_model.ESTIMATOR: estimator},

@@ -118,7 +118,7 @@ def test_init_writes_a_documented_project_that_validates_and_never_overwrites(tm
 
 
 @pytest.mark.slow
-def test_the_starter_pipelines_run_in_order_and_everything_a_step_logs_lands_in_its_run(churn):
+def test_the_starter_pipelines_run_in_order_and_everything_a_step_logs_lands_in_its_run(churn, monkeypatch):
     assert churn.ingest["status"] == "succeeded" and churn.train["status"] == "succeeded"
     ingest = churn.ingest["steps"]["ingest"]["scraps"]
     assert ingest["rows_written"] > 4000 and ingest["rows_rejected"] > 0  # the example's broken rows are refused
@@ -161,7 +161,8 @@ def test_the_starter_pipelines_run_in_order_and_everything_a_step_logs_lands_in_
     # The registered model's pyfunc predict is the positive class's probability, as its signature says.
     import mlflow.pyfunc
 
-    served = mlflow.pyfunc.load_model(f"models:/churn/1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{churn.home / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/churn/1")
     estimator = served.unwrap_python_model().estimator
     batch = churn.sql("SELECT * FROM customers LIMIT 50")[list(estimator.feature_names_in_)]
     batch = batch.astype({c: "float64" for c in batch.columns if c in ("tenure_months", "support_calls")})
