@@ -537,3 +537,28 @@ def write_predictions(frames: Iterable | Any, model_name: str, model_version: st
                                          model_version=str(model_version), as_of=ctx.as_of, namespace=ctx.namespace)
     _append_scrap(MODELS_SCRAP, f"{model_name}/{model_version}")
     return rows
+
+
+BANNER_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "alert": "#c62828"}
+
+
+def banner(status: str, title: str, reasons: Iterable[str] = ()):
+    """The status banner a monitoring or backtest notebook opens with: an IPython ``HTML`` object.
+
+    ``status`` (``ok``, ``warn``, ``alert``) picks the colour; ``title`` and every reason are
+    HTML-escaped, since they quote data (a category level, a column name, a rejection reason):
+    the executed notebook's page shows them as text, never as markup.
+
+        display(nb.banner(status, f"{month}, {model_name} v{version}", monitoring.reasons(findings)))
+    """
+    from html import escape
+
+    from IPython.display import HTML
+
+    colour = BANNER_COLOURS.get(status, "#59636e")
+    lines = "".join(f"<div>&bull; {escape(str(reason))}</div>" for reason in reasons)
+    return HTML(
+        f'<div class="runner-banner" style="border-left:8px solid {colour};padding:8px 16px;font-size:15px">'
+        f'<div style="font-size:26px;font-weight:bold;color:{colour}">{escape(str(status).upper())}</div>'
+        f"<div>{escape(str(title))}</div>{lines}</div>"
+    )

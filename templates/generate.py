@@ -180,6 +180,7 @@ month_column = "month"        # the batch is as_of's month; "" takes every row
 score_step = "{{score_step}}"  # the step of this pipeline that wrote the scores
 history_runs = 12             # earlier runs for the usage norms"""),
     ("code", """import pandas as pd
+from IPython.display import display
 
 from runner import monitoring, nb
 from runner.usage import usage_findings
@@ -212,9 +213,10 @@ usage = usage_findings(len(scores), scoring.get("latency_ms_per_1k"), nb.recent_
                        thresholds)
 findings = monitoring.sort_findings(pd.concat([drift, output, usage], ignore_index=True))
 status, reasons = monitoring.status(findings), monitoring.reasons(findings)
-print(f"{status.upper()}: {len(reasons)} finding(s) at warn or alert")
-for reason in reasons:
-    print(f"  - {reason}")
+# Reasons quote your data (levels, column names): nb.banner escapes them, as pandas' own tables do.
+# Showing data with IPython's HTML() or a pandas Styler? Escape it: html.escape, .format(escape="html").
+display(nb.banner(status, f"{month}, {model_name} v{version['version']}: {len(reasons)} finding(s) at warn or alert",
+                  reasons))
 shown = findings[findings["severity"] != "ok"]
 (shown if len(shown) else findings.head(10))[["severity", "feature", "statistic", "value", "p_value", "detail"]]"""),
     ("markdown", "## Distributions against the reference"),
@@ -253,6 +255,7 @@ month_column = "month"        # the YYYY-MM column that says which month a row b
 label_delay_months = 0        # the month judged is this many months before as_of's (when its labels are complete)
 min_labelled = 100            # fewer labelled rows than this: wait for more"""),
     ("code", """import pandas as pd
+from IPython.display import display
 
 from runner import backtest, monitoring, nb
 
@@ -290,9 +293,7 @@ if ready:
                               thresholds=ctx.config.monitoring.thresholds, holdout_auc=holdout_auc, month=month,
                               saw_labels=saw_labels)
     status, reasons = monitoring.status(found), monitoring.reasons(found)
-    print(f"{status.upper()}: champion {champion} on {month} labels")
-    for reason in reasons:
-        print(f"  - {reason}")
+    display(nb.banner(status, f"champion {champion} on {month} labels", reasons))  # escaped: reasons quote data
     display_table = table_of_results.assign(note=pd.Series({tag: "trained on these labels" for tag in saw_labels}))
 else:
     status, reasons, found, display_table = "waiting for labels", [], None, "not ready yet"
