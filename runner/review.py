@@ -15,6 +15,14 @@ diffs/<run_a>__<run_b>.html     two runs compared (:mod:`runner.review_diff`)
 Templates are the Jinja files in ``templates/review/`` at the top of the repository (a wheel installs
 them as data files; :func:`runner.config.templates` finds them either way). Autoescaping is on: every
 value that comes from a run (parameters, scraps, error text, names) is HTML-escaped.
+
+Script planted in data must not run against the site. The site's own pages carry a
+Content-Security-Policy (:data:`SITE_CSP`: scripts only from the site's ``review.js``, no inline
+script) in a ``<meta>``, which is all a page opened from disk gets; ``runner review serve`` sends it
+as a header too. An executed notebook's page holds whatever its outputs held (nbconvert copies HTML
+outputs as they are), so it gets a ``<meta>`` policy of its own (:data:`NOTEBOOK_CSP`: no script at
+all, nothing loaded from elsewhere) as the first thing in its ``<head>``; the run page shows it in an
+``<iframe sandbox>`` (no scripts, no origin), and ``review serve`` adds the header ``sandbox``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,14 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file n
 HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
 STATUSES = ("succeeded", "failed", "running", "interrupted")
 KEY_SCRAPS = 3
+SCRIPT = "review.js"  # the site's only script (the index's filters), a file of templates/review/
+# The site's own pages: scripts from the site's files only, the templates' inline styles, nothing from elsewhere.
+SITE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+            "frame-src 'self'; base-uri 'none'; form-action 'none'")
+# Executed notebooks' pages: no script at all; nbconvert's inline styles and embedded images still show.
+NOTEBOOK_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+NOTEBOOK_META = f'<meta http-equiv="Content-Security-Policy" content="{NOTEBOOK_CSP}">'.encode()
+HEAD = re.compile(rb"<head\b[^>]*>", re.IGNORECASE)
 
 
 def safe_name(name: str) -> bool:
@@ -88,6 +104,17 @@ def format_time(iso: str | None) -> str:
 
 def short_digest(text: str | None, length: int = 12) -> str:
     return (text or "")[:length]
+
+
+def notebook_page(html: bytes) -> bytes:
+    """An executed notebook's page as the site shows it: :data:`NOTEBOOK_CSP` first in its ``<head>``.
+
+    nbconvert's page starts with its own ``<head>``, before any output, so the policy covers every
+    script and event handler an output may hold.
+    """
+    head = HEAD.search(html)
+    at = head.end() if head else 0
+    return html if html.startswith(NOTEBOOK_META, at) else html[:at] + NOTEBOOK_META + html[at:]
 
 
 def is_number(value: Any) -> bool:
@@ -184,11 +211,20 @@ class Site:
         path = self.notebook_path(record, file_name) if known else None
         if path is None:
             raise RunnerError(f"run {run_id} has no executed notebook page {file_name!r}")
-        return self.store.fs.cat_file(path)
+        return notebook_page(self.store.fs.cat_file(path))
 
     # -- rendering ---------------------------------------------------------------------------
     def _render(self, template: str, root: str, **context: Any) -> str:
-        return self.env.get_template(template).render(root=root, statuses=STATUSES, **context)
+        return self.env.get_template(template).render(root=root, statuses=STATUSES, csp=SITE_CSP, script=SCRIPT,
+                                                      **context)
+
+    def script(self) -> bytes:
+        """The site's script (:data:`SCRIPT`), served and copied beside the pages."""
+        path = TEMPLATES / SCRIPT
+        if not path.is_file():
+            raise RunnerError(f"{SCRIPT} not found in {TEMPLATES}; reinstall notebook-runner "
+                              "(its wheel installs it there)")
+        return path.read_bytes()
 
     def render_index(self, views: list[RunView] | None = None) -> str:
         views = self.views() if views is None else views
@@ -246,6 +282,7 @@ class Site:
         out.mkdir(parents=True, exist_ok=True)
         views = self.views()
         result = BuildResult(out=out, runs=len(views))
+        (out / SCRIPT).write_bytes(self.script())
         _write(out / "index.html", self.render_index(views))
         by_pipeline: dict[str, list[RunView]] = {}
         for view in views:
@@ -259,16 +296,16 @@ class Site:
             for page in (page for step in record.steps.values() for page in pages_of(step)):
                 source = self.notebook_path(record, page)
                 target = out / "runs" / record.run_id / page
-                if source and not (target.is_file() and record.status != "running"):
+                if source and not (target.is_file() and record.status != "running" and _has_policy(target)):
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(self.store.fs.cat_file(source))
+                    target.write_bytes(notebook_page(self.store.fs.cat_file(source)))
                     result.notebooks += 1
             if view.previous:
                 target = out / "diffs" / f"{view.previous}__{record.run_id}.html"
                 # records of finished runs are never rewritten: their diff stays valid
                 previous = by_id[view.previous]
                 final = "running" not in (view.status, previous.status)
-                if not (final and target.is_file()):
+                if not (final and target.is_file() and _has_policy(target)):
                     _write(target, self.render_diff(previous.record, record))
                     result.diffs += 1
         return result
@@ -287,6 +324,12 @@ def _timestamp(iso: str | None) -> float | None:
         return datetime.fromisoformat(iso).timestamp() if iso else None
     except ValueError:
         return None
+
+
+def _has_policy(page: Path) -> bool:
+    """Whether a page kept from an earlier build carries a Content-Security-Policy (older builds' pages do not)."""
+    with page.open("rb") as file:
+        return b'http-equiv="Content-Security-Policy"' in file.read(4096)
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,9 +1,11 @@
 """``runner review serve``: the review site rendered from the run store on every request.
 
 Nothing is built ahead: a new run shows on the next page load. The server binds to
-127.0.0.1 unless told otherwise, answers only GET/HEAD for the site's own URLs (names are
-checked against a strict pattern before the run store is touched) and sends pages that
-allow no scripts but the site's own inline filter.
+127.0.0.1 unless told otherwise, has no authentication, and answers only GET/HEAD for the site's
+own URLs (names are checked against a strict pattern before the run store is touched). Every
+response carries a Content-Security-Policy: the site's pages run only the site's ``review.js``
+and cannot be framed; an executed notebook's page is ``sandbox``ed (an origin of its own, no
+script at all) and may be framed only by the site's run pages.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from runner.errors import RunnerError
-from runner.review import Site
+from runner.review import NOTEBOOK_CSP, SCRIPT, SITE_CSP, Site
 
 NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 ROUTES = (
@@ -25,8 +27,11 @@ ROUTES = (
     (re.compile(rf"^/runs/({NAME})\.html$"), "run"),
     (re.compile(rf"^/runs/({NAME})/({NAME})\.html$"), "notebook"),
     (re.compile(rf"^/diffs/({NAME})__({NAME})\.html$"), "diff"),
+    (re.compile(rf"^/{re.escape(SCRIPT)}$"), "script"),
 )
 DIFF_CACHE = 64
+PAGE_POLICY = f"{SITE_CSP}; frame-ancestors 'none'"
+NOTEBOOK_POLICY = f"sandbox; {NOTEBOOK_CSP}; frame-ancestors 'self'"
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -51,6 +56,8 @@ class ReviewServer(ThreadingHTTPServer):
             return site.render_pipeline(args[0]).encode(), "text/html"
         if kind == "run":
             return site.render_run(site.view(args[0])).encode(), "text/html"
+        if kind == "script":
+            return site.script(), "text/javascript"
         return self.diff(*args).encode(), "text/html"
 
     def diff(self, run_a: str, run_b: str) -> str:
@@ -108,10 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
-        if not notebook:  # nbconvert's pages carry their own scripts and styles
-            self.send_header("Content-Security-Policy",
-                             "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                             "img-src 'self' data:; frame-src 'self'; object-src 'none'; base-uri 'none'")
+        self.send_header("Content-Security-Policy", NOTEBOOK_POLICY if notebook else PAGE_POLICY)
         self.end_headers()
         if send_body:
             self.wfile.write(body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import select
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from conftest import RUNNER_VARS, Project, notebook, step
 
 from runner.config import load_config
 from runner.records import GitState, RunRecord, RunStore, StepError, StepRecord, new_run_id
+from runner.review import NOTEBOOK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -248,8 +250,21 @@ def test_every_page_escapes_what_runs_recorded(project):
     for page in pages:
         text = page.read_text()
         assert "<img src=x" not in text and "<script>alert" not in text, page
+        assert '<meta http-equiv="Content-Security-Policy"' in text and "<script>" not in text, page  # no inline script
     failed = next(p for p in pages if "failed" in p.read_text() and p.parent.name == "runs")
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in failed.read_text()
+
+
+def test_a_rebuild_gives_pages_kept_from_an_older_build_their_policy(shared, tmp_path):
+    good_1, good_2 = run_ids(shared, "good")
+    out = tmp_path / "site"
+    assert shared.cli("review", "build", "--out", str(out)).exit_code == 0
+    notebook, diff = out / "runs" / good_1 / "first.html", out / "diffs" / f"{good_1}__{good_2}.html"
+    assert notebook.read_bytes().count(NOTEBOOK_META) == 1 and (out / "review.js").is_file()
+    notebook.write_bytes(notebook.read_bytes().replace(NOTEBOOK_META, b""))  # as builds before the policy left them
+    diff.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", diff.read_text()))
+    assert shared.cli("review", "build", "--out", str(out)).exit_code == 0
+    assert notebook.read_bytes().count(NOTEBOOK_META) == 1 and 'http-equiv="Content-Security-Policy"' in diff.read_text()
 
 
 def test_trends_mark_a_regression_in_the_latest_run(project):
