@@ -83,3 +83,27 @@ nb("fails_unless", "fails_unless: raises until a file exists (a fix the test mak
     "import os\nimport scrapbook as sb",
     'if not os.path.exists(needs):\n    raise RuntimeError(f"{needs} is missing")\nsb.glue("fixed_x", x)',
 ])
+nb("displays_data", "displays_data: shows data holding markup through every display path of a notebook", [
+    (P, "level = \"<b>a level</b>\"  # a category level as the data has it\nextra = \"<i>another</i>\""),
+    "import pandas as pd\nimport scrapbook as sb\nfrom IPython.display import HTML, display\n\n"
+    "from runner import monitoring, nb\n\npd.set_option(\"display.max_colwidth\", None)  # reasons in full",
+    # a monitoring reason quoting the levels, in the banner of the notebook API
+    'reference = pd.DataFrame({"colour": ["red", "blue"] * 40})\n'
+    'batch = pd.DataFrame({"colour": ["red", level, extra] * 40})\n'
+    'findings = monitoring.compare(monitoring.profile(reference, [], ["colour"]), batch,\n'
+    '                              limits={"colour": {"levels": ["red", "blue"]}})\n'
+    'reasons = monitoring.reasons(findings)\n'
+    'display(nb.banner(monitoring.status(findings), f"colours: {level}", reasons))',
+    # rows refused by the data dictionary, with their reasons: pandas' own HTML
+    'valid, rejected = nb.split_valid("things", pd.DataFrame({"thing_id": ["t1", "t2"], "colour": ["red", level]}))\n'
+    "rejected",
+    # levels as column names, in a Styler told to escape values and labels
+    'counts = batch.value_counts("colour").to_frame("rows").T\n'
+    'counts.style.format(escape="html").format_index(escape="html", axis=1).set_table_attributes(\'class="levels"\')',
+    # what a careless author writes: the page itself must keep it from running
+    'display(HTML(f\'<div id="unescaped">{level}{extra}</div>\'))',
+    # an image, which the page's policy must still show
+    "import base64\nfrom IPython.display import Image\n"
+    "display(Image(data=base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==')))",
+    'sb.glue("level", level)\nsb.glue("reasons", reasons)\nsb.glue("rows_rejected", len(rejected))',
+])
