@@ -5,9 +5,11 @@ heartbeat, what for). On a local store the lock file is written aside and hard-l
 place: it appears whole or not at all, and of processes taking it at once exactly one wins. A
 lock whose owner died (same host: the pid is gone or is another process; other host: no
 heartbeat for four intervals) is broken and taken over, so a crashed runner never blocks its
-pipeline for good. On an object store (fsspec URL) taking it is a put followed by reading the
-lock back: good enough for schedulers that do not start in the same second, which is the case
-the lock is for.
+pipeline for good; but on the same host not while a step process or kernel of the owner's runs
+lives (their records list them as they start): a killed runner's steps die with it, within
+seconds, and until they have, a new run could meet the old one's writes. On an object store
+(fsspec URL) taking it is a put followed by reading the lock back: good enough for schedulers
+that do not start in the same second, which is the case the lock is for.
 
     with PipelineLock(store, "credit_score", "run 20261130T060000-ab12cd"):
         ...
@@ -19,11 +21,21 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 from runner.errors import PipelineBusy
-from runner.records import HEARTBEAT_SECONDS, Process, RunStore, current_process, process_alive, utcnow
+from runner.records import (
+    HEARTBEAT_SECONDS,
+    ChildProcess,
+    Process,
+    RunStore,
+    current_process,
+    process_alive,
+    utcnow,
+)
 
 
 class PipelineLock:
@@ -59,6 +71,12 @@ class PipelineLock:
                 continue  # released meanwhile
             if process_alive(Process(**holder["process"])):
                 raise PipelineBusy(self.pipeline, describe(holder))
+            survivors = self.survivors(holder)
+            if survivors:
+                shown = ", ".join(f"{child.role} {child.pid}" + (f" (step {child.step})" if child.step else "")
+                                  for child in survivors)
+                raise PipelineBusy(self.pipeline, f"{describe(holder)}; that process is gone but its {shown} still "
+                                   "run: they end within seconds of it, or kill them")
             self._break(holder)
         raise PipelineBusy(self.pipeline, "its lock keeps changing hands")
 
@@ -81,10 +99,29 @@ class PipelineLock:
         except (FileNotFoundError, ValueError):
             return None
 
+    def survivors(self, holder: dict[str, Any]) -> list[ChildProcess]:
+        """The step processes and kernels still alive of the runs the holder started since it took the lock.
+
+        Only on the holder's host; another host's lock lives by its heartbeat alone. The runs are
+        those of the pipeline whose id (their start time) is not older than the lock and whose
+        record names the holder's process.
+        """
+        owner = Process(**holder["process"])
+        if owner.host != socket.gethostname():
+            return []
+        alive = []
+        for record in self.store.list(self.pipeline, newer_than=_run_id_prefix(holder.get("acquired_at"))):
+            runner = record.process
+            same = (runner.host, runner.pid) == (owner.host, owner.pid) and (
+                runner.pid_started is None or owner.pid_started is None
+                or abs(runner.pid_started - owner.pid_started) < 1.0)
+            alive.extend(child for child in runner.children if same and child.alive_here())
+        return alive
+
     def _content(self) -> bytes:
         return json.dumps({
             "pipeline": self.pipeline, "purpose": self.purpose, "token": self.token, "acquired_at": self.acquired_at,
-            "process": current_process().model_dump() | {"heartbeat_at": utcnow()},
+            "process": current_process().model_dump(exclude={"children"}) | {"heartbeat_at": utcnow()},
         }).encode()
 
     def _create(self) -> bool:
@@ -149,3 +186,11 @@ def describe(holder: dict[str, Any]) -> str:
     process = holder.get("process", {})
     return (f"{holder.get('purpose', 'run')}, pid {process.get('pid')} on {process.get('host')}, "
             f"since {holder.get('acquired_at') or '?'}")
+
+
+def _run_id_prefix(when: str | None) -> str | None:
+    """The start of the ids of runs created at or after ``when`` (ISO time): run ids begin with their UTC start."""
+    try:
+        return datetime.fromisoformat(when or "").astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    except ValueError:
+        return None  # an older lock without the time: look at every run

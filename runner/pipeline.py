@@ -10,6 +10,7 @@ steps are skipped; a reference to an upstream scrap is resolved when its step is
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -30,6 +31,7 @@ from runner.records import (
     REGISTERED_SCRAP,
     SNAPSHOTS_SCRAP,
     Attempt,
+    ChildProcess,
     RunRecord,
     RunStore,
     StepError,
@@ -212,6 +214,8 @@ class _PipelineRun:
         self.started = time.monotonic()
         self.step_started: dict[str, float] = {}
         self.scraps = {name: dict(step.scraps) for name, step in request.reuse.items()}
+        self._writing = threading.RLock()  # worker threads write the record too, when a step's processes start
+        stop.on_started = self._record_processes
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -419,8 +423,21 @@ class _PipelineRun:
             self.store.put(str(self.workdir / step.source), record.pipeline, record.run_id)
 
     def _write(self) -> None:
-        self.record.process.heartbeat_at = utcnow()
-        self.store.write(self.record)
+        with self._writing:
+            self.record.process.heartbeat_at = utcnow()
+            self.store.write(self.record)
+
+    def _record_processes(self, step: str, processes: list[dict[str, Any]]) -> None:
+        """A step's process and its kernel, in the record as soon as they start: the pipeline's lock is
+        not recovered while one of them lives (:meth:`runner.locks.PipelineLock.survivors`)."""
+        with self._writing:
+            children = self.record.process.children
+            known = {(child.pid, child.pid_started) for child in children}
+            new = [ChildProcess(step=step, **process) for process in processes
+                   if (process["pid"], process["pid_started"]) not in known]
+            if new:
+                children.extend(new)
+                self._write()
 
     def _tags(self) -> dict[str, str]:
         record = self.record

@@ -96,6 +96,21 @@ class GitState(BaseModel):
     dirty: bool | None = None
 
 
+class ChildProcess(BaseModel):
+    """A process the run started: a step process or its kernel. On its host, the pipeline's lock is
+    not recovered while one of them lives, even when the runner itself died."""
+
+    pid: int
+    pid_started: float
+    role: str  # "step process" or "kernel" (the kernel, or a process the step process started)
+    host: str = Field(default_factory=socket.gethostname)
+    step: str = ""
+
+    def alive_here(self) -> bool:
+        """Whether it runs on this host (a process of another host is never seen alive here)."""
+        return self.host == socket.gethostname() and pid_alive(self.pid, self.pid_started)
+
+
 class Process(BaseModel):
     """Who runs the run, so a reader can tell a live run from one whose process died."""
 
@@ -103,6 +118,7 @@ class Process(BaseModel):
     pid: int = Field(default_factory=os.getpid)
     pid_started: float | None = None
     heartbeat_at: str = Field(default_factory=utcnow)
+    children: list[ChildProcess] = Field(default_factory=list)  # the run's step processes and kernels, as they start
 
 
 class RunRecord(BaseModel):
@@ -138,16 +154,26 @@ class RunRecord(BaseModel):
 
 
 def process_alive(process: Process) -> bool:
-    import psutil
-
     if process.host == socket.gethostname():
-        try:
-            started = psutil.Process(process.pid).create_time()
-        except psutil.NoSuchProcess:
-            return False
-        return process.pid_started is None or abs(started - process.pid_started) < 1.0
+        return pid_alive(process.pid, process.pid_started)
     heartbeat = datetime.fromisoformat(process.heartbeat_at)
     return datetime.now(timezone.utc) - heartbeat < timedelta(seconds=4 * HEARTBEAT_SECONDS)
+
+
+def pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` of this host runs and, given ``started``, is the process that started
+    then (not a later one with the same pid). A zombie is dead: a killed process whose parent died too
+    stays one for as long as the host's init does not reap it."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        created = proc.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    return started is None or abs(created - started) < 1.0
 
 
 def current_process() -> Process:

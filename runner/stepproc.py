@@ -9,6 +9,14 @@ else it prints goes to the step's log file.
 A process per step keeps environments apart when steps run in parallel, lets a deadline or a
 stop request end a step cleanly (the kernel is shut down on the way out), and, as a backstop,
 lets the parent kill the whole process tree of a step that does not stop.
+
+A step process dies with its runner. It runs in a session of its own (Ctrl-C on the runner must
+not reach it) and its kernel in another, so nothing would end them when the runner is killed
+(SIGKILL, the OOM killer): the step would run on and commit what it writes. So a step process
+watches the runner that started it (:func:`_die_with_runner`) and, once it is gone, kills its
+kernel's whole process tree with SIGKILL, leaving the kernel's open transaction uncommitted, and
+exits. It tells the runner the pids of its kernel (event ``processes``), which the run records so
+that its pipeline's lock is not recovered while one of them lives (:mod:`runner.locks`).
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +37,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 GRACE_SECONDS = 20.0  # after a deadline or stop request, how long a step gets before it is killed
+RUNNER_PID = "RUNNER_STEP_PARENT"  # in a step process's environment: the pid of the runner it must die with
+PARENT_POLL_SECONDS = 0.5  # how often a step process checks that its runner is alive (besides the signal below)
+# Linux tells a step process of its runner's death with this signal (prctl PR_SET_PDEATHSIG). Not SIGKILL:
+# the step process must live long enough to kill its kernel, which is in a session of its own; and Linux
+# sends it when the *thread* that started the process ends, which for a process started ahead by a worker
+# thread is no death at all, so the handler checks who its parent is before acting.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,8 @@ class StepOutcome:
 
 
 CellProgress = Callable[[str, int, int], None]  # (step, cell index, number of cells)
+# (step, processes): a step's process or kernel started; each is {"pid", "pid_started", "role", "host"}
+ProcessesStarted = Callable[[str, list[dict[str, Any]]], None]
 
 
 def utcnow() -> str:
@@ -67,6 +87,8 @@ class StopRequest:
     """Lets the pipeline ask every running step process to stop (SIGTERM), then kill it.
 
     ``drain`` is the gentle form: no new step (or retry) starts, running steps may finish.
+    Being the run's handle on its step processes, it also passes on which processes the run's
+    steps started (:meth:`started`) to ``on_started``: the pipeline records them for its lock.
     """
 
     def __init__(self) -> None:
@@ -75,6 +97,11 @@ class StopRequest:
         self._backstops: dict[subprocess.Popen, threading.Timer] = {}
         self.requested = False
         self.stopping = threading.Event()  # set by drain or stop; waits between retries end early
+        self.on_started: ProcessesStarted | None = None
+
+    def started(self, step: str, processes: list[dict[str, Any]]) -> None:
+        if processes and self.on_started is not None:
+            self.on_started(step, processes)
 
     @property
     def draining(self) -> bool:
@@ -114,6 +141,18 @@ class StopRequest:
 def _signal(proc: subprocess.Popen, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signum)
+
+
+def _identities(pids: list[int], role: str) -> list[dict[str, Any]]:
+    """``{"pid", "pid_started", "role", "host"}`` of the processes among ``pids`` that are alive."""
+    import psutil
+
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.append({"pid": pid, "pid_started": psutil.Process(pid).create_time(), "role": role,
+                          "host": socket.gethostname()})
+    return found
 
 
 def kill_tree(pid: int, grace: float = 3.0) -> None:
@@ -185,6 +224,7 @@ class StepProcesses:
             "RUNNER_KERNEL_NAME": self.kernel_name,
             "RUNNER_STEP_LOG": log,
             "RUNNER_KERNEL_PRELOAD": json.dumps(list(self.preload)),
+            RUNNER_PID: str(os.getpid()),
             "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
         }
         with open(log, "ab") as stderr:
@@ -229,6 +269,7 @@ def run_step(
         backstop.start()
     if stop is not None:
         stop.attach(proc)
+        stop.started(task.step, _identities([proc.pid], "step process"))
     result: dict[str, Any] | None = None
     try:
         assert proc.stdin is not None and proc.stdout is not None
@@ -239,6 +280,8 @@ def run_step(
             event = json.loads(line)
             if event["event"] == "cell" and on_cell is not None:
                 on_cell(task.step, event["index"], event["total"])
+            elif event["event"] == "processes" and stop is not None:
+                stop.started(task.step, event["processes"])
             elif event["event"] == "result":
                 result = event
         code = proc.wait()
@@ -268,9 +311,16 @@ def _child() -> int:
     """The step process: import while waiting for a task, then execute it and report."""
     import traceback
 
+    if os.environ.get(RUNNER_PID):
+        _die_with_runner(int(os.environ[RUNNER_PID]))  # first: the runner may die while we import
     events = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever else prints goes to the log, not into our event stream
+
+    def emit(**event: Any) -> None:
+        events.write(json.dumps(event) + "\n")
+
     kernel = broken = None
+    reported: set[int] = set()
     try:
         from runner import notebooks
         from runner.errors import StepFailed
@@ -283,6 +333,8 @@ def _child() -> int:
             kernel.preload(json.loads(os.environ.get("RUNNER_KERNEL_PRELOAD", "[]")))
         except Exception:  # papermill starts one when the step arrives
             traceback.print_exc()
+    with contextlib.suppress(BrokenPipeError):  # the runner is gone; we follow it
+        reported = _report_processes(emit, set())  # the warm kernel, recorded once we get a step
     raw = sys.stdin.read()
     if not raw.strip():  # a warm process that was not needed
         if kernel is not None:
@@ -291,9 +343,6 @@ def _child() -> int:
         return 0
     task = StepTask(**json.loads(raw))
     _adopt_log(os.environ["RUNNER_STEP_LOG"], task.log)
-
-    def emit(**event: Any) -> None:
-        events.write(json.dumps(event) + "\n")
 
     if broken is not None:
         print(broken, file=sys.stderr)
@@ -323,6 +372,15 @@ def _child() -> int:
         signal.signal(signal.SIGALRM, stop_with("StepTimeout", deadline))
         signal.setitimer(signal.ITIMER_REAL, task.timeout)
     status, error, scraps = "succeeded", None, {}
+
+    cells_started = []
+
+    def on_cell(index: int, total: int) -> None:
+        if not cells_started:  # the kernel that runs the notebook exists now, whoever started it
+            reported.update(_report_processes(emit, reported))
+        cells_started.append(index)
+        emit(event="cell", index=index, total=total)
+
     try:
         notebooks.execute(
             task.notebook,
@@ -331,7 +389,7 @@ def _child() -> int:
             kernel_name=task.kernel_name,
             cwd=task.cwd,
             cell_timeout=task.cell_timeout,
-            on_cell=lambda index, total: emit(event="cell", index=index, total=total),
+            on_cell=on_cell,
             kernel=kernel,
         )
     except StepFailed as exc:
@@ -362,6 +420,75 @@ def _child() -> int:
         stopping.join()
     emit(event="result", status=status, error=error, scraps=scraps)
     return 0
+
+
+def _report_processes(emit: Callable[..., None], reported: set[int]) -> set[int]:
+    """Tell the runner of this process's descendants (its kernel) it was not told of yet; returns their pids."""
+    import psutil
+
+    pids = [proc.pid for proc in psutil.Process().children(recursive=True) if proc.pid not in reported]
+    found = _identities(pids, "kernel")
+    if found:
+        emit(event="processes", processes=found)
+    return {process["pid"] for process in found}
+
+
+def _die_with_runner(runner: int) -> None:
+    """End this step process, with its kernel, as soon as the runner (pid ``runner``) is gone.
+
+    Two watchers, since either may be late: Linux sends :data:`PARENT_DEATH_SIGNAL` when the
+    parent dies (prctl ``PR_SET_PDEATHSIG``, through ctypes), and a thread compares
+    ``os.getppid()`` with ``runner`` every :data:`PARENT_POLL_SECONDS` (other systems, and a
+    signal handler that waits for the main thread). Checked once at once: the runner may have
+    died before this process got here.
+    """
+
+    def check(*_: Any) -> None:
+        if os.getppid() != runner:  # else a thread of the runner ended, not the runner
+            _orphaned(runner)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            check()
+
+    signal.signal(PARENT_DEATH_SIGNAL, check)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+    check()
+    threading.Thread(target=watch, name="runner-watch", daemon=True).start()
+
+
+def _orphaned(runner: int) -> None:
+    """The runner died: SIGKILL the kernel and everything it started, at once, and exit.
+
+    SIGKILL, not a shutdown request: the kernel's open transaction (a predictions write, say) must
+    end uncommitted, and sqlite and PostgreSQL roll back what a vanished process left open. A kernel
+    leads a process group (jupyter_client starts it in a session of its own), so one signal to the
+    group ends it and what it started; each descendant found is killed too, for those that left it.
+    """
+    import psutil
+
+    try:
+        tree = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        tree = []
+    for proc in tree:
+        with contextlib.suppress(OSError, psutil.Error):
+            if proc.ppid() == os.getpid() and os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    with contextlib.suppress(OSError, KeyError):
+        os.unlink(os.environ["RUNNER_STEP_LOG"])  # still there: this process never got a step
+    with contextlib.suppress(Exception):
+        print(f"the runner (pid {runner}) is gone: killed this step's kernel and its processes "
+              f"({', '.join(str(proc.pid) for proc in tree) or 'none'}) and exited", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def _adopt_log(warm_log: str, step_log: str) -> None:

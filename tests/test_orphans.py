@@ -1,0 +1,209 @@
+"""Steps die with their runner: a killed runner leaves no step process, kernel or commit behind, and
+its pipeline's lock is not recovered while a process of its run lives."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import step
+
+from runner.config import load_config
+from runner.data import Warehouse
+from runner.errors import PipelineBusy
+from runner.locks import PipelineLock
+from runner.records import ChildProcess, Process, RunRecord, RunStore, new_run_id, utcnow
+from runner.stepproc import StepProcesses
+
+SCRIPT = Path(sys.executable).with_name("runner")
+
+
+def records(project) -> list[RunRecord]:
+    return sorted(RunStore(load_config(project.config).stores.runs).list(), key=lambda record: record.run_id)
+
+
+def warehouse(project) -> Warehouse:
+    return Warehouse(load_config(project.config).stores.warehouse_url)
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def processes_of(home: Path) -> list[psutil.Process]:
+    """Every live process started for this test's runner home: runner, step processes, kernels, what they started."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and alive(proc) and proc.environ().get("RUNNER_HOME") == str(home):
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    return found
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            return path.read_text()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"the step never got inside its write (runner exit code {proc.poll()})")
+
+
+# -- a killed runner --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "scheduler"])
+def test_a_killed_runner_takes_its_steps_kernels_and_their_writes_with_it(project, tmp_path, command):
+    marker, seconds = tmp_path / "inside-the-write", 6
+    project.write({"p": {**({"schedule": {"cron": "* * * * *"}} if command == "scheduler" else {}), "steps": {
+        "score": step("writes_slowly", parameters={"seconds": seconds, "marker": str(marker)}),
+        "after": step("ok", needs=["score"]),
+    }}})
+    args = ["run", "--config", str(project.config), "p"] if command == "run" else ["scheduler", "--config",
+                                                                                   str(project.config)]
+    with open(tmp_path / "runner.err", "w") as err:
+        runner = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+    try:
+        kernel, helper, inside_at = wait_for_file(marker, runner).split()
+        kernel, helper = int(kernel), int(helper)
+        step_process = psutil.Process(kernel).parent().pid
+        started = processes_of(project.home)
+        assert {runner.pid, step_process, kernel, helper} <= {proc.pid for proc in started}
+        (record,) = records(project)
+        recorded = {child.pid: child.role for child in record.process.children}
+        assert recorded.get(step_process) == "step process" and recorded.get(kernel) == "kernel", recorded
+
+        runner.kill()
+        runner.wait()
+        assert_all_end_soon(started, project.home)
+
+        time.sleep(max(0.0, float(inside_at) + seconds + 3 - time.time()))  # past when the write would commit
+        assert warehouse(project).read_predictions(run_id=record.run_id, namespace=None).empty
+        log = (project.home / "runs" / "p" / record.run_id / "score.log").read_text()
+        assert f"the runner (pid {runner.pid}) is gone: killed this step's kernel" in log
+    finally:
+        clean_up(runner, project.home)
+
+
+@pytest.mark.slow
+def test_a_warm_step_process_dies_with_its_runner_too(project, tmp_path):
+    """A step process started ahead waits for its step on stdin, its kernel started; here by the worker
+    thread of a step whose retry waits."""
+    project.write({"p": {"steps": {"flaky": step("broken", retries=1, retry_delay="10m", retry_on=["cell_error"])}}})
+    with open(tmp_path / "runner.err", "w") as err:
+        runner = subprocess.Popen([str(SCRIPT), "run", "--config", str(project.config), "p"],
+                                  stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+    try:
+        deadline, warm = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not warm:
+            attempted = list((project.home / "runs" / "p").glob("*/flaky.attempt1.ipynb"))
+            warm = [proc for proc in processes_of(project.home) if "runner.stepproc" in proc.cmdline()
+                    and any("ipykernel_launcher" in child.cmdline() for child in proc.children())] if attempted else []
+            time.sleep(0.3)
+        assert warm, "no warm step process with its kernel while the retry waits"
+        time.sleep(2)  # its kernel ready, the process reads stdin
+        started = processes_of(project.home)
+        runner.kill()
+        runner.wait()
+        assert_all_end_soon(started, project.home)
+        assert not list((project.home / "logs").glob("step-*.log")), "the warm process left its log"
+    finally:
+        clean_up(runner, project.home)
+
+
+def assert_all_end_soon(started: list[psutil.Process], home: Path, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (any(alive(proc) for proc in started) or processes_of(home)):
+        time.sleep(0.1)
+    left = {proc.pid: proc.cmdline() for proc in started + processes_of(home) if alive(proc)}
+    assert left == {}, f"outlived the runner: {left}"
+
+
+def clean_up(runner: subprocess.Popen, home: Path) -> None:
+    """Whatever a failing test left behind."""
+    if runner.poll() is None:
+        runner.kill()
+        runner.wait()
+    for proc in processes_of(home):
+        proc.kill()
+
+
+def test_a_step_process_outlives_the_thread_that_started_it(tmp_path):
+    """Linux sends the parent-death signal when the *thread* that started a process ends; a step
+    process started ahead by a worker thread must not take that for its runner's death."""
+    processes = StepProcesses("no-such-kernel", str(tmp_path), str(tmp_path / "logs"))
+
+    def start_and_linger() -> None:
+        processes.warm(1)
+        time.sleep(3)  # until the process asked for the signal
+
+    worker = threading.Thread(target=start_and_linger)
+    worker.start()
+    worker.join()
+    try:
+        time.sleep(2)  # the signal, its handler and the watch thread's polls
+        (proc,) = processes._idle
+        assert proc.poll() is None
+    finally:
+        processes.close()
+
+
+# -- the lock -----------------------------------------------------------------------------------
+
+
+def test_a_lock_is_not_recovered_while_a_step_process_of_its_dead_runner_lives(tmp_path):
+    store = RunStore(str(tmp_path))
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])
+    runner_started = psutil.Process(runner.pid).create_time()
+    runner.wait()
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host, acquired_at = socket.gethostname(), utcnow()
+        dead = Process(host=host, pid=runner.pid, pid_started=runner_started, heartbeat_at=acquired_at)
+        record = RunRecord(run_id=new_run_id(), pipeline="p", as_of="2026-03-31", process=dead.model_copy(update={
+            "children": [ChildProcess(pid=orphan.pid, pid_started=psutil.Process(orphan.pid).create_time(),
+                                      role="step process", step="score")]}))
+        store.write(record)
+        (tmp_path / ".locks").mkdir()
+        (tmp_path / ".locks" / "p.lock").write_text(json.dumps({
+            "pipeline": "p", "purpose": "manual run", "token": "dead", "acquired_at": acquired_at,
+            "process": dead.model_dump(exclude={"children"})}))
+        with pytest.raises(PipelineBusy, match=rf"gone but its step process {orphan.pid} \(step score\) still run"):
+            PipelineLock(store, "p").acquire()
+        assert json.loads((tmp_path / ".locks" / "p.lock").read_text())["token"] == "dead"
+    finally:
+        orphan.kill()
+        orphan.wait()
+    with PipelineLock(store, "p") as lock:  # once the step process is gone, the lock is recovered
+        assert lock.holder()["token"] == lock.token
+
+
+def test_another_hosts_lock_keeps_the_heartbeat_rule_whatever_its_runs_record(tmp_path):
+    store = RunStore(str(tmp_path))
+    far = Process(host="elsewhere", pid=os.getpid(), pid_started=psutil.Process().create_time(),
+                  heartbeat_at="2026-01-01T00:00:00+00:00")
+    store.write(RunRecord(run_id="20260101T000000-abcdef", pipeline="p", as_of="2026-01-01", process=far.model_copy(
+        update={"children": [ChildProcess(pid=os.getpid(), pid_started=far.pid_started, role="kernel",
+                                           host="elsewhere")]})))
+    (tmp_path / ".locks").mkdir()
+    (tmp_path / ".locks" / "p.lock").write_text(json.dumps({
+        "pipeline": "p", "token": "far", "acquired_at": "2026-01-01T00:00:00+00:00",
+        "process": far.model_dump(exclude={"children"})}))
+    with PipelineLock(store, "p") as lock:  # a silent host: its lock goes, pids there mean nothing here
+        assert lock.holder()["token"] == lock.token
