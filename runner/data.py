@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -155,6 +155,7 @@ class Warehouse:
         model_version: str,
         as_of: str,
         namespace: str = PRODUCTION,
+        on_replaced: Callable[[dict[str, int]], None] | None = None,
     ) -> int:
         """Write a run's scores (frames of ``entity_id``, ``score``): all of them or none.
 
@@ -166,10 +167,18 @@ class Warehouse:
         the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
         the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written. Rows of a
         ``namespace`` other than production (a notebook run by hand) are invisible to :meth:`read_predictions`.
+
+        Production holds one set of scores per ``as_of``, model name and version: the same
+        transaction deletes the production rows another run wrote for them, so a resume or rerun of
+        a scored month replaces the earlier run's scores instead of doubling them. After the commit,
+        ``on_replaced`` hears which runs lost how many rows (when any did). Rows of other namespaces
+        are never touched, and a run by hand replaces only its own rows.
         """
         run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
                "scored_at": _now(), "namespace": namespace}
-        return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"))
+        one_set = ("as_of", "model_name", "model_version", "namespace") if namespace == PRODUCTION else ()
+        return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"), supersede=one_set,
+                                      on_replaced=on_replaced)
 
     def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, step: str, pipeline: str, as_of: str,
                                  model_name: str, model_version: str, namespace: str = PRODUCTION) -> int:
@@ -193,15 +202,30 @@ class Warehouse:
         return self._read_run_table(MONITORING_METRICS, conditions)
 
     def _replace_run_rows(self, table: str, frames, run: dict, required: tuple[str, ...],
-                          scope: tuple[str, ...] = ("run_id",)) -> int:
-        """One transaction deletes earlier rows of ``table`` that match ``run`` on ``scope`` and inserts
-        ``frames`` with the run's columns."""
+                          scope: tuple[str, ...] = ("run_id",), supersede: tuple[str, ...] = (),
+                          on_replaced: Callable[[dict[str, int]], None] | None = None) -> int:
+        """One transaction deletes earlier rows of ``table`` that match ``run`` on ``scope``, and those of
+        other runs that match it on ``supersede`` (when given; counted by run for ``on_replaced``, which
+        is called after the commit), and inserts ``frames`` with the run's columns."""
         spec = self._contract(table).table(table)
         chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
         written = 0
+        replaced: dict[str, int] = {}
         with self._transaction() as conn:
             sql_table = self._ensure_table(conn, table, spec)
-            conn.execute(sa.delete(sql_table).where(*(sql_table.c[name] == run[name] for name in scope)))
+
+            def matching(names: tuple[str, ...]) -> list:
+                return [sql_table.c[name] == (pd.Timestamp(run[name]).date() if spec.columns[name].type == "date"
+                                              else run[name]) for name in names]
+
+            conn.execute(sa.delete(sql_table).where(*matching(scope)))
+            if supersede:
+                others = sa.and_(*matching(supersede), sql_table.c.run_id != run["run_id"])
+                counts = conn.execute(sa.select(sql_table.c.run_id, sa.func.count()).where(others)
+                                      .group_by(sql_table.c.run_id).order_by(sql_table.c.run_id))
+                replaced = {str(run_id): int(rows) for run_id, rows in counts}
+                if replaced:
+                    conn.execute(sa.delete(sql_table).where(others))
             for chunk in chunks:
                 missing = set(required) - set(chunk.columns)
                 if missing:
@@ -209,6 +233,8 @@ class Warehouse:
                 rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]].assign(**run)
                 written += self._insert(conn, table, self._contract(table).validate(table, rows[list(spec.columns)]),
                                         spec)
+        if replaced and on_replaced is not None:
+            on_replaced(replaced)
         return written
 
     def read_predictions(self, run_id: str | None = None, as_of: str | None = None, *, model_name: str | None = None,

@@ -499,13 +499,14 @@ def _auc(y_true, y_prob) -> float:
 
 
 def score(model, model_name: str, model_version: str, table: str, where: str | None = None,
-          params: dict | None = None, *, id_column: str | None = None, chunksize: int = 20000) -> dict[str, float]:
+          params: dict | None = None, *, id_column: str | None = None, chunksize: int = 20000) -> dict[str, Any]:
     """Score the rows of ``table`` that match ``where`` into ``predictions``, chunk by chunk.
 
     The entity id is ``id_column``, else the table's key in the data dictionary. Memory stays flat
     however many rows match: rows are read, scored and written a chunk at a time, all in one
     transaction (all rows of the run or none). Returns rows, seconds spent in ``predict_proba`` and in
-    total, and milliseconds per 1,000 rows.
+    total, milliseconds per 1,000 rows, and the production rows of other runs this run's scores replaced
+    (``replaced_rows``, ``replaced_runs``; see :func:`write_predictions`).
     """
     import time
 
@@ -524,19 +525,41 @@ def score(model, model_name: str, model_version: str, table: str, where: str | N
             spent["rows"] += len(chunk)
             yield pd.DataFrame({"entity_id": chunk[id_column].astype(str), "score": scores})
 
-    rows = write_predictions(scored_chunks(), model_name, model_version)
+    rows, replaced = _write_predictions(scored_chunks(), model_name, model_version)
     total = time.perf_counter() - started
     return {"rows": rows, "predict_s": spent["predict_s"], "total_s": total,
-            "ms_per_1k": 1e6 * total / rows if rows else float("nan")}
+            "ms_per_1k": 1e6 * total / rows if rows else float("nan"),
+            "replaced_rows": sum(replaced.values()), "replaced_runs": list(replaced)}
+
+
+PREDICTIONS_REPLACED_SCRAP = "predictions_replaced"
+_replaced: dict[str, int] = {}  # production rows of other runs this kernel's predictions replaced, by run
 
 
 def write_predictions(frames: Iterable | Any, model_name: str, model_version: str) -> int:
-    """Write scores (``entity_id``, ``score``) for this run, all rows or none, in this run's namespace."""
+    """Write scores (``entity_id``, ``score``) for this run, all rows or none, in this run's namespace.
+
+    In production they replace the scores another run wrote for the same as_of, model and version
+    (a resume or rerun of a scored month), in the same transaction: the notebook says so on stderr
+    and glues ``predictions_replaced``, ``{"rows": N, "runs": {run_id: rows}}``. Returns rows written.
+    """
+    return _write_predictions(frames, model_name, model_version)[0]
+
+
+def _write_predictions(frames: Iterable | Any, model_name: str, model_version: str) -> tuple[int, dict[str, int]]:
     ctx = _current()
+    replaced: dict[str, int] = {}
     rows = warehouse().write_predictions(frames, run_id=ctx.run_id, model_name=model_name,
-                                         model_version=str(model_version), as_of=ctx.as_of, namespace=ctx.namespace)
+                                         model_version=str(model_version), as_of=ctx.as_of, namespace=ctx.namespace,
+                                         on_replaced=replaced.update)
     _append_scrap(MODELS_SCRAP, f"{model_name}/{model_version}")
-    return rows
+    if replaced:
+        for run_id, count in replaced.items():
+            _replaced[run_id] = _replaced.get(run_id, 0) + count
+        glue(PREDICTIONS_REPLACED_SCRAP, {"rows": sum(_replaced.values()), "runs": dict(_replaced)})
+        print(f"replaced {sum(replaced.values())} production predictions of {ctx.as_of}, {model_name} "
+              f"v{model_version}, written by run {', '.join(replaced)}", file=sys.stderr)
+    return rows, replaced
 
 
 BANNER_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "alert": "#c62828"}

@@ -1,5 +1,6 @@
-"""Steps die with their runner: a killed runner leaves no step process, kernel or commit behind, and
-its pipeline's lock is not recovered while a process of its run lives."""
+"""Steps die with their runner: a killed runner leaves no step process, kernel or commit behind, its
+pipeline's lock is not recovered while a process of its run lives, and a month scored again (resume,
+rerun) holds one copy of its production predictions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 from conftest import step
@@ -207,3 +209,64 @@ def test_another_hosts_lock_keeps_the_heartbeat_rule_whatever_its_runs_record(tm
         "process": far.model_dump(exclude={"children"})}))
     with PipelineLock(store, "p") as lock:  # a silent host: its lock goes, pids there mean nothing here
         assert lock.holder()["token"] == lock.token
+
+
+# -- one copy of a month's predictions ----------------------------------------------------------
+
+
+def scores(prefix: str, rows: int = 4, score: float = 0.5) -> pd.DataFrame:
+    return pd.DataFrame({"entity_id": [f"{prefix}{i}" for i in range(rows)], "score": [score] * rows})
+
+
+def test_production_predictions_of_a_month_model_and_version_replace_another_runs(tmp_path):
+    warehouse = Warehouse(f"sqlite:///{tmp_path / 'w.db'}")
+    heard: list[dict] = []
+    month = {"model_name": "m", "model_version": "1", "as_of": "2026-02-28"}
+    warehouse.write_predictions(scores("by-hand"), run_id="interactive-1", namespace="user:bob", **month)
+    warehouse.write_predictions(scores("other-version"), run_id="v2", **{**month, "model_version": "2"})
+    warehouse.write_predictions(scores("other-month"), run_id="march", **{**month, "as_of": "2026-03-31"})
+    assert warehouse.write_predictions(scores("a"), run_id="first", on_replaced=heard.append, **month) == 4
+    assert heard == []
+    assert warehouse.write_predictions(scores("b", 3), run_id="resumed", on_replaced=heard.append, **month) == 3
+    assert heard == [{"first": 4}]
+    assert warehouse.write_predictions(scores("c", 3), run_id="resumed", on_replaced=heard.append, **month) == 3
+    assert heard == [{"first": 4}]  # writing a run again replaces its own rows, quietly
+    february = warehouse.read_predictions(as_of="2026-02-28", model_name="m", model_version="1")
+    assert set(february["run_id"]) == {"resumed"} and sorted(february["entity_id"]) == ["c0", "c1", "c2"]
+    everything = warehouse.read_predictions(namespace=None)
+    assert sorted(set(everything["run_id"])) == ["interactive-1", "march", "resumed", "v2"]
+    assert (everything["run_id"] == "interactive-1").sum() == 4  # work by hand is never touched
+
+    def fails_midway():
+        yield scores("d")
+        raise RuntimeError("model crashed")
+
+    with pytest.raises(RuntimeError):  # a failed write replaces nothing
+        warehouse.write_predictions(fails_midway(), run_id="third", on_replaced=heard.append, **month)
+    assert set(warehouse.read_predictions(**month)["run_id"]) == {"resumed"} and len(heard) == 1
+
+
+def test_resume_and_rerun_of_a_scored_month_leave_one_copy_and_say_what_they_replaced(project, tmp_path):
+    fixed = tmp_path / "fixed"
+    project.write({"p": {"steps": {"score": step("scores_then_fails", parameters={"needs": str(fixed)})}}})
+    assert project.cli("run", "p", "--as-of", "2026-01-31").exit_code == 1
+    (first,) = records(project)
+    month = warehouse(project).read_predictions(as_of="2026-01-31")
+    assert len(month) == 5 and set(month["run_id"]) == {first.run_id}  # committed before the step failed
+
+    fixed.touch()
+    result = project.cli("resume", first.run_id)
+    assert result.exit_code == 0, result.output
+    resumed = records(project)[-1]
+    month = warehouse(project).read_predictions(as_of="2026-01-31")
+    assert len(month) == 5 and set(month["run_id"]) == {resumed.run_id}
+    assert resumed.steps["score"].scraps["predictions_replaced"] == {"rows": 5, "runs": {first.run_id: 5}}
+
+    result = project.cli("rerun", resumed.run_id)
+    assert result.exit_code == 0, result.output
+    rerun = records(project)[-1]
+    month = warehouse(project).read_predictions(as_of="2026-01-31")
+    assert len(month) == 5 and set(month["run_id"]) == {rerun.run_id}
+    assert rerun.steps["score"].scraps["predictions_replaced"] == {"rows": 5, "runs": {resumed.run_id: 5}}
+    executed = (project.home / "runs" / "p" / rerun.run_id / "score.ipynb").read_text()
+    assert f"replaced 5 production predictions of 2026-01-31, m v1, written by run {resumed.run_id}" in executed
