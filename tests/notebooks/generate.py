@@ -124,23 +124,6 @@ nb("writes_slowly", "writes_slowly: opens a predictions write, says so in a file
     "written = nb.write_predictions(chunks(), model_name, model_version)",
     'nb.glue("written", written)',
 ])
-nb("writes_slowly", "writes_slowly: opens a predictions write, says so in a file, and sleeps inside it", [
-    (P, 'seconds = 8.0\nmarker = ""\nrows = 5\nmodel_name = "slow_model"\nmodel_version = "1"'),
-    "import os\nimport subprocess\nimport sys\nimport time\n\nimport pandas as pd\n\nfrom runner import nb",
-    "def chunks():\n"
-    '    yield pd.DataFrame({"entity_id": [f"a{i}" for i in range(rows)], "score": [0.25] * rows})\n'
-    "    # The first chunk is written, uncommitted. A helper process of the kernel lives as long as the write.\n"
-    '    helper = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds} * 5)"])\n'
-    "    if marker:\n"
-    '        with open(marker + ".tmp", "w") as out:\n'
-    '            out.write(f"{os.getpid()} {helper.pid} {time.time()}")\n'
-    '        os.replace(marker + ".tmp", marker)\n'
-    "    time.sleep(seconds)\n"
-    "    helper.kill()\n"
-    '    yield pd.DataFrame({"entity_id": [f"b{i}" for i in range(rows)], "score": [0.75] * rows})\n\n\n'
-    "written = nb.write_predictions(chunks(), model_name, model_version)",
-    'nb.glue("written", written)',
-])
 nb("scores_then_fails", "scores_then_fails: writes the month's predictions, then raises until a file exists", [
     (P, 'needs = "fixed"\nrows = 5\nmodel_name = "m"\nmodel_version = "1"'),
     "import os\n\nimport pandas as pd\n\nfrom runner import nb",
