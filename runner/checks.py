@@ -8,11 +8,16 @@ and coerced parameters. :func:`check_project` adds, and raises the first problem
 * every ``from runner import X``, ``from runner.<module> import X`` and ``import runner.<module>``
   names something the installed runner has;
 * every table a notebook names in a call of the notebook API (``nb.load("applications")``, or
-  ``nb.load(table)`` where ``table`` is a parameter) is declared in the data dictionary.
+  ``nb.load(table)`` where ``table`` is a parameter, ``nb.warehouse().write_table(...)``, and the
+  tables of a literal query in ``nb.warehouse().read_sql("SELECT ...")``) is declared in the data
+  dictionary;
+* a pipeline whose notebooks read a table of the dictionary declares a ``purpose``: without one
+  nothing could check what it reads, so ``nb.load`` would refuse at run time.
 
 "cell N" is the cell's index in the notebook (from 0, markdown cells counted), as in the runner's
-other messages. A project that names no table and declares no purpose needs no data dictionary:
-the notebook API then runs without one, so its absence is only an error when something needs it.
+other messages. A project that names no table and declares no purpose needs no data dictionary
+(only the runner's run tables are then used); but a ``dictionary:`` that runner.yaml names and
+that does not exist is always an error: a misspelt path must never mean "nothing is checked".
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ NB_TABLE_ARGS = {
     "load": 0, "save": 0, "split_valid": 0, "features": 0, "key": 0, "score": 3, "feature_kinds": 1,
     "limits": 1, "reference_profile": 2, "save_model": 7, "write_table": 0,
 }
-# Calls on nb.warehouse(). Not write_table: the warehouse writes a table the dictionary does not
-# declare as it is, unvalidated, by design (the reference ingest notebook keeps the rows it rejects
-# in such a table, ``rejected_applications``).
-WAREHOUSE_TABLE_ARGS = {"read_table": 0}
+# Calls on nb.warehouse(): the table's position; read_sql's is a query's (``sql=``), whose tables count.
+WAREHOUSE_TABLE_ARGS = {"read_table": 0, "write_table": 0, "read_sql": 0}
+QUERY_CALLS = frozenset({"read_sql"})
+# The calls that read a table's rows, for a purpose: a pipeline that makes them must declare one.
+READ_CALLS = frozenset({"load", "score", "read_table", "read_sql"})
+DEFAULT_DICTIONARY = "data/dictionary.yaml"  # runner.yaml's default for `dictionary:`
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class TableUse:
     cell: int
     table: str
     parameter: str | None  # the notebook parameter that gave the name, if one did
+    reads: bool = False  # the call reads the table's rows (for the pipeline's purpose)
+    problem: str = ""  # a literal query the purpose rule refuses (then ``table`` is empty)
 
 
 def check_project(config: Config, plans: Iterable[Any]) -> None:
@@ -64,6 +73,7 @@ def check_project(config: Config, plans: Iterable[Any]) -> None:
     for plan in plans:
         if plan.config.purpose is not None:
             _check_purpose(config, plan.pipeline, plan.config.purpose, dictionary)
+    dialect = _dialect(config)
     parsed: dict[Path, list[Cell]] = {}
     for plan in plans:
         for step in plan.steps.values():
@@ -71,8 +81,12 @@ def check_project(config: Config, plans: Iterable[Any]) -> None:
             if step.notebook not in parsed:
                 parsed[step.notebook] = cells = parse_notebook(step.notebook, shown)
                 check_imports(cells, shown)
-            for use in tables_named(parsed[step.notebook], step.contract.parameters, step.parameters):
+            for use in tables_named(parsed[step.notebook], step.contract.parameters, step.parameters, dialect):
+                if use.problem:
+                    raise ConfigError(f"cell {use.cell}: {use.problem}", shown)
                 _check_table(config, use, shown, dictionary)
+                if use.reads and plan.config.purpose is None:
+                    _check_reader(config, plan.pipeline, use, shown, dictionary)
 
 
 def parse_notebook(path: Path, shown: str) -> list[Cell]:
@@ -118,34 +132,65 @@ def check_imports(cells: list[Cell], shown: str) -> None:
                             raise ConfigError(f"cell {cell.index}: 'import {alias.name}': {problem}", shown)
 
 
-def tables_named(cells: list[Cell], contract: dict[str, Any], values: dict[str, Any]) -> Iterator[TableUse]:
+def tables_named(cells: list[Cell], contract: dict[str, Any], values: dict[str, Any],
+                 dialect: str = "") -> Iterator[TableUse]:
     """The tables named by calls of the notebook API, in cell order.
 
     ``contract`` maps the notebook's parameter names to their :class:`~runner.parameters.Parameter`
     and ``values`` holds the step's coerced values: a parameter passed as the table gives the
     step's value, else its default. A value still holding ``${...}`` is known only when the step
-    starts, and any other expression only when the cell runs: both are left out.
+    starts, and any other expression only when the cell runs: both are left out. A literal query
+    (``read_sql("SELECT ...")``) is parsed in ``dialect`` for the tables it reads; a query the
+    purpose rule would refuse is a use with a ``problem``.
     """
+    from runner.dictionary import parse_query
+    from runner.errors import DataContractError
+
     modules, functions = _nb_names(cells)
     for cell in cells:
         for node in ast.walk(cell.tree):
             if not isinstance(node, ast.Call):
                 continue
-            position = _table_position(node.func, modules, functions)
-            if position is None:
+            called = _table_call(node.func, modules, functions)
+            if called is None:
                 continue
-            argument = _argument(node, position)
-            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-                yield TableUse(cell.index, argument.value, None)
+            name, position = called
+            reads = name in READ_CALLS
+            argument = _argument(node, position, "sql" if name in QUERY_CALLS else "table")
+            if name in QUERY_CALLS:
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                    try:
+                        tables = parse_query(argument.value, dialect).tables
+                    except DataContractError as refused:
+                        yield TableUse(cell.index, "", None, reads, str(refused))
+                        continue
+                    for table in tables:
+                        yield TableUse(cell.index, table, None, reads)
+            elif isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                yield TableUse(cell.index, argument.value, None, reads)
             elif isinstance(argument, ast.Name) and argument.id in contract:
                 value = values.get(argument.id, contract[argument.id].default)
                 if isinstance(value, str) and "${" not in value:
-                    yield TableUse(cell.index, value, argument.id)
+                    yield TableUse(cell.index, value, argument.id, reads)
 
 
 def _dictionary(config: Config) -> DataDictionary | None:
-    """The project's data dictionary; None when its file does not exist (see the module's docstring)."""
-    return DataDictionary.load(config.dictionary) if config.dictionary.exists() else None
+    """The project's data dictionary; None when the default file does not exist (see the module's
+    docstring). A path runner.yaml names that does not exist is the loader's error."""
+    named = config.dictionary != (config.root / DEFAULT_DICTIONARY).resolve()
+    return DataDictionary.load(config.dictionary) if named or config.dictionary.exists() else None
+
+
+def _dialect(config: Config) -> str:
+    """sqlglot's dialect of the warehouse's URL (what its queries are parsed as); no connection made."""
+    import sqlalchemy as sa
+
+    from runner.dictionary import sql_dialect
+
+    try:
+        return sql_dialect(sa.make_url(config.stores.warehouse_url).get_backend_name())
+    except sa.exc.ArgumentError:
+        return ""
 
 
 def _required(config: Config, dictionary: DataDictionary | None) -> DataDictionary:
@@ -162,6 +207,20 @@ def _check_purpose(config: Config, pipeline: str, purpose: str, dictionary: Data
             f"there (see {REFERENCE})",
             str(config.source), f"pipelines.{pipeline}.purpose",
         )
+
+
+def _check_reader(config: Config, pipeline: str, use: TableUse, shown: str, dictionary: DataDictionary | None) -> None:
+    """A pipeline without a purpose reads none of the dictionary's tables (the runner's run tables aside)."""
+    from runner.data import BUILTIN
+
+    if use.table in BUILTIN.tables:
+        return
+    known = sorted(_required(config, dictionary).purposes)
+    raise ConfigError(
+        f"pipeline {pipeline!r} declares no purpose; add `purpose:` (one of {known}): {shown} cell {use.cell} reads "
+        f"{use.table!r}, and the data dictionary checks every read against the pipeline's purpose",
+        str(config.source), f"pipelines.{pipeline}",
+    )
 
 
 def _check_table(config: Config, use: TableUse, shown: str, dictionary: DataDictionary | None) -> None:
@@ -228,27 +287,28 @@ def _nb_names(cells: list[Cell]) -> tuple[set[str], dict[str, str]]:
     return modules, functions
 
 
-def _table_position(func: ast.expr, modules: set[str], functions: dict[str, str]) -> int | None:
-    """Where the table goes in a call of ``func`` when it is a table-naming notebook API call."""
+def _table_call(func: ast.expr, modules: set[str], functions: dict[str, str]) -> tuple[str, int] | None:
+    """(the function, where its table goes) when ``func`` is a table-naming notebook API call."""
     if isinstance(func, ast.Name) and func.id in functions:
-        return NB_TABLE_ARGS.get(functions[func.id])
+        name = functions[func.id]
+        return (name, NB_TABLE_ARGS[name]) if name in NB_TABLE_ARGS else None
     if not isinstance(func, ast.Attribute):
         return None
     if _dotted(func.value) in modules:
-        return NB_TABLE_ARGS.get(func.attr)
+        return (func.attr, NB_TABLE_ARGS[func.attr]) if func.attr in NB_TABLE_ARGS else None
     receiver = func.value
     if isinstance(receiver, ast.Call) and func.attr in WAREHOUSE_TABLE_ARGS:
         inner = receiver.func
         called = (isinstance(inner, ast.Attribute) and inner.attr == "warehouse" and _dotted(inner.value) in modules
                   or isinstance(inner, ast.Name) and functions.get(inner.id) == "warehouse")
         if called:
-            return WAREHOUSE_TABLE_ARGS[func.attr]
+            return func.attr, WAREHOUSE_TABLE_ARGS[func.attr]
     return None
 
 
-def _argument(call: ast.Call, position: int) -> ast.expr | None:
+def _argument(call: ast.Call, position: int, keyword_name: str = "table") -> ast.expr | None:
     for keyword in call.keywords:
-        if keyword.arg == "table":
+        if keyword.arg == keyword_name:
             return keyword.value
     before = call.args[:position + 1]
     if len(call.args) > position and not any(isinstance(arg, ast.Starred) for arg in before):

@@ -1,21 +1,25 @@
 """The data layer: one warehouse (SQLAlchemy), the data dictionary, content-addressed snapshots.
 
 The same :class:`Warehouse` serves development and production: a URL chooses the database
-(sqlite under ``.runner/`` by default). With a :class:`DataDictionary` it validates what is written
-and refuses columns a purpose may not use. Date columns are read as ``datetime64[ns]``, category
+(sqlite under ``.runner/`` by default). With a :class:`DataDictionary` it validates what is written,
+writes only the tables the dictionary declares (and the runner's run tables), and reads for a
+purpose: every column a read uses, in ``columns=``, ``where=``, ``order_by=`` or a whole query
+(parsed, never trusted), must allow it. Date columns are read as ``datetime64[ns]``, category
 columns as strings (see :mod:`runner.dictionary`).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +28,8 @@ from pandas.errors import DatabaseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.config import PRODUCTION
-from runner.dictionary import DataDictionary, TableSpec
+from runner.dictionary import ANY as ANY_PURPOSE
+from runner.dictionary import DataDictionary, TableSpec, parse_condition, parse_query, sql_dialect
 from runner.errors import DataContractError, NotFound, RunnerError
 
 __all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
@@ -64,6 +69,7 @@ _MONITORING_COLUMNS = {  # name: (type, description, nullable)
     "namespace": ("string", "production, or user:<name> for a notebook run by hand", False),
 }
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
+log = logging.getLogger(__name__)
 BUILTIN = DataDictionary.from_dict({
     "purposes": {},
     "tables": {
@@ -84,15 +90,49 @@ BUILTIN = DataDictionary.from_dict({
 
 
 class Warehouse:
-    """One warehouse for development and production, through SQLAlchemy (any URL; sqlite by default)."""
+    """One warehouse for development and production, through SQLAlchemy (any URL; sqlite by default).
 
-    def __init__(self, url: str, dictionary: DataDictionary | None = None):
+    Reads are for a ``purpose`` (the pipeline's): given here, or by :meth:`for_purpose`, it is fixed
+    for the object's life; a warehouse opened without one takes it per :meth:`read_table` call. A
+    read of a table of the ``dictionary`` without a purpose is refused, unless it says
+    ``unchecked="why"`` (logged); the runner's run tables (``predictions``, ``monitoring_metrics``)
+    may be read for any purpose or none.
+    """
+
+    def __init__(self, url: str, dictionary: DataDictionary | None = None, *, purpose: str | None = None):
         self.url = url
         self.dictionary = dictionary
         self._engine = _create_engine(url)
+        self._purpose = purpose
+        self._fixed = purpose is not None  # reads are for self._purpose only, or (None) for no purpose
+        self._no_purpose = ""  # why a fixed warehouse has no purpose, and what to do: said when a read needs one
+        self._on_unchecked: Callable[[str, str], None] | None = None
 
     def __repr__(self) -> str:
-        return f"Warehouse({self._shown_url!r})"
+        return f"Warehouse({self._shown_url!r}{f', purpose={self._purpose!r}' if self._purpose else ''})"
+
+    @property
+    def purpose(self) -> str | None:
+        """What this warehouse reads for (None: no purpose, or per call if not fixed)."""
+        return self._purpose
+
+    def for_purpose(self, purpose: str | None, *, no_purpose: str = "",
+                    on_unchecked: Callable[[str, str], None] | None = None) -> Warehouse:
+        """This warehouse (same connections and dictionary) reading for ``purpose`` and no other.
+
+        With ``purpose`` None its reads of the dictionary's tables are refused, saying ``no_purpose``
+        (what the reader should do: the notebook API says which pipeline declares none).
+        ``on_unchecked(reason, sql)`` hears every read made with ``unchecked=``. A warehouse fixed
+        to one purpose is never turned to another.
+        """
+        if self._fixed and purpose != self._purpose:
+            raise DataContractError(f"this warehouse reads for {self._purpose!r}; it cannot be turned to "
+                                    f"{purpose!r}: a pipeline reads for the purpose it declares in runner.yaml")
+        view = copy.copy(self)
+        view._purpose, view._fixed = purpose, True
+        view._no_purpose = no_purpose or self._no_purpose
+        view._on_unchecked = on_unchecked or self._on_unchecked
+        return view
 
     def tables(self) -> list[str]:
         with self._connect() as conn:
@@ -101,22 +141,23 @@ class Warehouse:
     def write_table(self, table: str, frame: pd.DataFrame, *, mode: str = "append") -> int:
         """Write ``frame`` in one transaction; returns rows written.
 
-        ``mode`` is ``append`` or ``replace`` (the table's previous contents go). A table declared in
-        the dictionary is validated first (nothing is written if it breaks it) and created with the
-        declared types; rows whose ``key`` already exists are replaced, so re-ingesting a batch does
-        not duplicate it.
+        ``mode`` is ``append`` or ``replace`` (the table's previous contents go). Only a table the
+        dictionary declares (or a run table of the runner) is written: the frame is validated first
+        (nothing is written if it breaks the dictionary) and the table created with the declared
+        types; rows whose ``key`` already exists are replaced, so re-ingesting a batch does not
+        duplicate it. Any other table is refused: what it held would escape the purpose rule.
         """
         if mode not in ("append", "replace"):
             raise RunnerError(f"write mode must be 'append' or 'replace', got {mode!r}")
+        self._declaration(table, "write")
         contract = self._contract(table)
-        spec = contract.table(table) if contract else None
-        if contract:
-            frame = contract.validate(table, frame)
+        spec = contract.table(table)
+        frame = contract.validate(table, frame)
         with self._transaction() as conn:
             if mode == "replace":
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(table)}"))
-            sql_table = self._ensure_table(conn, table, spec) if spec else None
-            if spec and spec.key and mode == "append":
+            sql_table = self._ensure_table(conn, table, spec)
+            if spec.key and mode == "append":
                 self._delete_keys(conn, sql_table, frame[list(spec.key)])
             return self._insert(conn, table, frame, spec)
 
@@ -130,21 +171,59 @@ class Warehouse:
         purpose: str | None = None,
         chunksize: int | None = None,
         order_by: Sequence[str] | None = None,
+        unchecked: str | None = None,
     ) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """Rows of ``table``; ``where`` is an SQL condition with ``:named`` parameters.
 
-        With ``purpose`` (and a dictionary) every requested column, all of the table's when
-        ``columns`` is None, must allow it: checked before any row is read. With ``chunksize``,
-        an iterator of frames of at most that many rows. Rows come in a stable order: by
-        ``order_by``, else by the table's declared key, else by every column read; so the same data
-        gives the same frame however it was written (a re-ingest that reorders rows changes nothing).
+        Before any row is read, every column the read uses (``columns``, all of the table's when
+        None; the columns ``where`` tests; ``order_by``) must be declared and allow the purpose
+        (this warehouse's, or ``purpose`` if it has none fixed). ``where`` is parsed in the
+        warehouse's dialect: a condition over this table's columns (comparisons, AND/OR/NOT, IN,
+        BETWEEN, LIKE, IS NULL, arithmetic, literals, ``:named`` parameters, lower, upper,
+        coalesce, substr), never a sub-query, a UNION or another table. ``unchecked="why"`` skips
+        all of this on a warehouse without a purpose, logged (see :meth:`read_sql`). With
+        ``chunksize``, an iterator of frames of at most that many rows. Rows come in a stable order:
+        by ``order_by``, else by the table's declared key, else by every column read; so the same
+        data gives the same frame however it was written (a re-ingest that reorders rows changes nothing).
         """
-        return self._read(table, columns, sa.text(where) if where else None, params, purpose, chunksize, order_by)
+        if unchecked is not None:
+            self._unchecked(unchecked, f"{table} columns={columns} where={where!r} order_by={order_by}")
+            return self._read(table, columns, sa.text(where) if where else None, params, chunksize, order_by)
+        purpose = self._purpose_for(purpose)
+        self._declaration(table, "read")
+        condition = parse_condition(where, table, self._dialect) if where else None
+        names = self._columns(table) if columns is None else list(columns)
+        order = list(order_by) if order_by is not None else list(self._contract(table).table(table).key) or names
+        self._check_read(table, [*names, *(condition.columns if condition else ()), *order], purpose)
+        return self._read(table, names, sa.text(condition.sql) if condition else None, params, chunksize, order_by)
 
-    def read_sql(self, sql: str, params: dict | None = None) -> pd.DataFrame:
-        """The result of any query, as is (no dictionary dtypes, no purpose check)."""
+    def read_sql(self, sql: str, params: dict | None = None, *, unchecked: str | None = None) -> pd.DataFrame:
+        """The result of one query that only reads, as is (no dictionary dtypes), after the purpose rule.
+
+        The query is parsed in the warehouse's dialect (sqlglot): every table it reads must be
+        declared in the dictionary or be a run table of the runner, and every column it uses anywhere
+        (``*`` expanded to the table's columns) must allow this warehouse's purpose; several
+        statements, writes, table functions, other schemas and functions the parser does not know are
+        refused. The statement as parsed is what runs (written out again, comments dropped).
+
+        A warehouse without a purpose reads the dictionary's tables only with ``unchecked="why"``:
+        then nothing is parsed or checked, the read is logged as a warning with the reason and the SQL,
+        and the notebook API records it in the step's ``unchecked_reads`` scrap. A warehouse with a
+        purpose refuses ``unchecked``: a pipeline's reads are always checked.
+        """
+        if unchecked is not None:
+            self._unchecked(unchecked, sql)
+            text = sql
+        else:
+            query = parse_query(sql, self._dialect)
+            for table in query.tables:
+                self._declaration(table, "read")
+            used = query.columns({table: self._query_columns(table) for table in query.tables})
+            for table in query.tables:
+                self._check_read(table, used.get(table, []), self._purpose)
+            text = query.sql
         with self._connect() as conn:
-            return self._frame(partial(pd.read_sql, sa.text(sql), conn, params=params), "the query")
+            return self._frame(partial(pd.read_sql, sa.text(text), conn, params=params), "the query")
 
     def write_predictions(
         self,
@@ -257,13 +336,78 @@ class Warehouse:
         with self._transaction() as conn:  # a table written by an older runner gets the columns read below
             self._ensure_table(conn, table, spec)
         order = ["run_id", "entity_id"] if table == PREDICTIONS else ["as_of", "run_id", "step", "feature", "statistic"]
-        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, None, order)
+        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, order)
 
     # -- internals -------------------------------------------------------------------------------
 
     @property
     def _shown_url(self) -> str:
         return self._engine.url.render_as_string(hide_password=True)
+
+    @cached_property
+    def _dialect(self) -> str:
+        """sqlglot's name for the warehouse's SQL dialect (what reads' SQL is parsed as)."""
+        return sql_dialect(self._engine.dialect.name)
+
+    def _purpose_for(self, requested: str | None) -> str | None:
+        """The purpose a read is checked for: this warehouse's; a per-call one only when it has none fixed."""
+        if requested is None or requested == self._purpose:
+            return self._purpose
+        if self._fixed and self._purpose is None:
+            reason = self._no_purpose or "this warehouse reads for no purpose"
+            raise DataContractError(f"cannot read for {requested!r}: {reason}")
+        if self._fixed:
+            raise DataContractError(f"this warehouse reads for {self._purpose!r}, not for {requested!r}: a pipeline "
+                                    "reads for the purpose it declares in runner.yaml")
+        return requested
+
+    def _declaration(self, table: str, verb: str) -> DataDictionary:
+        """The dictionary declaring ``table`` for the purpose rule: the project's, else the runner's for its
+        run tables; any other table is refused (:class:`DataContractError`), since nothing would check it."""
+        if self.dictionary is not None and table in self.dictionary.tables:
+            return self.dictionary
+        if table in BUILTIN.tables:
+            return BUILTIN
+        if self.dictionary is None:
+            raise DataContractError(
+                f"cannot {verb} {table!r}: this warehouse has no data dictionary, so nothing would check what the "
+                f"table holds or who reads it; open it with the project's (Warehouse(url, DataDictionary.load(path))); "
+                f"without one only the runner's run tables {sorted(BUILTIN.tables)} are used")
+        self.dictionary.table(table)  # raises: not declared
+        return self.dictionary
+
+    def _check_read(self, table: str, names: list[str], purpose: str | None) -> None:
+        """The purpose rule: every column of ``table`` a read uses is declared and allows ``purpose``.
+
+        Without a purpose only the run tables' columns that allow any purpose are read.
+        """
+        contract = self._declaration(table, "read")
+        names = list(dict.fromkeys(names))
+        if contract is BUILTIN:  # the runner's own run tables, every column for any purpose
+            BUILTIN.check_declared(table, names)
+            return
+        if purpose is None:
+            contract.check_declared(table, names)
+            columns = contract.table(table).columns
+            if table in BUILTIN.tables and all(columns[name].allows(ANY_PURPOSE) for name in names):
+                return
+            reason = self._no_purpose or ("this warehouse has no purpose; open it for one (Warehouse(url, "
+                                          "dictionary, purpose=...) or .for_purpose(...)), or pass unchecked='why' to "
+                                          "read without the purpose rule (logged)")
+            raise DataContractError(f"cannot read {table}: {reason}")
+        contract.check_purpose(table, names, purpose)
+
+    def _unchecked(self, reason: str, what: str) -> None:
+        """Allow, and log, a read past the purpose rule: only on a warehouse without a purpose, with a reason."""
+        if self._purpose is not None:
+            raise DataContractError(f"unchecked= refused: this warehouse reads for {self._purpose!r} and every one of "
+                                    "its reads is checked; unchecked= is only for a warehouse without a purpose")
+        if not isinstance(reason, str) or not reason.strip():
+            raise DataContractError("unchecked= needs the reason, in words: it is logged with the read")
+        log.warning("unchecked read of the warehouse %s, past the purpose rule (%s): %s", self._shown_url,
+                    reason.strip(), what)
+        if self._on_unchecked is not None:
+            self._on_unchecked(reason.strip(), what)
 
     def _contract(self, table: str) -> DataDictionary | None:
         """The dictionary whose declaration of ``table`` is written and read: the built-in one for the run
@@ -303,14 +447,13 @@ class Warehouse:
         except (SQLAlchemyError, DatabaseError) as exc:
             raise self._failed(what, exc, "check the column names and the where clause or query") from exc
 
-    def _read(self, table, columns, condition, params, purpose, chunksize, order_by=None):
+    def _read(self, table, columns, condition, params, chunksize, order_by=None):
+        """Read, past every check (the callers check first)."""
         available = self._columns(table)
         names = available if columns is None else list(columns)
         contract = self._contract(table)
         declared_key = list(contract.table(table).key) if contract else []
         order = list(order_by) if order_by is not None else declared_key or names
-        if purpose and self.dictionary is not None and (table in self.dictionary.tables or table not in BUILTIN.tables):
-            self.dictionary.check_purpose(table, list(dict.fromkeys(names + order)), purpose)
         unknown = [name for name in dict.fromkeys(names + order) if name not in available]
         if unknown:
             raise DataContractError(f"{table} has no column(s) {unknown}; its columns: {available}")
@@ -331,6 +474,15 @@ class Warehouse:
             for chunk in self._frame(partial(pd.read_sql, query, conn, params=params, chunksize=chunksize),
                                      f"reading {table}"):
                 yield conform(chunk)
+
+    def _query_columns(self, table: str) -> list[str]:
+        """The columns a query's ``*`` stands for: the table's in the warehouse, every one of them checked
+        (a column the dictionary does not declare is refused); the declared ones of a table not yet written."""
+        with self._connect() as conn:
+            inspector = sa.inspect(conn)
+            if inspector.has_table(table):
+                return [column["name"] for column in inspector.get_columns(table)]
+        return list(self._declaration(table, "read").table(table).columns)
 
     def _columns(self, table: str) -> list[str]:
         with self._connect() as conn:

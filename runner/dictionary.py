@@ -1,8 +1,10 @@
 """The data dictionary: each column's type, range, levels, PII flag, owner and allowed purposes.
 
 ``data/dictionary.yaml`` is loaded into frozen pydantic objects. A table's entry becomes a pandera
-schema to validate frames with, and is asked before a column is read for a purpose. Types and the
-pandas dtypes frames get (on validation and when read from the warehouse):
+schema to validate frames with, and is asked before a column is read for a purpose. SQL text a read
+carries (a ``where=`` condition, a query) is parsed with sqlglot to find every table and column it
+uses (:func:`parse_condition`, :func:`parse_query`): the purpose rule checks what SQL names, never
+trusts it. Types and the pandas dtypes frames get (on validation and when read from the warehouse):
 
 =========  ====================================================================
 int        ``int64`` (``Int64`` when nullable)
@@ -17,7 +19,7 @@ datetime   ``datetime64[ns]``, naive UTC
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -182,7 +184,7 @@ class DataDictionary:
         pa = _pandera()
         spec = self.table(table)
         names = list(spec.columns) if columns is None else list(columns)
-        self._declared(table, names)
+        self.check_declared(table, names)
         key = list(spec.key) if spec.key and set(spec.key) <= set(names) else None
         return pa.DataFrameSchema(
             {name: _column_schema(pa, spec.columns[name]) for name in names},
@@ -220,7 +222,7 @@ class DataDictionary:
             raise DataContractError(f"unknown purpose {purpose!r}; known: {sorted(self.purposes)} "
                                     f"(the 'purposes' of {self._where})")
         names = list(columns)
-        self._declared(table, names)
+        self.check_declared(table, names)
         refused = [
             f"{table}.{name} may be used for {list(spec.columns[name].allowed_purposes)} only, not for {purpose!r}"
             + (f" ({spec.columns[name].rule})" if spec.columns[name].rule else "")
@@ -228,6 +230,13 @@ class DataDictionary:
         ]
         if refused:
             raise DataContractError("; ".join(refused) + "; leave these columns out of the request")
+
+    def check_declared(self, table: str, names: Iterable[str]) -> None:
+        """Refuse (:class:`DataContractError`) any of ``names`` that ``table`` does not declare."""
+        undeclared = [name for name in names if name not in self.table(table).columns]
+        if undeclared:
+            raise DataContractError(f"{table} column(s) {undeclared} are not declared in the data dictionary "
+                                    f"{self._where}; declare them before using them")
 
     def pii_columns(self, table: str) -> list[str]:
         return [name for name, column in self.table(table).columns.items() if column.pii]
@@ -241,12 +250,6 @@ class DataDictionary:
     @property
     def _where(self) -> str:
         return self.source or "data/dictionary.yaml"
-
-    def _declared(self, table: str, names: list[str]) -> None:
-        undeclared = [name for name in names if name not in self.tables[table].columns]
-        if undeclared:
-            raise DataContractError(f"{table} column(s) {undeclared} are not declared in the data dictionary "
-                                    f"{self._where}; declare them before using them")
 
     def _check(self, table: str, frame: pd.DataFrame):
         """(validated frame, None) or (frame, pandera's ``SchemaErrors``)."""
@@ -337,3 +340,229 @@ def _as_dtype(values: pd.Series, column: ColumnSpec) -> pd.Series:
     if column.type == "int" and values.isna().any():
         return values.astype("Int64")
     return values.astype(column.dtype)
+
+
+# -- the purpose rule on SQL text ------------------------------------------------------------------
+#
+# A read's SQL is parsed (sqlglot, in the warehouse's dialect) to find every table and column it
+# uses, and what the warehouse runs is the parsed statement written out again (without comments),
+# so that what runs is what was checked, whatever the database makes of text sqlglot reads otherwise.
+
+SQL_DIALECTS = {"postgresql": "postgres", "mssql": "tsql", "mariadb": "mysql"}  # SQLAlchemy's name: sqlglot's
+# What a ``where=`` condition may hold (sqlglot's node types), and the functions it may call.
+CONDITION_NODES = (
+    "And", "Or", "Not", "Paren", "EQ", "NEQ", "GT", "GTE", "LT", "LTE", "NullSafeEQ", "NullSafeNEQ", "Is", "In",
+    "Between", "Like", "ILike", "Escape", "Add", "Sub", "Mul", "Div", "Mod", "Neg", "DPipe", "Column", "Identifier",
+    "Literal", "Boolean", "Null", "Placeholder",
+)
+CONDITION_FUNCTIONS = {"Lower": "lower", "Upper": "upper", "Coalesce": "coalesce", "Substring": "substr"}
+CONDITION_SYNTAX = "comparisons, AND/OR/NOT, IN, BETWEEN, LIKE, IS NULL, arithmetic, literals, :named parameters"
+CONDITION_ALLOWS = f"{CONDITION_SYNTAX} and {', '.join(CONDITION_FUNCTIONS.values())}"
+# Functions sqlglot does not know are refused in a query (what they read cannot be seen: pg_read_file,
+# query_to_xml, load_extension), except these plain scalar ones of the warehouses we run on.
+KNOWN_SCALAR_FUNCTIONS = frozenset({"julianday", "printf", "total", "unixepoch"})
+# Statements (or parts) that do more than read.
+NOT_READS = ("DML", "DDL", "Command", "Drop", "Into", "Lock", "Pragma", "Attach", "Detach", "Set", "Transaction",
+             "Commit", "Rollback", "Analyze", "Use")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A ``where=`` condition as checked: the columns of its table it uses, and the SQL that runs."""
+
+    sql: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query as checked (:func:`parse_query`): the warehouse tables it reads, and the SQL that runs."""
+
+    sql: str
+    tables: tuple[str, ...]
+    tree: Any
+    dialect: str
+
+    def columns(self, schema: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """The columns of each table the query uses anywhere (selected, joined on, filtered, grouped, in
+        sub-queries); ``*`` is expanded to every column ``schema`` gives the table (its columns in the
+        warehouse). :class:`DataContractError` for a column no table of the query has."""
+        from sqlglot import exp
+        from sqlglot.errors import SqlglotError
+        from sqlglot.optimizer.qualify import qualify
+        from sqlglot.optimizer.scope import traverse_scope
+
+        try:
+            qualified = qualify(self.tree.copy(), schema={t: {c: "TEXT" for c in cs} for t, cs in schema.items()},
+                                dialect=self.dialect or None, validate_qualify_columns=True, quote_identifiers=False)
+        except SqlglotError as exc:
+            raise DataContractError(f"read_sql: {_first_line(exc)}; every column must be one of a table the query "
+                                    "reads (see the data dictionary)") from None
+        used: dict[str, list[str]] = {}
+        for scope in traverse_scope(qualified):
+            for star in scope.expression.find_all(exp.Star):
+                if not isinstance(star.parent, exp.Func):
+                    raise DataContractError(f"read_sql: {star.parent.sql(self.dialect or None)!r} could not be "
+                                            "expanded to the columns it reads; name the columns")
+            for column in scope.columns:
+                source = _source(scope, column.table)
+                if isinstance(source, exp.Table):
+                    table = _spelled(source.name, schema)
+                    used.setdefault(table, []).append(_spelled(column.name, schema.get(table, ())))
+                elif source is None and column.table:
+                    raise DataContractError(f"read_sql: column {column.sql(self.dialect or None)!r} names a table "
+                                            "the query does not read")
+        return {table: list(dict.fromkeys(names)) for table, names in used.items()}
+
+
+def sql_dialect(backend: str) -> str:
+    """sqlglot's dialect for a SQLAlchemy backend name (``""``, its generic SQL, when it has none)."""
+    from sqlglot.dialects.dialect import Dialect
+
+    name = SQL_DIALECTS.get(backend, backend)
+    try:
+        Dialect.get_or_raise(name)
+    except ValueError:
+        return ""
+    return name
+
+
+def parse_condition(where: str, table: str, dialect: str) -> Condition:
+    """``where`` as a condition over ``table``'s own columns (see :data:`CONDITION_NODES`), or a
+    :class:`DataContractError` naming what it may not hold: a sub-query, UNION/INTERSECT/EXCEPT, ``;``,
+    another table's column, a function outside :data:`CONDITION_FUNCTIONS`, a positional parameter."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.dialects.dialect import Dialect
+    from sqlglot.errors import SqlglotError
+    from sqlglot.tokens import TokenType
+
+    said = f"{table}: where= {where!r}"
+    try:
+        tokens = Dialect.get_or_raise(dialect or None).tokenize(where)
+    except SqlglotError as exc:
+        raise DataContractError(f"{said} is not SQL ({_first_line(exc)})") from None
+    kinds = {token.token_type for token in tokens}
+    if TokenType.SEMICOLON in kinds:
+        raise DataContractError(f"{said} holds ';': a condition is one expression, never several statements")
+    combined = [token.text.upper() for token in tokens
+                if token.token_type in (TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT)]
+    if combined:
+        raise DataContractError(f"{said} holds {combined[0]}: a condition may not combine queries; read each table "
+                                "with nb.load and combine the frames in pandas")
+    if TokenType.SELECT in kinds:
+        raise DataContractError(f"{said} holds a sub-query (SELECT): a condition may only test columns of {table}; "
+                                "read the other rows with nb.load and filter in pandas")
+    try:
+        tree = sqlglot.condition(where, dialect=dialect or None)
+    except SqlglotError as exc:
+        raise DataContractError(f"{said} is not one condition ({_first_line(exc)}); it may hold "
+                                f"{CONDITION_ALLOWS}") from None
+    columns = []
+    for node in tree.walk():
+        kind = type(node).__name__
+        if isinstance(node, (exp.Query, exp.Subquery)):
+            raise DataContractError(f"{said} holds a sub-query: a condition may only test columns of {table}")
+        if isinstance(node, exp.Column):
+            if node.table and node.table.lower() != table.lower() or node.args.get("db") or node.args.get("catalog"):
+                raise DataContractError(f"{said} names {node.sql(dialect or None)}, a column of another table: a "
+                                        f"condition may only use columns of {table}")
+            if isinstance(node.this, exp.Star):
+                raise DataContractError(f"{said} holds {node.sql(dialect or None)}: a condition names columns")
+            columns.append(node.name)
+        elif isinstance(node, exp.Placeholder) and node.this is None or isinstance(node, exp.Parameter):
+            raise DataContractError(f"{said} holds the parameter {node.sql(dialect or None)}: give parameters by name "
+                                    "(:name, with params={'name': value})")
+        elif kind in CONDITION_NODES or kind in CONDITION_FUNCTIONS:
+            continue
+        elif isinstance(node, exp.Func):
+            raise DataContractError(f"{said} calls {_function_name(node)}(): a condition may call only "
+                                    f"{', '.join(CONDITION_FUNCTIONS.values())}, besides {CONDITION_SYNTAX}")
+        else:
+            raise DataContractError(f"{said} holds {node.sql(dialect or None)!r} ({kind}): a condition may only hold "
+                                    f"{CONDITION_ALLOWS}")
+    return Condition(_written(tree, dialect), tuple(dict.fromkeys(columns)))
+
+
+def parse_query(sql: str, dialect: str) -> Query:
+    """``sql`` as one query that only reads, with the warehouse tables it reads; a
+    :class:`DataContractError` for several statements, anything but a read, a table function or a
+    table of another schema, or a function sqlglot does not know (what it reads cannot be seen)."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+    from sqlglot.optimizer.scope import traverse_scope
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect or None) if s is not None]
+    except SqlglotError as exc:
+        raise DataContractError(f"read_sql: the query is not {dialect or 'standard'} SQL the purpose rule can read "
+                                f"({_first_line(exc)}); it runs only what it has checked") from None
+    if len(statements) != 1:
+        raise DataContractError(f"read_sql: {len(statements)} statements; read_sql runs one SELECT")
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise DataContractError(f"read_sql: {tree.key.upper()} is not a read; read_sql runs one SELECT (nb.save "
+                                "writes, checked by the data dictionary)")
+    not_reads = tuple(getattr(exp, name) for name in NOT_READS if hasattr(exp, name))
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    tables: list[str] = []
+    for node in tree.walk():
+        if isinstance(node, not_reads):
+            raise DataContractError(f"read_sql: the query holds {node.key.upper()}; read_sql only reads")
+        if isinstance(node, exp.Anonymous) and node.name.lower() not in KNOWN_SCALAR_FUNCTIONS:
+            raise DataContractError(f"read_sql: {node.name}() is a function the SQL parser does not know, so what it "
+                                    "reads cannot be checked against the purpose; use standard SQL functions, or "
+                                    "nb.load and pandas")
+        if isinstance(node, exp.Func) and type(node).__name__.startswith("Read"):
+            raise DataContractError(f"read_sql: {_function_name(node)}() reads files, not tables of the data dictionary")
+        if isinstance(node, exp.Table):
+            if not isinstance(node.this, exp.Identifier):
+                raise DataContractError(f"read_sql: {node.sql(dialect or None)} reads from a function, not from a "
+                                        "table of the data dictionary")
+            if node.args.get("db") or node.args.get("catalog"):
+                raise DataContractError(f"read_sql: {node.sql(dialect or None)} names a table of another schema or "
+                                        "database; only the warehouse's tables of the data dictionary are read")
+            if node.name.lower() not in ctes:
+                tables.append(node.name)
+    for scope in traverse_scope(tree):  # a table named like a query's CTE is still read where no CTE covers it
+        tables += [source.name for source in scope.sources.values() if isinstance(source, exp.Table)]
+    return Query(_written(tree, dialect), tuple(dict.fromkeys(tables)), tree, dialect)
+
+
+def _written(tree, dialect: str) -> str:
+    """The parsed SQL written out again without comments, named parameters as ``:name`` (SQLAlchemy's)."""
+    from sqlglot import exp
+
+    plain = tree.copy().transform(
+        lambda node: exp.var(f":{node.name}") if isinstance(node, exp.Placeholder) and node.this is not None else node)
+    return plain.sql(dialect=dialect or None, comments=False)
+
+
+def _source(scope, name: str):
+    """What ``name`` (a table or alias) stands for in ``scope`` or an enclosing one: a table, a sub-query's
+    scope, or None."""
+    while scope is not None:
+        if name in scope.sources:
+            return scope.sources[name]
+        scope = scope.parent
+    return None
+
+
+def _spelled(name: str, names: Iterable[str]) -> str:
+    """``name`` as ``names`` spell it: sqlglot folds the case of unquoted identifiers as the dialect does,
+    the warehouse and the dictionary keep theirs."""
+    names = list(names)
+    same = [other for other in names if other.lower() == name.lower()]
+    return name if name in names or len(same) != 1 else same[0]
+
+
+def _function_name(node) -> str:
+    from sqlglot import exp
+
+    return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

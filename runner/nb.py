@@ -149,36 +149,70 @@ def user() -> str:
 
 @functools.cache
 def _warehouse(url: str, dictionary: Path):
+    """The warehouse of a project, with its data dictionary (None when the file does not exist: then only
+    the run tables can be used, and :func:`load` and :func:`save` refuse); a broken dictionary raises."""
     from runner.data import DataDictionary, Warehouse
 
     return Warehouse(url, DataDictionary.load(dictionary) if dictionary.is_file() else None)
 
 
 def warehouse():
-    """The project's warehouse, with the data dictionary (validation and purpose checks)."""
-    config = _current().config
-    return _warehouse(config.stores.warehouse_url, config.dictionary)
+    """The project's warehouse for this pipeline's purpose: it validates writes against the data dictionary
+    and checks every read (``read_table``, ``read_sql``) against the purpose, which it cannot be turned from.
+
+    Under a pipeline without a purpose it reads the dictionary's tables only with ``unchecked="why"``,
+    which is logged and recorded in the step's ``unchecked_reads`` scrap.
+    """
+    ctx = _current()
+    config = ctx.config
+    store = _warehouse(config.stores.warehouse_url, config.dictionary)
+    if ctx.purpose is not None:
+        return store.for_purpose(ctx.purpose)
+    known = f"one of {sorted(store.dictionary.purposes)}" if store.dictionary is not None else "see the dictionary"
+    if ctx.pipeline in config.pipelines:
+        why = (f"pipeline {ctx.pipeline!r} declares no purpose; add `purpose:` ({known}) to pipelines.{ctx.pipeline} "
+               f"in {config.source}, so the data dictionary can check what it reads")
+    else:
+        why = (f"no pipeline of {config.source} is named {ctx.pipeline!r}, so no purpose is known; name the pipeline "
+               "this notebook belongs to (nb.context(pipeline=...)) and give it a `purpose:`")
+    return store.for_purpose(None, no_purpose=why, on_unchecked=lambda reason, what: _append_scrap(
+        "unchecked_reads", {"reason": reason, "read": what}))
+
+
+def _checked_warehouse(action: str):
+    """:func:`warehouse`, refusing when the project has no data dictionary: without it nothing is checked."""
+    store = warehouse()
+    if store.dictionary is None:
+        config = _current().config
+        raise ConfigError(f"{action} refused: there is no data dictionary at {config.dictionary}, so nothing would "
+                          "be checked; create it (see the README's data dictionary reference) or fix the "
+                          "`dictionary:` key", str(config.source))
+    return store
 
 
 def load(table: str, columns: list[str] | None = None, where: str | None = None, params: dict | None = None,
          chunksize: int | None = None, order_by: list[str] | None = None):
-    """Read a table for this pipeline's purpose: a column not allowed for it is refused.
+    """Read a table for this pipeline's purpose: every column the read uses (``columns``, the columns
+    ``where`` tests, ``order_by``) must allow it, and ``where`` must be a condition over the table's own
+    columns with ``:named`` parameters (no sub-query, UNION or other table). A pipeline without a
+    purpose, or a project without a data dictionary, reads nothing.
 
     Rows come in a stable order: by ``order_by``, else by the table's key in the data dictionary,
     else by every column read. The same data gives the same frame, however it was written.
     """
-    return warehouse().read_table(table, columns, where, params, purpose=_current().purpose, chunksize=chunksize,
-                                  order_by=order_by)
+    return _checked_warehouse(f"nb.load({table!r})").read_table(table, columns, where, params, chunksize=chunksize,
+                                                                order_by=order_by)
 
 
 def save(table: str, frame, mode: str = "append") -> int:
-    """Validate ``frame`` against the data dictionary and write it in one transaction."""
-    return warehouse().write_table(table, frame, mode=mode)
+    """Validate ``frame`` against the data dictionary and write it in one transaction. Only tables the
+    dictionary declares (and the runner's run tables) are written."""
+    return _checked_warehouse(f"nb.save({table!r})").write_table(table, frame, mode=mode)
 
 
 def split_valid(table: str, frame):
     """(rows that fit the data dictionary, rows that do not with a ``reason`` column)."""
-    return warehouse().dictionary.split_valid(table, frame)
+    return _checked_warehouse(f"nb.split_valid({table!r})").dictionary.split_valid(table, frame)
 
 
 def _spec(table: str):

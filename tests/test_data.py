@@ -18,6 +18,7 @@ from runner.errors import ConfigError, DataContractError, RunnerError
 
 ROOT = Path(__file__).resolve().parents[1]
 DICTIONARY = ROOT / "data" / "dictionary.yaml"
+SCORING = "credit_scoring"  # the purpose reads here are for, unless a test says otherwise
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def month() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def count(warehouse: Warehouse, table: str) -> int:
-    return int(warehouse.read_sql(f"SELECT COUNT(*) AS n FROM {table}")["n"].iloc[0])
+    return int(warehouse.for_purpose(SCORING).read_sql(f"SELECT COUNT(*) AS n FROM {table}")["n"].iloc[0])
 
 
 def scores(apps: pd.DataFrame, value: float = 0.5) -> pd.DataFrame:
@@ -50,13 +51,13 @@ def test_round_trip_gives_the_dictionary_dtypes(warehouse, dictionary, month):
     apps, outcomes = month
     assert warehouse.write_table("applications", apps) == len(apps)
     assert warehouse.write_table("outcomes", outcomes) == len(outcomes)
-    back = warehouse.read_table("applications")
+    back = warehouse.read_table("applications", unchecked="test: the round trip of every column")
     expected = dictionary.validate("applications", apps)
     pd.testing.assert_frame_equal(back.sort_values("application_id").reset_index(drop=True), expected)
     assert str(back["applied_on"].dtype) == "datetime64[ns]" and str(back["purpose"].dtype) == "str"
-    assert str(warehouse.read_table("outcomes")["defaulted"].dtype) == "int64"
+    assert str(warehouse.read_table("outcomes", purpose=SCORING)["defaulted"].dtype) == "int64"
     # dates are stored as ISO dates, so SQL comparisons with '2026-02-28' work
-    stored = warehouse.read_sql("SELECT MIN(applied_on) AS first FROM applications")["first"].iloc[0]
+    stored = warehouse.for_purpose(SCORING).read_sql("SELECT MIN(applied_on) AS first FROM applications")["first"].iloc[0]
     assert stored == apps["applied_on"].min().date().isoformat()
     assert warehouse.tables() == ["applications", "outcomes"]
 
@@ -64,7 +65,8 @@ def test_round_trip_gives_the_dictionary_dtypes(warehouse, dictionary, month):
 def test_where_takes_named_parameters(warehouse, month):
     apps, _ = month
     warehouse.write_table("applications", apps)
-    old = warehouse.read_table("applications", ["application_id", "age"], where="age >= :age", params={"age": 60})
+    old = warehouse.read_table("applications", ["application_id", "age"], where="age >= :age", params={"age": 60},
+                               purpose=SCORING)
     assert list(old.columns) == ["application_id", "age"]
     assert len(old) == (apps["age"] >= 60).sum() and (old["age"] >= 60).all()
 
@@ -136,7 +138,7 @@ def test_reingesting_a_batch_replaces_rows_by_key(warehouse, month):
     corrected = apps.head(10).assign(income=1234.0)
     warehouse.write_table("applications", corrected)
     assert count(warehouse, "applications") == len(apps)
-    back = warehouse.read_table("applications", ["application_id", "income"], where="income = 1234")
+    back = warehouse.read_table("applications", ["application_id", "income"], where="income = 1234", purpose=SCORING)
     assert sorted(back["application_id"]) == sorted(corrected["application_id"])
     with pytest.raises(DataContractError, match="duplicate key"):
         warehouse.write_table("outcomes", pd.concat([outcomes.head(3), outcomes.head(1)]))
@@ -147,17 +149,18 @@ def test_reads_come_in_a_stable_order_whatever_order_the_rows_were_written_in(wa
 
     apps, _ = month
     warehouse.write_table("applications", apps.sample(frac=1, random_state=1))
-    first = warehouse.read_table("applications", ["application_id", "income", "purpose"])
+    first = warehouse.read_table("applications", ["application_id", "income", "purpose"], purpose=SCORING)
     assert list(first["application_id"]) == sorted(apps["application_id"])  # by the declared key
     warehouse.write_table("applications", apps.sample(frac=1, random_state=2))  # a re-ingest that only reorders
-    again = warehouse.read_table("applications", ["application_id", "income", "purpose"])
+    again = warehouse.read_table("applications", ["application_id", "income", "purpose"], purpose=SCORING)
     pd.testing.assert_frame_equal(first, again)
     store = SnapshotStore(warehouse.url.removeprefix("sqlite:///") + ".snapshots")
     assert store.save(first) == store.save(again)
-    by_income = warehouse.read_table("applications", ["application_id", "income"], order_by=["income", "application_id"])
+    by_income = warehouse.read_table("applications", ["application_id", "income"], order_by=["income", "application_id"],
+                                     purpose=SCORING)
     assert by_income["income"].dropna().is_monotonic_increasing
-    with pytest.raises(DataContractError, match="has no column"):
-        warehouse.read_table("applications", ["application_id"], order_by=["no_such_column"])
+    with pytest.raises(DataContractError, match=r"\['no_such_column'\] are not declared"):
+        warehouse.read_table("applications", ["application_id"], order_by=["no_such_column"], purpose=SCORING)
 
 
 def test_replace_mode_replaces_the_table(warehouse, month):
@@ -167,19 +170,23 @@ def test_replace_mode_replaces_the_table(warehouse, month):
     assert count(warehouse, "applications") == 7
 
 
-def test_a_failed_replace_keeps_the_old_table(tmp_path):
+def test_a_failed_replace_keeps_the_old_table(warehouse, month, monkeypatch):
     # sqlite's driver would commit the DROP on its own; the warehouse makes DDL part of the transaction
-    plain = Warehouse(f"sqlite:///{tmp_path / 'plain.db'}")
-    plain.write_table("anything", pd.DataFrame({"a": [1, 2, 3]}))
-    with pytest.raises(RunnerError, match="nothing was written"):
-        plain.write_table("anything", pd.DataFrame({"a": [{"not": "storable"}]}), mode="replace")
-    assert count(plain, "anything") == 3
+    warehouse.write_table("outcomes", month[1])
+
+    def insert_fails(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT INTO outcomes ...", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(Warehouse, "_insert", insert_fails)
+    with pytest.raises(RunnerError, match="disk I/O error; nothing was written"):
+        warehouse.write_table("outcomes", month[1].head(3), mode="replace")
+    assert count(warehouse, "outcomes") == len(month[1])
 
 
 def test_chunked_read_is_an_iterator_of_frames(warehouse, month):
     apps, _ = month
     warehouse.write_table("applications", apps)
-    chunks = warehouse.read_table("applications", ["application_id", "applied_on"], chunksize=70)
+    chunks = warehouse.read_table("applications", ["application_id", "applied_on"], chunksize=70, purpose=SCORING)
     assert isinstance(chunks, Iterator)
     sizes = []
     for chunk in chunks:
@@ -193,7 +200,7 @@ def test_write_predictions_from_a_chunked_read_and_twice_is_idempotent(warehouse
     warehouse.write_table("applications", apps)
 
     def scored():  # the scoring notebook's shape: read chunks while the predictions transaction is open
-        for chunk in warehouse.read_table("applications", ["application_id"], chunksize=64):
+        for chunk in warehouse.read_table("applications", ["application_id"], chunksize=64, purpose=SCORING):
             yield scores(chunk, 0.25)
 
     for _ in range(2):
@@ -262,18 +269,24 @@ def test_predictions_without_a_dictionary(tmp_path, month):
     assert plain.read_predictions().empty
     plain.write_predictions(scores(month[0]), run_id="r", model_name="m", model_version="1", as_of="2026-02-28")
     assert len(plain.read_predictions(run_id="r")) == len(month[0])
-    plain.write_table("anything", pd.DataFrame({"a": [1, 2]}))  # undeclared tables are written as they are
-    assert plain.read_table("anything", purpose="credit_scoring")["a"].tolist() == [1, 2]
+    # without a dictionary nothing could check another table: it is neither written nor read
+    with pytest.raises(DataContractError, match="cannot write 'anything': this warehouse has no data dictionary"):
+        plain.write_table("anything", pd.DataFrame({"a": [1, 2]}))
+    with pytest.raises(DataContractError, match="cannot read 'applications': this warehouse has no data dictionary"):
+        plain.read_table("applications", purpose=SCORING)
 
 
 def test_unknown_tables_and_columns(warehouse, month):
     with pytest.raises(RunnerError, match="no table 'applications'"):
-        warehouse.read_table("applications")
+        warehouse.read_table("applications", purpose=SCORING)
     warehouse.write_table("applications", month[0])
-    with pytest.raises(DataContractError, match="no column"):
-        warehouse.read_table("applications", ["application_id", "shoe_size"])
-    with pytest.raises(RunnerError, match="reading applications failed in the warehouse.*no_such_column"):
-        warehouse.read_table("applications", ["age"], where="no_such_column > 1")
+    with pytest.raises(DataContractError, match=r"\['shoe_size'\] are not declared in the data dictionary"):
+        warehouse.read_table("applications", ["application_id", "shoe_size"], purpose=SCORING)
+    with pytest.raises(DataContractError, match=r"\['no_such_column'\] are not declared in the data dictionary"):
+        warehouse.read_table("applications", ["age"], where="no_such_column > 1", purpose=SCORING)
+    with pytest.raises(RunnerError, match="reading applications failed in the warehouse.*no such column: shoe_size"):
+        warehouse.read_table("applications", ["age"], unchecked="test: a column the table does not have",
+                             where="shoe_size > 1")
 
 
 def test_bad_or_unreachable_urls_say_what_to_check(tmp_path):

@@ -224,3 +224,63 @@ def test_a_name_runner_does_not_have_is_refused(project):
 def test_every_kind_of_runner_import_is_checked(project, source, problem):
     write_project(project, source)
     assert problem in refused(project)
+
+
+# e. the purpose rule: a pipeline that reads the dictionary's tables declares a purpose; every table
+#    a notebook writes or queries is declared; a dictionary runner.yaml names must exist
+
+def no_purpose(project, cell: int, table: str) -> str:
+    return (f"error: {project.config}:pipelines.p: pipeline 'p' declares no purpose; add `purpose:` (one of "
+            f"['analytics', 'scoring']): notebooks/step.ipynb cell {cell} reads {table!r}, and the data dictionary "
+            "checks every read against the pipeline's purpose")
+
+
+@pytest.mark.parametrize("call", [
+    'nb.load("applications", columns=["income"])',
+    'nb.score(model, "m", "1", table)',
+    'nb.warehouse().read_table("applications")',
+    'nb.warehouse().read_sql("SELECT COUNT(*) AS n FROM applications WHERE income > :x", {"x": 1})',
+])
+def test_a_pipeline_that_reads_the_dictionarys_tables_declares_a_purpose(project, call):
+    write_project(project, f"from runner import nb\n{call}", purpose=None)
+    assert refused(project) == no_purpose(project, 2, "applications")
+
+
+def test_without_a_purpose_a_pipeline_may_write_and_read_the_run_tables(project):
+    write_project(project, 'from runner import nb\nnb.save("applications", frame)\nnb.split_valid(table, frame)',
+                  'nb.load("predictions")\nnb.warehouse().read_sql("SELECT COUNT(*) AS n FROM monitoring_metrics")',
+                  purpose=None)
+    passes(project)
+
+
+@pytest.mark.parametrize("call", [
+    'nb.warehouse().write_table("loans", frame)',
+    'nb.warehouse().read_sql("SELECT l.amount FROM applications a JOIN loans l ON a.application_id = l.id")',
+])
+def test_tables_written_or_queried_are_declared(project, call):
+    write_project(project, f"from runner import nb\n{call}")
+    assert refused(project) == undeclared("loans")
+
+
+def test_a_literal_query_the_purpose_rule_refuses_is_refused_before_the_run(project):
+    write_project(project, 'from runner import nb\nnb.warehouse().read_sql("SELECT 1; DROP TABLE applications")')
+    assert refused(project) == ("error: notebooks/step.ipynb: cell 2: read_sql: 2 statements; read_sql runs one "
+                                "SELECT")
+    write_project(project, "from runner import nb\nnb.warehouse().read_sql(\"DELETE FROM applications\")")
+    assert "cell 2: read_sql: DELETE is not a read" in refused(project)
+
+
+def test_a_query_built_at_run_time_is_left_to_the_run(project):
+    write_project(project, 'from runner import nb\nnb.warehouse().read_sql(f"SELECT {column} FROM loans")',
+                  parameters='column = "amount"')
+    passes(project)
+
+
+def test_a_dictionary_runner_yaml_names_must_exist_even_if_nothing_uses_it(project):
+    write_project(project, "x = 1", purpose=None)
+    config = yaml.safe_load(project.config.read_text())
+    project.config.write_text(yaml.safe_dump({"dictionary": "data/dictionnary.yaml", **config}))
+    assert refused(project) == (
+        f"error: {project.root / 'data' / 'dictionnary.yaml'}: file not found; create it (see {REFERENCE}; "
+        "`runner schema dictionary` prints its JSON Schema) or fix the 'dictionary' key in runner.yaml"
+    )
