@@ -66,7 +66,7 @@ def test_the_wheel_carries_the_templates_and_schemas_an_installed_runner_needs(t
     shared = "notebook_runner-0.1.0.data/data/share/notebook-runner/templates"
     for kind in ("ingest", "train", "score", "monitor", "backtest"):
         assert f"{shared}/notebooks/{kind}.ipynb" in names
-    assert f"{shared}/review/run.html" in names
+    assert {f"{shared}/review/run.html", f"{shared}/review/review.js"} <= set(names)
     assert {"runner/schemas/runner.schema.json", "runner/schemas/dictionary.schema.json", "runner/pyfunc_model.py"} <= set(names)
 
 
