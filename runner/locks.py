@@ -7,7 +7,10 @@ lock whose owner died (same host: the pid is gone or is another process; other h
 heartbeat for four intervals) is broken and taken over, so a crashed runner never blocks its
 pipeline for good; but on the same host not while a step process or kernel of the owner's runs
 lives (their records list them as they start): a killed runner's steps die with it, within
-seconds, and until they have, a new run could meet the old one's writes. On an object store
+seconds, and until they have, a new run could meet the old one's writes. A lock file that says
+nothing (empty, not JSON, the wrong shape: a write cut short by a crash) is judged by its age as a
+silent heartbeat is: taken over once it is four intervals old, busy until then, since it may be one
+another process is writing. On an object store
 (fsspec URL) taking it is a put followed by reading the lock back: good enough for schedulers
 that do not start in the same second, which is the case the lock is for.
 
@@ -29,6 +32,7 @@ from typing import Any
 from runner.errors import PipelineBusy
 from runner.records import (
     HEARTBEAT_SECONDS,
+    HEARTBEAT_TIMEOUT,
     ChildProcess,
     Process,
     RunStore,
@@ -66,10 +70,22 @@ class PipelineLock:
                 self._beat = threading.Thread(target=self._heartbeat, name=f"lock-{self.pipeline}", daemon=True)
                 self._beat.start()
                 return
-            holder = self.holder()
-            if holder is None:
+            try:
+                seen = self.store.fs.cat_file(self.path)
+            except FileNotFoundError:
                 continue  # released meanwhile
-            if process_alive(Process(**holder["process"])):
+            holder, owner, problem = _parse(seen)
+            if owner is None:
+                age = self._age()
+                if age is not None and age < HEARTBEAT_TIMEOUT:
+                    raise PipelineBusy(self.pipeline, f"its lock file {self.path} is unreadable ({problem}), written "
+                                       f"{age:.0f}s ago, maybe still being written; it is taken over once "
+                                       f"{HEARTBEAT_TIMEOUT:g}s old")
+                # A write cut short long ago: nobody's lock. (A store that cannot tell a file's age writes
+                # whole objects, so nothing is half-written there.)
+                self._break(seen)
+                continue
+            if process_alive(owner):
                 raise PipelineBusy(self.pipeline, describe(holder))
             survivors = self.survivors(holder)
             if survivors:
@@ -77,7 +93,7 @@ class PipelineLock:
                                   for child in survivors)
                 raise PipelineBusy(self.pipeline, f"{describe(holder)}; that process is gone but its {shown} still "
                                    "run: they end within seconds of it, or kill them")
-            self._break(holder)
+            self._break(seen)
         raise PipelineBusy(self.pipeline, "its lock keeps changing hands")
 
     def release(self) -> None:
@@ -95,9 +111,20 @@ class PipelineLock:
     def holder(self) -> dict[str, Any] | None:
         """What the lock file says, or None when there is none (or it is unreadable)."""
         try:
-            return json.loads(self.store.fs.cat_file(self.path))
-        except (FileNotFoundError, ValueError):
+            holder, owner, _ = _parse(self.store.fs.cat_file(self.path))
+        except FileNotFoundError:
             return None
+        return holder if owner is not None else None
+
+    def _age(self) -> float | None:
+        """Seconds since the lock file was last written, or None when the store cannot tell."""
+        try:
+            modified = self.store.fs.modified(self.path)
+        except (NotImplementedError, OSError):
+            return None
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=timezone.utc)
+        return max(0.0, (datetime.now(timezone.utc) - modified).total_seconds())
 
     def survivors(self, holder: dict[str, Any]) -> list[ChildProcess]:
         """The step processes and kernels still alive of the runs the holder started since it took the lock.
@@ -145,8 +172,8 @@ class PipelineLock:
         holder = self.holder()
         return holder is not None and holder.get("token") == self.token
 
-    def _break(self, holder: dict[str, Any]) -> None:
-        """Remove a dead owner's lock, unless it changed since we read it."""
+    def _break(self, seen: bytes) -> None:
+        """Remove a dead owner's (or an unreadable) lock, unless it changed since we read ``seen``."""
         if self.store.is_local:
             stale = f"{self.path}.{self.token}.stale"
             try:
@@ -154,16 +181,12 @@ class PipelineLock:
             except FileNotFoundError:
                 return
             with open(stale, "rb") as moved:
-                taken = json.loads(moved.read())
-            os.unlink(stale)
-            if taken.get("token") != holder.get("token"):
-                # A live owner took the lock between our read and the rename: give it back.
-                restored = f"{stale}.restore"
-                with open(restored, "wb") as out:
-                    out.write(json.dumps(taken).encode())
+                taken = moved.read()
+            if taken != seen:
+                # Its owner wrote it (a heartbeat) or a live process took it after our read: give it back.
                 with contextlib.suppress(FileExistsError):
-                    os.link(restored, self.path)
-                os.unlink(restored)
+                    os.link(stale, self.path)
+            os.unlink(stale)
             return
         with contextlib.suppress(FileNotFoundError):
             self.store.fs.rm_file(self.path)
@@ -180,6 +203,24 @@ class PipelineLock:
                 os.replace(tmp, self.path)
             else:
                 self.store.fs.pipe_file(self.path, self._content())
+
+
+def _parse(content: bytes) -> tuple[dict[str, Any], Process | None, str]:
+    """What a lock file says and its owner; no owner, and why, when it is empty, not JSON or of the wrong shape."""
+    if not content.strip():
+        return {}, None, "empty"
+    try:
+        holder = json.loads(content)
+    except ValueError as exc:  # UnicodeDecodeError included
+        return {}, None, f"not JSON: {exc}"
+    if not isinstance(holder, dict) or not isinstance(holder.get("process"), dict):
+        return {}, None, "no owning process in it"
+    try:
+        owner = Process(**holder["process"])
+        datetime.fromisoformat(owner.heartbeat_at)
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return {}, None, f"owning process: {str(exc).splitlines()[0]}"
+    return holder, owner, ""
 
 
 def describe(holder: dict[str, Any]) -> str:

@@ -3,39 +3,58 @@
 A run's record lives at ``<store>/<pipeline>/<run_id>/run.json`` with each step's executed
 notebook beside it (``<step>.ipynb``, ``<step>.html``, ``<step>.log``). The store is a local
 folder or any fsspec URL; records are written atomically (a local temp file renamed, or one
-object put) and are not rewritten after the run ends.
+object put) and are not rewritten after the run ends. A ``run.json`` that is not a run record
+anyway (cut short by a full disk, edited by hand) is listed as :class:`Unreadable`, never skipped.
+Run ids are matched literally, never as a glob or a path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import re
 import secrets
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.errors import RunnerError
+from runner.errors import NotFound, RunnerError
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted"]
 Trigger = Literal["manual", "schedule", "backfill", "rerun", "resume"]
 HEARTBEAT_SECONDS = 30.0
+HEARTBEAT_TIMEOUT = 4 * HEARTBEAT_SECONDS  # silent this long: a process of another host (or a lock) counts as dead
 FINAL = ("succeeded", "failed", "interrupted")
 # Scraps that runner.nb glues and the record lifts into each step's `snapshots` and `models`.
 SNAPSHOTS_SCRAP, MODELS_SCRAP = "runner_snapshots", "runner_models"
 REGISTERED_SCRAP = "runner_registered"  # versions a step registered, with the alias decision the runner applies
 
 
+RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """``YYYYMMDDTHHMMSS-xxxxxx``: UTC time and 6 random hex digits; sorts by start time."""
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def is_run_id(text: str) -> bool:
+    return RUN_ID.fullmatch(text) is not None
+
+
+def check_run_id(text: str) -> str:
+    """``text`` if it is a run id; else :class:`NotFound` (a run id is matched literally, never as a glob or path)."""
+    if not is_run_id(text):
+        raise NotFound(f"{text!r} is not a run id: expected YYYYMMDDTHHMMSS-xxxxxx, as `runner runs` lists them")
+    return text
 
 
 def utcnow() -> str:
@@ -157,7 +176,7 @@ def process_alive(process: Process) -> bool:
     if process.host == socket.gethostname():
         return pid_alive(process.pid, process.pid_started)
     heartbeat = datetime.fromisoformat(process.heartbeat_at)
-    return datetime.now(timezone.utc) - heartbeat < timedelta(seconds=4 * HEARTBEAT_SECONDS)
+    return datetime.now(timezone.utc) - heartbeat < timedelta(seconds=HEARTBEAT_TIMEOUT)
 
 
 def pid_alive(pid: int, started: float | None = None) -> bool:
@@ -197,6 +216,22 @@ def git_state(root: Path) -> GitState:
         return GitState()
     status = git("status", "--porcelain", "--untracked-files=no")
     return GitState(commit=commit.strip(), dirty=bool(status and status.strip()))
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A ``run.json`` that is not a run record (truncated, not JSON, the wrong shape). Listings show
+    it rather than skip it: a run exists there, whatever it was."""
+
+    path: str
+    pipeline: str  # the names of its folders
+    run_id: str
+    reason: str
+    status = "unreadable"
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: not a valid run record: {self.reason}"
 
 
 class RunStore:
@@ -243,16 +278,50 @@ class RunStore:
                 self.fs.copy(source, f"{target}/{name}")
 
     def read(self, run_id: str) -> RunRecord:
-        matches = self.fs.glob(f"{self.root.rstrip('/')}/*/{run_id}/run.json")
+        """The record of ``run_id``, matched literally (:class:`NotFound` for a malformed or unknown id);
+        a record that cannot be read is an error naming its file and the problem."""
+        matches = self.fs.glob(f"{self.root.rstrip('/')}/*/{check_run_id(run_id)}/run.json")
         if not matches:
-            raise RunnerError(f"no run {run_id!r} in the run store {self.url}; `runner runs` lists the runs")
-        return self._load(matches[0])
+            raise NotFound(f"no run {run_id!r} in the run store {self.url}; `runner runs` lists the runs")
+        entry = self._load(matches[0])
+        if isinstance(entry, Unreadable):
+            raise RunnerError(entry.message)
+        return entry
 
-    def _load(self, path: str) -> RunRecord:
+    def _load(self, path: str) -> RunRecord | Unreadable:
+        """The record at ``path``, or what is wrong with it (FileNotFoundError when it is gone)."""
         try:
             return RunRecord.model_validate_json(self.fs.cat_file(path))
         except ValidationError as exc:
-            raise RunnerError(f"{path}: not a valid run record ({exc.errors()[0]['msg']})") from None
+            errors = exc.errors()
+            where = ".".join(str(part) for part in errors[0]["loc"])
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            reason = f"{where + ': ' if where else ''}{errors[0]['msg']}{more}"
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # a folder named run.json, no permission
+            reason = f"{type(exc).__name__}: {exc}"
+        folder, run_id = path.rsplit("/", 3)[-3:-1]
+        return Unreadable(path, folder, run_id, reason)
+
+    def entries(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        newer_than: str | None = None,
+    ) -> list[RunRecord | Unreadable]:
+        """Runs newest first, those whose record cannot be read included (status ``unreadable``),
+        optionally of one pipeline, with one (effective) status, or whose run id (its UTC start
+        time) sorts at or after ``newer_than``."""
+        found: list[RunRecord | Unreadable] = []
+        for entry in self._scan(pipeline, newer_than):
+            shown = entry.status if isinstance(entry, Unreadable) else entry.effective_status
+            if status is None or shown == status:
+                found.append(entry)
+                if limit and len(found) >= limit:
+                    break
+        return found
 
     def list(
         self,
@@ -261,18 +330,27 @@ class RunStore:
         limit: int | None = None,
         newer_than: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally of one pipeline, with one (effective) status, or whose
-        run id (its UTC start time) sorts at or after ``newer_than``."""
+        """The readable runs of :meth:`entries`; :meth:`unreadable` gives the others."""
+        records: list[RunRecord] = []
+        for entry in self._scan(pipeline, newer_than):
+            if isinstance(entry, RunRecord) and (status is None or entry.effective_status == status):
+                records.append(entry)
+                if limit and len(records) >= limit:
+                    break
+        return records
+
+    def unreadable(self, pipeline: str | None = None, newer_than: str | None = None) -> list[Unreadable]:
+        """The ``run.json`` files that are not run records, newest first."""
+        return [entry for entry in self._scan(pipeline, newer_than) if isinstance(entry, Unreadable)]
+
+    def _scan(self, pipeline: str | None, newer_than: str | None) -> Iterator[RunRecord | Unreadable]:
+        """Every ``run.json`` of the store (or of one pipeline), newest run id first, read as it is reached."""
         pattern = f"{self.root.rstrip('/')}/{pipeline or '*'}/*/run.json"
         paths = sorted(self.fs.glob(pattern), key=lambda p: p.rsplit("/", 2)[-2], reverse=True)
-        if newer_than:
-            paths = [p for p in paths if p.rsplit("/", 2)[-2] >= newer_than]
-        records = []
         for path in paths:
-            with contextlib.suppress(RunnerError, FileNotFoundError):
-                record = self._load(path)
-                if status is None or record.effective_status == status:
-                    records.append(record)
-                    if limit and len(records) >= limit:
-                        break
-        return records
+            if newer_than and path.rsplit("/", 2)[-2] < newer_than:
+                continue
+            try:
+                yield self._load(path)
+            except FileNotFoundError:
+                continue  # removed since the listing

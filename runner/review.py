@@ -38,7 +38,7 @@ from typing import Any
 
 from runner.config import Config, templates
 from runner.errors import RunnerError
-from runner.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord
+from runner.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord, Unreadable
 
 TEMPLATES = templates("review")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
@@ -175,7 +175,13 @@ class Site:
     # -- reading -----------------------------------------------------------------------------
     def views(self) -> list[RunView]:
         """Every run, newest first, with links to its neighbours in the same pipeline."""
-        views = [RunView(r, r.effective_status, key_scraps=key_scraps(r)) for r in self.store.list()]
+        return self.listing()[0]
+
+    def listing(self) -> tuple[list[RunView], list[Unreadable]]:
+        """:meth:`views`, and the records that cannot be read (the index lists them, without pages), newest first."""
+        entries = self.store.entries()
+        unreadable = [entry for entry in entries if isinstance(entry, Unreadable)]
+        views = [RunView(r, r.effective_status, key_scraps=key_scraps(r)) for r in entries if isinstance(r, RunRecord)]
         views = [v for v in views if safe_name(v.record.pipeline) and safe_name(v.record.run_id)]
         newer: dict[str, RunView] = {}
         for view in views:  # newest first: the newer run seen last is the next one
@@ -183,7 +189,7 @@ class Site:
             if later is not None:
                 later.previous, view.next = view.record.run_id, later.record.run_id
             newer[view.record.pipeline] = view
-        return views
+        return views, unreadable
 
     def view(self, run_id: str) -> RunView:
         if not safe_name(run_id):
@@ -226,15 +232,22 @@ class Site:
                               "(its wheel installs it there)")
         return path.read_bytes()
 
-    def render_index(self, views: list[RunView] | None = None) -> str:
-        views = self.views() if views is None else views
+    def render_index(self, views: list[RunView] | None = None, unreadable: list[Unreadable] | None = None) -> str:
+        """Every run; a record that cannot be read gets a row of its own (its file and why), linking nowhere."""
+        if views is None:
+            views, unreadable = self.listing()
+        unreadable = unreadable or []
         pipelines: dict[str, dict[str, Any]] = {}
         for view in views:
             summary = pipelines.setdefault(view.record.pipeline, {"runs": 0, "failed": 0, "latest": view})
             summary["runs"] += 1
             summary["failed"] += view.status == "failed"
         counts = {status: sum(v.status == status for v in views) for status in STATUSES}
-        return self._render("index.html", "", views=views, pipelines=dict(sorted(pipelines.items())), counts=counts)
+        rows = sorted([*views, *unreadable], reverse=True,
+                      key=lambda row: row.run_id if isinstance(row, Unreadable) else row.record.run_id)
+        names = sorted({*pipelines, *(entry.pipeline for entry in unreadable)})
+        return self._render("index.html", "", views=views, rows=rows, unreadable=unreadable, pipeline_names=names,
+                            pipelines=dict(sorted(pipelines.items())), counts=counts)
 
     def render_run(self, view: RunView) -> str:
         record = self.record_links(view)
@@ -280,10 +293,10 @@ class Site:
     def build(self, out: Path) -> BuildResult:
         """Write every page into ``out``; executed notebooks are copied, diffs of finished runs kept."""
         out.mkdir(parents=True, exist_ok=True)
-        views = self.views()
+        views, unreadable = self.listing()
         result = BuildResult(out=out, runs=len(views))
         (out / SCRIPT).write_bytes(self.script())
-        _write(out / "index.html", self.render_index(views))
+        _write(out / "index.html", self.render_index(views, unreadable))
         by_pipeline: dict[str, list[RunView]] = {}
         for view in views:
             by_pipeline.setdefault(view.record.pipeline, []).append(view)

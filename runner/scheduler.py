@@ -5,6 +5,8 @@ that came since it last looked, and starts a queued tick when the pipeline is fr
 the pipeline's lock in the run store (so other schedulers and manual runs wait their turn),
 checks the run store for a run of that tick (so no tick runs twice, whichever process got
 there first) and runs the pipeline with ``trigger=schedule`` and ``as_of`` = the tick's date.
+A record of the pipeline that cannot be read and was created at or after the tick (its folder's
+run id says when) may be that tick's run: the tick counts as taken, and the notice names the file.
 
 Ticks missed while no scheduler ran are skipped or caught up per pipeline (``misfire``); a tick
 later than its ``misfire_grace`` counts as missed. :meth:`Scheduler.request_stop` (SIGTERM) drains:
@@ -19,14 +21,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from runner.config import Config, load_config
 from runner.errors import PipelineBusy, RunnerError
 from runner.locks import PipelineLock
 from runner.notify import Event, notify, wanted
 from runner.pipeline import run
-from runner.records import RunRecord, RunStore
+from runner.records import RunRecord, RunStore, Unreadable, is_run_id
 from runner.schedules import Clock, SystemClock, last_tick, next_ticks, request_for, runs_for, scheduled, ticks_between
 from runner.stepproc import StopRequest
 
@@ -182,6 +184,15 @@ class Scheduler:
             lock.release()
             self._notice("skipped", name, tick, taken[0].run_id, taken[0].effective_status, "this tick already has a run")
             return True
+        unreadable = self._unreadable_since(name, tick)
+        if unreadable:
+            lock.release()
+            day = tick.date().isoformat()
+            self._notice("skipped", name, tick, unreadable.run_id, unreadable.status,
+                         f"{unreadable.message}; created at or after this tick, it may be this tick's run, so the "
+                         f"tick is not run again; repair or remove that file, then `runner backfill {name} --from "
+                         f"{day} --to {day}` runs the tick if it did not succeed")
+            return True
         stop = StopRequest()
         future = self._pool.submit(self._run, name, tick, lock, stop)
         self.running[name] = _Running(tick, stop, future)
@@ -193,6 +204,13 @@ class Scheduler:
             return run(self.config, request_for(name, tick, "schedule"), stop=stop, locked=True)
         finally:
             lock.release()
+
+    def _unreadable_since(self, name: str, tick: datetime) -> Unreadable | None:
+        """The oldest record of the pipeline that cannot be read and whose run id (its UTC start) is not
+        older than ``tick``: a run that may be the tick's. Folders not named by a run id are not runs."""
+        created_after = tick.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        found = [entry for entry in self.store.unreadable(name, newer_than=created_after) if is_run_id(entry.run_id)]
+        return found[-1] if found else None
 
     def _reap(self) -> None:
         for name, running in list(self.running.items()):

@@ -118,7 +118,7 @@ def test_runs_and_show_list_newest_first_and_filter(project):
     assert "ValueError: boom with x=1" in shown and "broken.ipynb" in shown
     assert json.loads(project.cli("show", failed[0]["run_id"], "--json").stdout)["status"] == "failed"
     missing = project.cli("show", "20990101T000000-000000")
-    assert missing.exit_code == 1 and "no run '20990101T000000-000000'" in missing.stderr
+    assert missing.exit_code == 2 and "no run '20990101T000000-000000'" in missing.stderr  # a usage error
 
 
 def test_a_run_whose_process_died_shows_as_interrupted(project):

@@ -103,6 +103,11 @@ def run_and_report(config, request) -> None:
     try:
         with _Progress() as progress:
             record = run_pipeline(config, request, observer=progress)
+    except KeyboardInterrupt:
+        # Once steps run, the run itself handles an interrupt and returns its record: this one came
+        # before (while the notebooks' parameters were checked), so no record was made.
+        err.print(f"interrupted before any step of {escape(request.pipeline)} started; nothing ran")
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, previous)
     store = RunStore(config.stores.runs)
@@ -195,24 +200,27 @@ def validate(pipelines: tuple[str, ...], config_path: str | None) -> None:
 
 @main.command()
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]))
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted", "unreadable"]))
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 @config_option
 @handles_errors
 def runs(pipeline: str | None, status: str | None, limit: int, as_json: bool, config_path: str | None) -> None:
-    """List runs, newest first."""
+    """List runs, newest first. A run whose run.json cannot be read is listed as unreadable, with the file."""
     from runner.config import load_config
-    from runner.records import RunStore
+    from runner.records import RunStore, Unreadable
 
-    records = RunStore(load_config(config_path).stores.runs).list(pipeline, status, limit)
+    entries = RunStore(load_config(config_path).stores.runs).entries(pipeline, status, limit)
     if as_json:
-        out.print_json(json.dumps([_with_status(r) for r in records]))
+        out.print_json(json.dumps([_with_status(entry) for entry in entries]))
         return
-    if not records:
+    if not entries:
         out.print("no runs yet; start one with `runner run PIPELINE`")
         return
-    out.print(_runs_table(records, out.width))
+    out.print(_runs_table(entries, out.width))
+    for entry in entries:
+        if isinstance(entry, Unreadable):
+            err.print(f"[yellow]warning:[/] {escape(entry.message)}")
 
 
 RUNS_LEFT_OUT = ("trigger", "duration", "steps", "as_of")  # `runner runs` drops these first, in this order
@@ -222,10 +230,21 @@ RUNS_FOLDED = {"pipeline": 8, "steps": 24}  # columns that fold, and at most the
 def _runs_table(records, width: int) -> Table:
     """The runs as a table within ``width`` columns. A run id is never cut or folded: the pipeline and
     steps columns fold, the columns of RUNS_LEFT_OUT are left out in turn, and on the narrowest
-    terminals the pipeline moves under the run id, until the rest fits."""
+    terminals the pipeline moves under the run id, until the rest fits. An unreadable record's row
+    shows its file where the steps go."""
     from rich.text import Text
 
+    from runner.records import Unreadable
+
     rows = [{
+        "run id": Text(record.run_id),
+        "pipeline": Text(record.pipeline),
+        "trigger": Text("-"),
+        "as_of": Text("-"),
+        "status": Text(record.status, style="bold magenta"),
+        "duration": Text("-"),
+        "steps": Text(record.path),
+    } if isinstance(record, Unreadable) else {
         "run id": Text(record.run_id),
         "pipeline": Text(record.pipeline),
         "trigger": Text(record.trigger),
@@ -274,6 +293,12 @@ def _runs_table(records, width: int) -> Table:
 
 
 def _with_status(record) -> dict[str, Any]:
+    """A record as JSON with its effective status; an unreadable one as its file and what is wrong with it."""
+    from runner.records import Unreadable
+
+    if isinstance(record, Unreadable):
+        return {"run_id": record.run_id, "pipeline": record.pipeline, "status": record.status, "path": record.path,
+                "reason": record.reason}
     data = record.model_dump(mode="json")
     data["status"] = record.effective_status
     return data
