@@ -216,6 +216,21 @@ def test_ctrl_c_while_planning_exits_130_in_one_line_and_records_nothing(project
     assert not (project.home / "runs" / ".locks" / "p.lock").exists()
 
 
+def test_ctrl_c_again_while_steps_stop_does_not_claim_nothing_ran(project, monkeypatch):
+    from runner import pipeline
+
+    project.write({"p": {"steps": {"a": step("ok")}}})
+
+    def stopped_twice(config, request, observer):  # the run's own handler was interrupted too
+        observer.step_started("a")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", stopped_twice)
+    result = project.cli("run", "p")
+    assert result.exit_code == 130
+    assert "interrupted again while the steps of p were stopped" in result.stderr and "nothing ran" not in result.stderr
+
+
 # -- 5. run ids are matched literally ------------------------------------------------------------
 
 

@@ -99,14 +99,19 @@ def run_and_report(config, request) -> None:
     from runner.pipeline import run as run_pipeline
     from runner.records import RunStore
 
+    progress = _Progress()
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        with _Progress() as progress:
+        with progress:
             record = run_pipeline(config, request, observer=progress)
     except KeyboardInterrupt:
         # Once steps run, the run itself handles an interrupt and returns its record: this one came
-        # before (while the notebooks' parameters were checked), so no record was made.
-        err.print(f"interrupted before any step of {escape(request.pipeline)} started; nothing ran")
+        # before (while the notebooks' parameters were checked), or again while the steps were stopped.
+        if progress.tasks:
+            err.print(f"interrupted again while the steps of {escape(request.pipeline)} were stopped; "
+                      "`runner runs` shows the run as interrupted")
+        else:
+            err.print(f"interrupted before any step of {escape(request.pipeline)} started; nothing ran")
         sys.exit(EXIT_INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, previous)
