@@ -70,7 +70,8 @@ def setup(workdir: Path, rows: int) -> dict:
     database = workdir / ".runner" / "warehouse.db"
     for leftover in database.parent.glob("warehouse.db*"):
         leftover.unlink()
-    warehouse = Warehouse(f"sqlite:///{database}", DataDictionary.load(ROOT / "data" / "dictionary.yaml"))
+    warehouse = Warehouse(f"sqlite:///{database}", DataDictionary.load(ROOT / "data" / "dictionary.yaml"),
+                          purpose="credit_scoring")
     generated, training = 0, None
     for label, count in ((FULL_MONTH, rows), (QUARTER_MONTH, rows // 4)):
         written = 0
