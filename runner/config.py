@@ -7,6 +7,7 @@ its meaning and default; reading a bad value names the variable. Relative paths 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -64,13 +65,29 @@ def current_user() -> str:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a number or a string like ``90``, ``45s``, ``30m``, ``2h``."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if value is None else float(value)
-    match = re.fullmatch(DURATION, str(value))
-    if not match:
-        raise ValueError(f"expected seconds or a duration like '90s', '30m', '2h', got {value!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    """Seconds from a number or a string like ``90``, ``45s``, ``30m``, ``2h``; NaN and infinity are refused."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
+    match = None if isinstance(value, (bool, int, float)) else re.fullmatch(DURATION, str(value))
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)] if match else math.inf
+    if not math.isfinite(seconds):
+        shown = repr(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
+        raise ValueError(f"expected seconds or a duration like '90s', '30m', '2h', got {shown}")
+    return seconds
+
+
+def positive_deadline(value: float | None) -> float | None:
+    """A deadline of 0 or less is refused: it would mean no deadline at all (0) or one passed at once."""
+    if value is not None and value <= 0:
+        raise ValueError(f"a deadline must be more than 0 seconds, got {value:g}; leave the key out for the default")
+    return value
 
 
 def _duration_schema(**bounds: float) -> WithJsonSchema:
@@ -116,6 +133,7 @@ class StepConfig(_Frozen):
         ("dead_kernel", "timeout"), description="what is retried; cell_error only when listed")
 
     _durations = field_validator("timeout", "cell_timeout", "retry_delay", mode="before")(parse_duration)
+    _deadlines = field_validator("timeout", "cell_timeout")(positive_deadline)
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -299,6 +317,7 @@ class DefaultsConfig(_Frozen):
     preload: tuple[str, ...] = Field(("scrapbook",), description="libraries each kernel imports while it waits")
 
     _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
+    _deadlines = field_validator("timeout", "cell_timeout")(positive_deadline)
 
 
 class _ConfigFile(_Frozen):
@@ -380,6 +399,87 @@ def config_path(path: str | Path | None = None) -> Path:
     return Path(path or ENV_CONFIG.get() or ENV_CONFIG.default).resolve()
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping holds the same key twice; ``path`` is the key's dotted path, ``lines`` where both are."""
+
+    def __init__(self, path: str, first: yaml.Mark, second: yaml.Mark):
+        super().__init__("while constructing a mapping", first, f"found duplicate key {path!r}", second)
+        self.path = path
+        self.lines = (first.line + 1, second.line + 1)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is a :class:`DuplicateKeyError`.
+
+    PyYAML keeps the last of the two silently. Keys merged in with ``<<`` may still be overridden, as YAML
+    says. Use it as ``yaml.load(text, Loader=UniqueKeyLoader)``, or read a file with :func:`read_yaml`.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node, (), (), set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node, path: tuple[str, ...], inside: tuple[int, ...],
+                               seen: set[int]) -> None:
+        """Walk the node tree before it is built; ``inside`` holds the nodes around ``node``."""
+        if id(node) in inside:  # `a: &x [*x]`: nothing we read holds itself, and checks of it would never end
+            raise yaml.constructor.ConstructorError(None, None, "found an alias of a node inside that node itself",
+                                                    node.start_mark)
+        if id(node) in seen:  # an alias of a node already checked
+            return
+        seen.add(id(node))
+        inside = (*inside, id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, (*path, str(index)), inside, seen)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self._refuse_duplicate_keys(value_node, path, inside, seen)
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):  # a complex key: unhashable, the constructor says so
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                shown = (*path, str(key))
+                if key in first:
+                    raise DuplicateKeyError(".".join(shown), first[key], key_node.start_mark)
+                first[key] = key_node.start_mark
+                self._refuse_duplicate_keys(value_node, shown, inside, seen)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file ``path``, read with :class:`UniqueKeyLoader`. Text that is not UTF-8, YAML that does
+    not parse and a key given twice are each a :class:`ConfigError` naming the file and the line (and the
+    key's path); a missing file is left to the caller (:class:`FileNotFoundError`)."""
+    source = str(path)
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8", source,
+                          f"line {line}") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"key given twice (lines {exc.lines[0]} and {exc.lines[1]}); YAML would silently keep "
+                          "only the last: remove one", source, exc.path) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(f"not valid YAML: character #x{code:04x} is not allowed ({exc.reason})", source,
+                          f"line {line}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = " ".join(str(getattr(exc, "problem", None) or getattr(exc, "context", None) or exc).split())
+        raise ConfigError(f"not valid YAML: {problem}", source, f"line {mark.line + 1}" if mark else "") from None
+    except RecursionError:
+        raise ConfigError("not valid YAML here: nested too deeply", source) from None
+    except ValueError as exc:  # a value PyYAML cannot build, such as an int of more than 4300 digits
+        raise ConfigError(f"not valid YAML here: {' '.join(str(exc).split(';')[0].split())}", source) from None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate ``runner.yaml``; every problem is a :class:`ConfigError` naming file and key."""
     source = config_path(path)
@@ -389,12 +489,7 @@ def load_config(path: str | Path | None = None) -> Config:
             f"pass --config or set {ENV_CONFIG.name}",
             str(source),
         )
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", str(source), where) from exc
+    raw = read_yaml(source)
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping with a 'pipelines' key", str(source))
     try:

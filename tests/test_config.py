@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pydantic
 import pytest
+import yaml
 from conftest import notebook, step
 
 from runner.config import load_config
@@ -97,3 +98,58 @@ def test_unknown_pipeline_lists_the_known_ones(project):
     result = project.cli("validate", "fraud")
     assert result.exit_code == 2
     assert "no pipeline named 'fraud'; known: credit" in result.stderr
+
+
+def test_a_key_given_twice_is_one_line_naming_file_key_path_and_both_lines(project):
+    ok = notebook("ok")
+    project.config.write_text(f"pipelines:\n  p:\n    steps:\n      a:\n        notebook: {ok}\n        timeout: 30m\n"
+                              f"        retries: 2\n        timeout: 2h\n")
+    result = project.cli("validate")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {project.config}:pipelines.p.steps.a.timeout: key given twice (lines 6 and 8); YAML would silently "
+        "keep only the last: remove one"
+    ]
+
+
+def test_a_key_merged_in_may_still_be_overridden(project):
+    ok = notebook("ok")
+    project.config.write_text(f"pipelines:\n  p:\n    steps:\n      a: &step {{notebook: {ok}, timeout: 30m}}\n"
+                              f"      b:\n        <<: *step\n        timeout: 2h\n")
+    steps = load_config(project.config).pipeline("p").steps
+    assert (steps["a"].timeout, steps["b"].timeout) == (1800, 7200)
+
+
+def test_read_yaml_is_the_loader_for_any_yaml_file_of_the_project(tmp_path):
+    from runner.config import UniqueKeyLoader, read_yaml
+
+    path = tmp_path / "dictionary.yaml"
+    path.write_text("purposes:\n  scoring: Deciding.\ntables:\n  t: {description: A, description: B}\n")
+    with pytest.raises(ConfigError) as caught:
+        read_yaml(path)
+    assert (caught.value.source, caught.value.key) == (str(path), "tables.t.description")
+    assert "lines 4 and 4" in str(caught.value)
+    assert yaml.load("a: 1\nb: [1, {c: 2}]\n", Loader=UniqueKeyLoader) == {"a": 1, "b": [1, {"c": 2}]}
+    with pytest.raises(FileNotFoundError):  # left to the caller, who knows what to advise
+        read_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_runner_yaml_that_is_not_utf8_names_the_line(project):
+    project.config.write_bytes(b"pipelines:\n  p:\n    description: caf\xe9\n")
+    result = project.cli("validate")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {project.config}:line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    ]
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    (0, "a deadline must be more than 0 seconds, got 0"), ("-5", "expected seconds or a duration"),
+    (-5, "a deadline must be more than 0 seconds, got -5"), (float("inf"), "got inf"), (float("nan"), "got nan"),
+    ("9" * 400 + "s", "got 99999"),
+])
+def test_a_deadline_is_a_positive_finite_duration(project, value, words):
+    project.write({"p": {"steps": {"a": step("ok", timeout=value)}}})
+    with pytest.raises(ConfigError, match=words) as caught:
+        load_config(project.config)
+    assert caught.value.key == "pipelines.p.steps.a.timeout"
