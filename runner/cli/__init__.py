@@ -10,7 +10,7 @@ import functools
 import json
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -41,17 +41,52 @@ def _fail(error: RunnerError) -> None:
     sys.exit(EXIT_USAGE if isinstance(error, (ConfigError, ParameterError, NotFound)) else EXIT_FAILED)
 
 
+def usage_error(message: str) -> NoReturn:
+    """A mistake on the command line that click's own checks do not catch: one line on stderr, exit 2."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    sys.exit(EXIT_USAGE)
+
+
 def handles_errors(command):
-    """Turn a RunnerError into one line on stderr and the right exit code."""
+    """Turn a RunnerError into one line on stderr and the right exit code; refuse undecodable arguments first."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        undecodable = _undecodable(kwargs)
+        if undecodable:
+            usage_error(undecodable)
         try:
             return command(*args, **kwargs)
         except RunnerError as error:
             _fail(error)
 
     return wrapper
+
+
+def _undecodable(values: dict[str, Any]) -> str | None:
+    """Why a command-line value is not text, or None. Python keeps argument bytes that are not UTF-8 as
+    lone surrogates, which no record, notebook or message could hold; file paths (click.Path) may be any
+    bytes and are left alone."""
+    context = click.get_current_context(silent=True)
+    params = {param.name: param for param in context.command.params} if context else {}
+    for name, value in values.items():
+        param = params.get(name)
+        if param is None or isinstance(param.type, click.Path):
+            continue
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if not isinstance(item, str):
+                continue
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                try:
+                    shown = item.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                except UnicodeEncodeError:
+                    shown = item.encode("utf-8", "backslashreplace").decode("utf-8")
+                label = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+                return (f"{label} '{shown}': not UTF-8 text; give it as UTF-8 (check the encoding of the terminal "
+                        "or script that passes it)")
+    return None
 
 
 config_option = click.option(
@@ -436,6 +471,10 @@ def promote(model: str, version: str, reason: str, by: str | None, config_path: 
     from runner.nb import user
     from runner.tracking import Registry
 
+    reason = reason.strip()
+    if not reason:
+        usage_error('--reason is empty; say why the champion changes, e.g. --reason "beats v3 on the March holdout": '
+                    "it is kept with the promotion")
     registry = Registry(load_config(config_path).stores.tracking_uri)
     entry = registry.promote(model, version, by or user(), reason)
     was = f" (was v{entry['previous']})" if entry["previous"] else ""

@@ -27,6 +27,7 @@ from runner.cli import (
     main,
     out,
     run_and_report,
+    usage_error,
 )
 from runner.config import parse_duration
 
@@ -161,6 +162,8 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
     from runner.backfill import plan_backfill
     from runner.config import load_config
 
+    if first > last:
+        usage_error(f"--from {first.date()} is after --to {last.date()}; give the range oldest first")
     config = load_config(config_path)
     plan = plan_backfill(config, pipeline, first.date(), last.date())
     todo = len(plan.ticks) - len(plan.done_before)
