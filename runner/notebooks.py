@@ -60,11 +60,28 @@ def _read(path: str | Path):
         raise ParameterError(f"not a readable notebook ({exc}); open and re-save it in JupyterLab", str(path)) from exc
 
 
+def check_language(nb, path: str | Path) -> None:
+    """Refuse a notebook written for another language (R, Julia, ...): its steps would run in a Python kernel.
+
+    The language is the notebook's ``metadata.language_info.name`` and ``metadata.kernelspec.language``
+    (papermill reads them in that order); a notebook that states neither is taken as Python.
+    """
+    metadata = nb.get("metadata") or {}
+    for section, key in (("language_info", "name"), ("kernelspec", "language")):
+        found = metadata.get(section)
+        language = found.get(key) if isinstance(found, dict) else None
+        if language and not str(language).strip().lower().startswith(("python", "ipython")):
+            raise ParameterError(
+                f"a notebook for {str(language)!r} (metadata.{section}.{key}); steps run in a Python kernel only: "
+                "write the step in Python, or run this notebook with its own tools", str(path))
+
+
 def read_contract(path: str | Path) -> ParameterContract:
     """The notebook's parameter contract, from its cell tagged ``parameters``; no kernel is started."""
     from papermill.translators import PythonTranslator
 
     nb = _read(path)
+    check_language(nb, path)
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         raise ParameterError(

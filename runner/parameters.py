@@ -8,6 +8,7 @@ to those types and checked here, before any kernel starts; papermill itself only
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from runner.config import REFERENCE, STEP_REFERENCE
+from runner.config import REFERENCE, STEP_REFERENCE, UniqueKeyLoader
 from runner.errors import ParameterError
 
 TYPES = ("int", "float", "bool", "str", "date", "list", "dict", "any")
@@ -82,14 +83,50 @@ def infer_type(annotation: str | None, default_source: str) -> tuple[str, Any]:
 
 
 def coerce_value(value: Any, parameter: Parameter, notebook: str = "") -> Any:
-    """``value`` as the parameter's type, or a ParameterError that says what was expected."""
+    """``value`` as the parameter's type, or a ParameterError that says what was expected.
+
+    A value the run's JSON record cannot hold as it is (NaN or infinity, which JSON would record as
+    null, and text that is not UTF-8) is refused too, wherever it sits in the value: `runner rerun`
+    repeats a run from its record.
+    """
+    coerced = _coerce(value, parameter, notebook)
+    problem = _unrecordable(coerced)
+    if problem:
+        expected, why = problem
+        raise ParameterError(f"expected {expected}, got {type(value).__name__} {_shown(value)}: {why}", notebook,
+                             parameter.name, parameter.type)
+    return coerced
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unrecordable(value: Any) -> tuple[str, str] | None:
+    """(what was expected, why) when ``value`` would not survive the run's JSON record unchanged."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number", ("NaN and infinity cannot be recorded in the run's JSON record (it would hold null, "
+                                   "so `runner rerun` could not repeat the run)")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "UTF-8 text", "it holds bytes that are not UTF-8"
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    if isinstance(items, (list, tuple)):
+        return next((problem for problem in map(_unrecordable, items) if problem), None)
+    return None
+
+
+def _coerce(value: Any, parameter: Parameter, notebook: str) -> Any:
     kind = parameter.type
 
     def fail(detail: str = "") -> ParameterError:
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
         expected = {"date": "an ISO date string like 2026-07-01", "any": "a value"}.get(kind, kind)
         return ParameterError(
-            f"expected {expected}, got {type(value).__name__} {shown}{detail}", notebook, parameter.name, kind
+            f"expected {expected}, got {type(value).__name__} {_shown(value)}{detail}", notebook, parameter.name, kind
         )
 
     if isinstance(value, (dt.date, dt.datetime)):
@@ -136,8 +173,12 @@ def coerce_value(value: Any, parameter: Parameter, notebook: str = "") -> Any:
         container = list if kind == "list" else dict
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
+                value = yaml.load(value, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+            except yaml.YAMLError as exc:
+                duplicate = getattr(exc, "path", None)
+                detail = f" (key {duplicate!r} given twice)" if duplicate else " (give it as YAML or JSON)"
+                raise fail(detail) from None
+            except (ValueError, RecursionError):  # PyYAML's int() of a huge number; deep nesting
                 raise fail(" (give it as YAML or JSON)") from None
         if isinstance(value, tuple):
             value = list(value)

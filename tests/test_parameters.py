@@ -122,3 +122,84 @@ def test_validate_checks_yaml_parameters_and_prints_the_plan(project):
     project.write({"p": {"steps": {"a": step("ok", parameters={"items": 3})}}})
     result = project.cli("validate", "p")
     assert result.exit_code == 2 and "'items': expected list, got int 3" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "given"), [
+    ("ratio", "nan"), ("ratio", "inf"), ("ratio", "-Infinity"), ("ratio", "1e999"), ("ratio", float("nan")),
+    ("ratio", float("-inf")), ("items", [1, float("nan")]), ("items", "[.inf]"), ("options", {"a": float("inf")}),
+    ("options", {"a": [float("nan")]}),
+])
+def test_nan_and_infinity_are_refused_since_the_run_record_cannot_hold_them(name, given):
+    contract = read_contract(notebook("ok"))
+    with pytest.raises(ParameterError) as caught:
+        contract.coerce({name: given})
+    assert f"'{name}': expected a finite number" in str(caught.value)
+    assert "`runner rerun` could not repeat the run" in str(caught.value)
+    untyped = contract.parameters["x"].__class__("anything", "any", None)
+    if not isinstance(given, str):
+        with pytest.raises(ParameterError, match="expected a finite number"):
+            coerce_value(given, untyped)
+    assert contract.coerce({"ratio": "1e308"}) == {"ratio": 1e308}  # large, but a number JSON holds
+
+
+def test_text_that_is_not_utf8_is_refused_wherever_it_sits():
+    contract = read_contract(notebook("ok"))
+    for name, given in (("name", "caf\udce9"), ("items", ["\udcff"]), ("options", {"\udcff": 1})):
+        with pytest.raises(ParameterError, match=f"'{name}': expected UTF-8 text"):
+            contract.coerce({name: given})
+
+
+def test_a_dict_given_as_text_may_not_hold_a_key_twice():
+    with pytest.raises(ParameterError, match="key 'a' given twice"):
+        read_contract(notebook("ok")).coerce({"options": "{a: 1, b: 2, a: 3}"})
+
+
+@pytest.mark.parametrize(("metadata", "words"), [
+    ({"kernelspec": {"name": "ir", "display_name": "R", "language": "R"}, "language_info": {"name": "R"}},
+     "a notebook for 'R' (metadata.language_info.name)"),
+    ({"kernelspec": {"name": "julia-1.10", "display_name": "Julia", "language": "julia"}},
+     "a notebook for 'julia' (metadata.kernelspec.language)"),
+])
+def test_a_notebook_for_another_language_is_refused_when_the_run_is_planned(project, metadata, words):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = project.root / "other.ipynb"
+    cell = new_code_cell("x <- 1", metadata={"tags": ["parameters"]})
+    nbformat.write(new_notebook(cells=[cell], metadata=metadata), str(path))
+    with pytest.raises(ParameterError, match="steps run in a Python kernel only"):
+        read_contract(path)
+    project.write({"p": {"steps": {"a": {"notebook": str(path)}}}})
+    result = project.cli("run", "p")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: {words}; steps run in a Python kernel only: write the step in Python, or run this notebook "
+        "with its own tools"
+    ]
+    assert not (project.home / "runs").exists()
+
+
+def test_python_notebooks_and_notebooks_that_state_no_language_are_read():
+    from runner.notebooks import check_language
+
+    for metadata in ({}, {"kernelspec": {"name": "python3", "language": "python"}, "language_info": {"name": "python"}},
+                     {"kernelspec": {"name": "xpython", "language": "Python 3.12"}}, {"kernelspec": None}):
+        check_language({"metadata": metadata, "cells": []}, "nb.ipynb")
+
+
+def test_argument_bytes_that_are_not_utf8_are_one_line_and_exit_2_in_a_real_process(project):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project.write({"p": {"steps": {"a": step("ok")}}})
+    script = Path(sys.executable).with_name("runner")
+    done = subprocess.run([str(script), "run", "p", "--config", str(project.config), "-p", b"a.name=caf\xe9"],
+                          capture_output=True, timeout=120, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode().strip().splitlines() == [
+        "error: -p/--param 'a.name=caf\\xe9': not UTF-8 text; give it as UTF-8 (check the encoding of the terminal or "
+        "script that passes it)"
+    ]
+    assert not (project.home / "runs").exists()
