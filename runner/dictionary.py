@@ -19,6 +19,7 @@ datetime   ``datetime64[ns]``, naive UTC
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from runner.config import invalid
+from runner.config import invalid, read_yaml
 from runner.errors import ConfigError, DataContractError
 
 ANY = "any"  # in allowed_purposes: every purpose may use the column
@@ -74,6 +75,13 @@ class ColumnSpec(_Frozen):
             raise ValueError("'min' and 'max' are only for int and float columns")
         if self.pattern is not None and self.type != "string":
             raise ValueError("'pattern' is only for string columns")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}): no value could fit")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from None
         return self
 
     @property
@@ -141,14 +149,10 @@ class DataDictionary:
         """Read ``path``; every problem is a :class:`ConfigError` naming the file and the key."""
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            raw = read_yaml(path)  # not UTF-8, not YAML, a key given twice: one ConfigError with the line
         except FileNotFoundError:
             raise ConfigError(f"file not found; create it (see {REFERENCE}; `runner schema dictionary` prints its "
                               "JSON Schema) or fix the 'dictionary' key in runner.yaml", source) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, where) from exc
         return cls.from_dict(raw, source)
 
     @classmethod

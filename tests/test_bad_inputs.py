@@ -453,13 +453,9 @@ DICTIONARY_CASES = [
     Case("dictionary-a-list", (V,), 2, "expected a mapping with 'purposes' and 'tables'", dictionary("- a\n")),
     Case("dictionary-not-yaml", (V,), 2, "dict.yaml:line 2: not valid YAML", dictionary("purposes: [a\ntables: {}\n")),
     Case("dictionary-duplicate-key", (V,), 2, "key given twice", dictionary(
-        "purposes:\n  scoring: Deciding.\n  scoring: Something else.\ntables: {}\n"),
-         xfail="runner/dictionary.py loads with yaml.safe_load, which keeps the last of two keys silently; "
-               "runner.config.read_yaml refuses them"),
+        "purposes:\n  scoring: Deciding.\n  scoring: Something else.\ntables: {}\n")),
     Case("dictionary-not-utf-8", (V,), 2, "not UTF-8",
-         dictionary("purposes:\n  scoring: D\xe9cider.\n".encode("latin-1")),
-         xfail="runner/dictionary.py reads with read_text(encoding='utf-8'): UnicodeDecodeError, a traceback; "
-               "runner.config.read_yaml says which line"),
+         dictionary("purposes:\n  scoring: D\xe9cider.\n".encode("latin-1"))),
     # keys and values
     Case("dictionary-no-purposes", (V,), 2, "dict.yaml:purposes: required key is missing",
          dictionary({"tables": BASE_DICTIONARY["tables"]})),
@@ -514,11 +510,8 @@ DICTIONARY_CASES = [
          dictionary(type="date", max=10)),
     Case("min-a-word", (V,), 2, "columns.id.min", dictionary(min="low")),
     Case("pattern-on-an-int-column", (V,), 2, "'pattern' is only for string columns", dictionary(pattern="^a")),
-    Case("pattern-not-a-regex", (V,), 2, "pattern", dictionary(type="string", pattern="[unclosed"),
-         xfail="runner/dictionary.py does not compile 'pattern' at load; a bad regular expression fails only when "
-               "data is validated"),
-    Case("min-above-max", (V,), 2, "min", dictionary(min=10, max=1),
-         xfail="runner/dictionary.py accepts min above max; every value is then out of range"),
+    Case("pattern-not-a-regex", (V,), 2, "pattern", dictionary(type="string", pattern="[unclosed")),
+    Case("min-above-max", (V,), 2, "min", dictionary(min=10, max=1)),
     Case("pipeline-purpose-undeclared", (V,), 2, "pipelines.p.purpose: purpose 'marketing' is not declared under "
          "'purposes:' in the data dictionary dict.yaml; known: ['scoring']", dictionary(purpose="marketing")),
 ]
