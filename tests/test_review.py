@@ -168,7 +168,7 @@ def test_review_diff_shows_parameters_scraps_and_the_notebook_diff(shared, tmp_p
     inside = shared.cli("review", "diff", good_1, good_2)
     assert inside.exit_code == 0 and (shared.home / "review" / "diffs" / f"{good_1}__{good_2}.html").is_file()
     missing = shared.cli("review", "diff", good_1, "20990101T000000-000000")
-    assert missing.exit_code == 1 and "no run '20990101T000000-000000'" in missing.stderr
+    assert missing.exit_code == 2 and "no run '20990101T000000-000000'" in missing.stderr
 
 
 # -- runner debug -----------------------------------------------------------------------------
