@@ -25,6 +25,8 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 STEP_REFERENCE = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 RUN_REFERENCES = ("as_of", "run_id", "pipeline")
+# ${env.NAME}: a secret, read from the environment inside the step's kernel (runner.secrets)
+ENV_REFERENCE = re.compile(r"^env\.([A-Za-z_][A-Za-z0-9_]*)$")
 # A duration: seconds, optionally with a unit (s, m, h). Read by parse_duration; the JSON Schema says the same.
 DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*"
 
@@ -280,10 +282,10 @@ class PipelineConfig(_Frozen):
                             f"step {name!r} refers to ${{{ref}}} but {step_ref.group(1)!r} is not upstream "
                             f"of it; add it to 'needs'"
                         )
-                elif ref not in RUN_REFERENCES:
+                elif ref not in RUN_REFERENCES and not ENV_REFERENCE.match(ref):
                     raise ValueError(
-                        f"step {name!r}: unknown reference ${{{ref}}}; use ${{steps.<step>.<scrap>}} "
-                        f"or one of {['${' + r + '}' for r in RUN_REFERENCES]}"
+                        f"step {name!r}: unknown reference ${{{ref}}}; use ${{steps.<step>.<scrap>}}, "
+                        f"${{env.NAME}} (a secret) or one of {['${' + r + '}' for r in RUN_REFERENCES]}"
                     )
         return {name: steps[name] for name in order}
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from runner.errors import ParameterError, StepFailed
 from runner.parameters import Parameter, ParameterContract, infer_type
+from runner.secrets import SECRET_MARK, Redactor, kernel_source, secret_parameters
 
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's own tag, so its tools strip our banner too
 ERROR_ANCHOR = "papermill-error-cell"
@@ -93,7 +94,8 @@ def read_contract(path: str | Path) -> ParameterContract:
     for found in PythonTranslator.inspect(cell):
         annotation = None if found.inferred_type_name in ("None", "NoneType") else found.inferred_type_name
         kind, default = infer_type(annotation, found.default)
-        parameters[found.name] = Parameter(found.name, kind, default, found.help)
+        secret = bool(SECRET_MARK.match(found.help or ""))
+        parameters[found.name] = Parameter(found.name, kind, default, found.help, secret)
     return ParameterContract(str(path), parameters)
 
 
@@ -136,6 +138,9 @@ def execute(
     The executed notebook is always written, with papermill's error banner and a link to the
     failing cell when a cell raised, a kernel died or a deadline passed. With ``kernel`` (a
     :class:`Kernel` started ahead and prepared), papermill uses it instead of starting one.
+
+    Secret parameters (``${env.NAME}``) are set by lines the kernel runs, not injected as values,
+    and every write of ``output`` masks their values and URL credentials (:mod:`runner.secrets`).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -149,11 +154,12 @@ def execute(
         if on_cell:
             on_cell(index, total)
 
+    secret = secret_parameters(parameters)
     try:
         papermill.execute_notebook(
             str(notebook),
             str(output),
-            parameters=parameters,
+            parameters={name: value for name, value in parameters.items() if name not in secret},
             engine_name="runner",
             kernel_name=kernel_name,
             language="python",
@@ -161,6 +167,8 @@ def execute(
             cwd=str(cwd),
             execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None,
             on_cell=track,
+            secrets=secret,
+            redactor=Redactor.for_parameters(secret),
             **({"km": kernel.manager} if kernel is not None else {}),
         )
     except papermill.PapermillExecutionError as exc:
@@ -243,18 +251,54 @@ def parameterized(notebook: str | Path, parameters: dict[str, Any]):
 
     nb = load_notebook_node(str(notebook))
     spec = nb.metadata.get("kernelspec", {})
-    return parameterize_notebook(nb, parameters, kernel_name=spec.get("name") or "python3",
-                                 language=spec.get("language") or "python")
+    secret = secret_parameters(parameters)
+    nb = parameterize_notebook(nb, {name: value for name, value in parameters.items() if name not in secret},
+                               kernel_name=spec.get("name") or "python3", language=spec.get("language") or "python")
+    _inject_secrets(nb, secret)
+    return nb
+
+
+def _inject_secrets(nb, secret: dict[str, str]) -> None:
+    """Add the lines that read ``secret`` parameters from the environment to the injected parameters cell
+    (made after the ``parameters`` cell when papermill made none), and record their references."""
+    if not secret:
+        return
+    import nbformat
+
+    index = next((i for i, cell in enumerate(nb.cells) if "injected-parameters" in cell.metadata.get("tags", [])), None)
+    if index is None:
+        after = next((i for i, cell in enumerate(nb.cells) if "parameters" in cell.metadata.get("tags", [])), -1)
+        cell = nbformat.v4.new_code_cell("# Parameters")
+        cell.metadata["tags"] = ["injected-parameters"]
+        index = after + 1
+        nb.cells.insert(index, cell)
+    cell = nb.cells[index]
+    cell.source = f"{cell.source.rstrip()}\n\n{kernel_source(secret)}\n"
+    nb.metadata.setdefault("papermill", {}).setdefault("parameters", {}).update(secret)
 
 
 @functools.cache
 def _reporting_engine() -> type:
-    """papermill's nbclient engine, calling ``on_cell`` as each cell starts."""
+    """papermill's nbclient engine, calling ``on_cell`` as each cell starts, setting secret parameters in
+    the kernel and masking them (``redactor``) in every write of the executed notebook."""
     from papermill.engines import NBClientEngine
 
     class ReportingEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+        def execute_notebook(cls, nb, kernel_name, secrets=None, **kwargs):
+            _inject_secrets(nb, secrets or {})  # before papermill sets up each cell's metadata
+            return super().execute_notebook(nb, kernel_name, **kwargs)
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, redactor=None, **kwargs):
+            if redactor is not None:  # every write of the executed notebook masks secrets and URL credentials
+                save = nb_man.save
+
+                def masking_save(**kw):
+                    redactor.notebook(nb_man.nb)
+                    return save(**kw)
+
+                nb_man.save = masking_save
             if on_cell is not None:
                 cell_start = nb_man.cell_start
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from runner.config import REFERENCE, STEP_REFERENCE, UniqueKeyLoader
+from runner.config import ENV_REFERENCE, REFERENCE, STEP_REFERENCE, UniqueKeyLoader
 from runner.errors import ParameterError
 
 TYPES = ("int", "float", "bool", "str", "date", "list", "dict", "any")
@@ -31,6 +31,7 @@ class Parameter:
     type: str  # one of TYPES; "date" is an ISO date carried as a string
     default: Any
     help: str = ""
+    secret: bool = False  # marked `# secret` in the parameters cell: only ${env.NAME} is accepted
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def resolve_references(value: Any, scraps: Mapping[str, Mapping[str, Any]], run:
     """Replace ``${steps.<step>.<scrap>}`` and ``${as_of}``-style references in a parameter value.
 
     A value that is exactly one reference takes the referred value with its type; a reference
-    inside longer text is substituted as text.
+    inside longer text is substituted as text. ``${env.NAME}`` stays as it is: a secret is read
+    inside the step's kernel (:mod:`runner.secrets`), never by the runner.
     """
     if isinstance(value, dict):
         return {key: resolve_references(item, scraps, run) for key, item in value.items()}
@@ -229,6 +231,8 @@ def resolve_references(value: Any, scraps: Mapping[str, Mapping[str, Any]], run:
 
 
 def _lookup(ref: str, scraps: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> Any:
+    if ENV_REFERENCE.match(ref):
+        return f"${{{ref}}}"
     step_ref = STEP_REFERENCE.match(ref)
     if not step_ref:
         return run[ref]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import notebooks
+from runner import notebooks, secrets
 from runner.config import Config, PipelineConfig, StepConfig, current_user, iter_references
 from runner.errors import ParameterError, TrackingError
 from runner.executors import get_executor
@@ -92,8 +92,9 @@ class RunObserver(Protocol):
     def step_retrying(self, step: str, attempt: int, delay: float, why: str) -> None: ...
 
 
-def plan_run(config: Config, request: RunRequest) -> Plan:
-    """Check the request against the config and every notebook's parameter contract."""
+def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -> Plan:
+    """Check the request against the config and every notebook's parameter contract (and, with
+    ``environment``, that the environment variables its secrets name are set here)."""
     pipeline = config.pipeline(request.pipeline)
     unknown = set(request.parameters) - set(pipeline.steps)
     if unknown:
@@ -109,9 +110,10 @@ def plan_run(config: Config, request: RunRequest) -> Plan:
         values = given if request.exact_parameters else {**step.parameters, **given}
         if "as_of" in contract.parameters and "as_of" not in values:
             values["as_of"] = as_of
+        for key, value in values.items():  # an unknown name fails now; a secret by ${env.NAME} only
+            parameter = contract.parameter(key)
+            secrets.check(key, value, parameter.type, parameter.secret, str(notebook), environment=environment)
         deferred = {key: value for key, value in values.items() if any(True for _ in iter_references(value))}
-        for key in deferred:
-            contract.parameter(key)  # an unknown name fails now, not when the step starts
         static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
         steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
     return Plan(request.pipeline, pipeline, as_of, steps)
@@ -119,7 +121,7 @@ def plan_run(config: Config, request: RunRequest) -> Plan:
 
 def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:
     """Plans for the named pipelines (all by default): the checks of a run, without running."""
-    return [plan_run(config, RunRequest(name)) for name in (pipelines or list(config.pipelines))]
+    return [plan_run(config, RunRequest(name), environment=False) for name in (pipelines or list(config.pipelines))]
 
 
 def run(

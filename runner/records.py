@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from runner.errors import NotFound, RunnerError
+from runner.secrets import strip_userinfo
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted"]
@@ -249,9 +250,9 @@ class RunStore:
         return f"{self.root.rstrip('/')}/{pipeline}/{run_id}"
 
     def write(self, record: RunRecord) -> None:
-        """Write ``run.json`` atomically."""
+        """Write ``run.json`` atomically, with the credentials of any URL in it masked."""
         path = f"{self.run_dir(record.pipeline, record.run_id)}/run.json"
-        data = record.model_dump_json(indent=2).encode()
+        data = strip_userinfo(record.model_dump_json(indent=2)).encode()
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"

@@ -39,6 +39,7 @@ from typing import Any
 from runner.config import Config, templates
 from runner.errors import RunnerError
 from runner.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord, Unreadable
+from runner.secrets import strip_userinfo
 
 TEMPLATES = templates("review")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
@@ -140,9 +141,10 @@ def mlflow_link(tracking_uri: str | None, experiment_id: str | None, run_id: str
     """Where to see an MLflow run: a URL for a tracking server, else the command that starts the UI."""
     if not run_id:
         return None
-    uri = tracking_uri or ""
+    uri = strip_userinfo(tracking_uri or "")
     if uri.startswith(("http://", "https://")):
-        url = f"{uri.rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
+        base = strip_userinfo(tracking_uri or "", mask="")  # a link a browser opens (it asks for the login)
+        url = f"{base.rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
         return {"run_id": run_id, "url": url, "command": None}
     command = f"mlflow ui --backend-store-uri {shlex.quote(uri)}" if uri else "mlflow ui"
     return {"run_id": run_id, "url": None, "command": command}

@@ -292,6 +292,10 @@ def run_step(
             stop.detach(proc)
         if proc.poll() is None:
             kill_tree(proc.pid)
+    from runner.secrets import Redactor
+
+    redactor = Redactor.for_parameters(task.parameters)
+    redactor.file(task.log)  # what the step process and its kernel wrote, secrets and URL credentials masked
     if result is None and stop is not None and stop.requested:
         error = {"ename": "Interrupted", "cell_index": None,
                  "evalue": f"the run was stopped while this step was starting; see {task.log}"}
@@ -304,7 +308,8 @@ def run_step(
             "cell_index": None,
         }
         return StepOutcome("failed", started, utcnow(), error)
-    return StepOutcome(result["status"], started, utcnow(), result["error"], result.get("scraps", {}))
+    return StepOutcome(result["status"], started, utcnow(), redactor.value(result["error"]),
+                       redactor.value(result.get("scraps", {})))
 
 
 def _child() -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from runner.config import PRODUCTION
 from runner.errors import TrackingError
+from runner.secrets import strip_userinfo
 
 # MLflow's warnings for situations that are not ours, which would only clutter executed notebooks: tqdm
 # without ipywidgets, integer columns in a signature (ours come from the data dictionary), a local
@@ -47,7 +48,7 @@ class Tracker:
             raise
         except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
             raise TrackingError(
-                f"could not {doing} MLflow at {self.tracking_uri}: {exc}; "
+                f"could not {doing} MLflow at {strip_userinfo(f'{self.tracking_uri}: {exc}')}; "
                 "check RUNNER_TRACKING_URI (or stores.tracking in runner.yaml) and that the server is up"
             ) from exc
 
@@ -161,7 +162,8 @@ def _as_uri(location: str) -> str:
 
 
 def _text(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    """A param or tag value: text, the credentials of any URL in it masked, cut to MLflow's limit."""
+    text = strip_userinfo(value if isinstance(value, str) else json.dumps(value, default=str))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

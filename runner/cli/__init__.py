@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.errors import ConfigError, NotFound, ParameterError, RunnerError
+from runner.secrets import strip_userinfo
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 STATUS_STYLE = {
@@ -32,8 +33,24 @@ STATUS_STYLE = {
     "pending": "dim",
 }
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Masked:
+    """sys.stdout or sys.stderr (whichever is current: tests swap them), with the credentials of every
+    URL written through it masked: whatever the CLI prints, a password in a URL is not shown."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self._name).write(strip_userinfo(text))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(getattr(sys, self._name), attribute)
+
+
+out = Console(file=_Masked("stdout"), highlight=False, soft_wrap=True)
+err = Console(file=_Masked("stderr"), highlight=False, soft_wrap=True)
 
 
 def _fail(error: RunnerError) -> None:
