@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import PRODUCTION
-from runner.errors import TrackingError
+from runner.errors import NotFound, RunnerError, TrackingError
 from runner.secrets import strip_userinfo
 
 # MLflow's warnings for situations that are not ours, which would only clutter executed notebooks: tqdm
@@ -44,7 +44,7 @@ class Tracker:
     def _wrapped(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except TrackingError:
+        except RunnerError:  # ours already says what to do
             raise
         except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
             raise TrackingError(
@@ -189,10 +189,11 @@ class Registry:
         with self.tracker._wrapped(f"read version {version} of model {name!r} from"):
             try:
                 found = self.client.get_model_version(name, str(version))
-            except Exception as exc:
-                raise TrackingError(
-                    f"model {name!r} has no version {version}; `runner models {name}` lists its versions"
-                ) from exc
+            except Exception as exc:  # a version that does not exist is a usage error; a dead server is not
+                if getattr(exc, "error_code", "") not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise
+                raise NotFound(f"model {name!r} has no version {version}; `runner models {name}` lists its "
+                               "versions") from None
             return _version_info(found)
 
     def by_alias(self, name: str, alias: str) -> dict[str, Any] | None:

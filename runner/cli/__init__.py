@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import signal
 import sys
 from typing import Any, NoReturn
@@ -416,8 +417,17 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
+def _month(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A YYYY-MM option, checked here: pandas would raise on 2026-13 only once the replay started."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})", value.strip())
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise click.BadParameter(f"{value!r} is not a month; give it as YYYY-MM, e.g. 2026-01")
+    return value.strip()
+
+
 @main.command()
-@click.option("--start", default="2026-01", show_default=True, help="First month of the replay (YYYY-MM).")
+@click.option("--start", default="2026-01", show_default=True, callback=_month,
+              help="First month of the replay (YYYY-MM).")
 @click.option("--months", type=click.IntRange(min=1, max=36), default=12, show_default=True)
 @click.option("--train-every", type=click.IntRange(min=1), default=3, show_default=True,
               help="Retrain every N months.")

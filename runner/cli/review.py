@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from runner.cli import _raise_keyboard_interrupt, config_option, group_config, handles_errors, main, out
-from runner.errors import RunnerError
+from runner.errors import NotFound, RunnerError
 
 
 @main.group()
@@ -52,7 +52,7 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
     config = group_config(config_path)
     for run_id in (run_a, run_b):
         if not safe_name(run_id):
-            raise RunnerError(f"{run_id!r} is not a run id; `runner runs` lists them")
+            raise NotFound(f"{run_id!r} is not a run id; `runner runs` lists them")
     inside_site = out_file is None
     target = Path(out_file) if out_file else default_out(config) / "diffs" / f"{run_a}__{run_b}.html"
     page = Site(config).render_diff(run_a, run_b, root="../" if inside_site else None)
