@@ -75,4 +75,4 @@ def test_promote_moves_the_champion_records_who_and_why_and_rolls_back(governed)
     aliases = {v["version"]: v["aliases"] for v in listed["versions"]}
     assert aliases == {"1": ["champion"], "2": []}
     missing = governed.cli("promote", "credit", "9", "--reason", "x")
-    assert missing.exit_code == 1 and "has no version 9" in missing.stderr
+    assert missing.exit_code == 2 and "has no version 9" in missing.stderr  # a usage error
