@@ -101,7 +101,7 @@ def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -
         raise ParameterError(
             f"no step named {sorted(unknown)[0]!r} in pipeline {request.pipeline!r}; steps: {', '.join(pipeline.steps)}"
         )
-    as_of = coerce_value(request.as_of or dt.date.today().isoformat(), AS_OF, "--as-of")
+    as_of = coerce_value(dt.date.today().isoformat() if request.as_of is None else request.as_of, AS_OF, "--as-of")
     steps = {}
     for name, step in pipeline.steps.items():
         notebook = Path(request.notebooks[name]) if name in request.notebooks else config.notebook_path(step)

@@ -351,6 +351,7 @@ PARAMETER_CASES = [
     Case("as-of-a-word", ("run", "p", "--as-of", "yesterday"), 2, "--as-of parameter 'as_of': expected an ISO date",
          BASIC),
     Case("as-of-impossible", ("run", "p", "--as-of", "2026-02-30"), 2, "got str '2026-02-30'", BASIC),
+    Case("as-of-empty", ("run", "p", "--as-of", ""), 2, "--as-of parameter 'as_of': expected an ISO date", BASIC),
     Case("as-of-two-digit-year", ("run", "p", "--as-of", "26-01-01"), 2, "--as-of parameter 'as_of'", BASIC),
     Case("as-of-with-time", ("run", "p", "--as-of", "2026-01-01T00:00"), 2, "--as-of parameter 'as_of'", BASIC),
     Case("as-of-not-utf-8", ("run", "p", "--as-of", f"2026-01-0{SURROGATE}"), 2,
