@@ -19,7 +19,7 @@ from runner.errors import RunnerError
 from runner.locks import PipelineLock
 from runner.pipeline import run
 from runner.records import RunRecord, RunStore
-from runner.schedules import request_for, runs_for, schedule_of, ticks_on_days
+from runner.schedules import request_for, runs_for, schedule_of, ticks_on_days, unreadable_since
 from runner.stepproc import StopRequest
 
 
@@ -45,6 +45,10 @@ def plan_backfill(config: Config, pipeline: str, first: date, last: date) -> Bac
         raise RunnerError(f"the schedule of {pipeline!r} has no tick between {first} and {last}; "
                           "`runner schedule list` shows its next ticks")
     store = RunStore(config.stores.runs)
+    unreadable = unreadable_since(store, pipeline, ticks[0])
+    if unreadable:  # as the scheduler does: a run that may be one of these ticks' is never run again
+        raise RunnerError(f"{unreadable.message}; created after {ticks[0].isoformat()}, it may be the run of a tick "
+                          "in this range, so none is run; repair or remove that file, then backfill again")
     plan = Backfill(pipeline, ticks)
     for tick in ticks:
         done = [record for record in runs_for(store, pipeline, tick) if record.status == "succeeded"]

@@ -28,8 +28,18 @@ from runner.errors import PipelineBusy, RunnerError
 from runner.locks import PipelineLock
 from runner.notify import Event, notify, wanted
 from runner.pipeline import run
-from runner.records import RunRecord, RunStore, Unreadable, is_run_id
-from runner.schedules import Clock, SystemClock, last_tick, next_ticks, request_for, runs_for, scheduled, ticks_between
+from runner.records import RunRecord, RunStore
+from runner.schedules import (
+    Clock,
+    SystemClock,
+    last_tick,
+    next_ticks,
+    request_for,
+    runs_for,
+    scheduled,
+    ticks_between,
+    unreadable_since,
+)
 from runner.stepproc import StopRequest
 
 POLL_SECONDS = 30.0  # how often a waiting scheduler looks again (config changes, busy pipelines)
@@ -184,7 +194,7 @@ class Scheduler:
             lock.release()
             self._notice("skipped", name, tick, taken[0].run_id, taken[0].effective_status, "this tick already has a run")
             return True
-        unreadable = self._unreadable_since(name, tick)
+        unreadable = unreadable_since(self.store, name, tick)
         if unreadable:
             lock.release()
             day = tick.date().isoformat()
@@ -204,13 +214,6 @@ class Scheduler:
             return run(self.config, request_for(name, tick, "schedule"), stop=stop, locked=True)
         finally:
             lock.release()
-
-    def _unreadable_since(self, name: str, tick: datetime) -> Unreadable | None:
-        """The oldest record of the pipeline that cannot be read and whose run id (its UTC start) is not
-        older than ``tick``: a run that may be the tick's. Folders not named by a run id are not runs."""
-        created_after = tick.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        found = [entry for entry in self.store.unreadable(name, newer_than=created_after) if is_run_id(entry.run_id)]
-        return found[-1] if found else None
 
     def _reap(self) -> None:
         for name, running in list(self.running.items()):

@@ -20,7 +20,7 @@ from croniter import croniter
 from runner.config import Config, ScheduleConfig
 from runner.errors import ConfigError
 from runner.pipeline import RunRequest
-from runner.records import RunRecord, RunStore
+from runner.records import RunRecord, RunStore, Unreadable, is_run_id
 
 
 class Clock(Protocol):
@@ -100,6 +100,14 @@ def runs_for(store: RunStore, pipeline: str, tick: datetime) -> list[RunRecord]:
         record for record in store.list(pipeline, newer_than=created_after)
         if record.scheduled_for and datetime.fromisoformat(record.scheduled_for) == tick
     ]
+
+
+def unreadable_since(store: RunStore, pipeline: str, tick: datetime) -> Unreadable | None:
+    """The oldest record of the pipeline that cannot be read and whose run id (its UTC start) is not older
+    than ``tick``: a run that may be the tick's (or a later tick's). Folders not named by a run id are not runs."""
+    created_after = tick.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    found = [entry for entry in store.unreadable(pipeline, newer_than=created_after) if is_run_id(entry.run_id)]
+    return found[-1] if found else None
 
 
 def last_scheduled_run(store: RunStore, pipeline: str) -> RunRecord | None:

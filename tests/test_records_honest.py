@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from conftest import step
 
+from runner.backfill import plan_backfill
 from runner.config import load_config
 from runner.errors import PipelineBusy
 from runner.locks import PipelineLock
@@ -157,6 +158,21 @@ def test_the_scheduler_does_not_run_a_tick_an_unreadable_record_may_have_taken(p
         "skipped", "2026-12-01T06:00:00+00:00", "20261201T060004-abcdef", "unreadable")
     assert str(runs / "taken" / "20261201T060004-abcdef" / "run.json") in skipped.detail
     assert "\n" not in skipped.detail and "runner backfill taken --from 2026-12-01 --to 2026-12-01" in skipped.detail
+
+
+def test_backfill_refuses_a_range_an_unreadable_record_may_belong_to(project):
+    daily = {"cron": "0 6 * * *", "timezone": "UTC"}
+    project.write({"taken": {"schedule": daily, "steps": {"s": step("ok")}}})
+    folder = project.home / "runs" / "taken" / "20261203T101500-abcdef"  # created after the range's first tick
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_bytes(b'{"run_id": "20261203T101500-abcdef", "scheduled_for": "2026-12-0')
+    result = project.cli("backfill", "taken", "--from", "2026-12-01", "--to", "2026-12-02")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert str(folder / "run.json") in line and "it may be the run of a tick in this range, so none is run" in line
+    assert [path.name for path in (project.home / "runs" / "taken").iterdir()] == [folder.name]  # nothing ran
+    later = plan_backfill(load_config(project.config), "taken", date(2026, 12, 4), date(2026, 12, 4))
+    assert len(later.ticks) == 1 and not later.done_before  # a range that starts after it was made is not its
 
 
 # -- 3. an empty or corrupt lock file is recovered after the heartbeat timeout, not before -------
