@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,9 @@ from click.testing import CliRunner
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 RUNNER_VARS = ("RUNNER_CONFIG", "RUNNER_HOME", "RUNNER_RUN_STORE", "RUNNER_TRACKING_URI", "RUNNER_ARTIFACTS")
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +86,42 @@ def notebook(name: str) -> str:
 
 def step(name: str, **fields) -> dict:
     return {"notebook": notebook(name), **fields}
+
+
+# -- the review site: `runner review serve` and a real browser ---------------------------------
+@pytest.fixture(scope="module")
+def review_server(review_project: Project):
+    """`runner review serve` on a free port, in a process of its own, over the store of the module's
+    ``review_project`` fixture (each module that uses this defines it); yields the site's URL."""
+    env = {k: v for k, v in os.environ.items() if k not in RUNNER_VARS}
+    env["RUNNER_HOME"] = str(review_project.home)
+    script = Path(sys.executable).with_name("runner")
+    process = subprocess.Popen([str(script), "review", "serve", "--config", str(review_project.config), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        line = process.stdout.readline() if ready else ""
+        assert "serving the review site" in line, line + (process.stderr.read() if process.poll() is not None else "")
+        yield line.split(" at ", 1)[1].split()[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright, launched once per module (Playwright cannot download its own here)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"NO BROWSER: {CHROMIUM} is missing, so the review site's browser tests cannot run; "
+                    "install Debian's chromium (`apt-get install chromium`, as .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

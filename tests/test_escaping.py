@@ -11,12 +11,8 @@ pandas shows the data, the planted text reads as text. Screenshots land in test-
 from __future__ import annotations
 
 import io
-import os
 import re
-import select
 import shutil
-import subprocess
-import sys
 import tokenize
 import urllib.error
 import urllib.request
@@ -34,9 +30,6 @@ from runner.review import NOTEBOOK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
 IMG = '<img src=x onerror="window.__pwned=1">'
 SCRIPT = "<script>window.__pwned=2</script>"
 SVG = '<svg onload="window.__pwned=3">'  # the second run's value, for the diff
@@ -133,20 +126,6 @@ def test_the_executed_notebook_holds_the_planted_values_escaped_and_the_site_add
         "only the careless cell holds the planted markup as markup"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"NO BROWSER: {CHROMIUM} is missing; install Debian's chromium (`apt-get install chromium`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def assert_nothing_ran(page) -> None:
     for frame in page.frames:
         assert frame.evaluate("typeof window.__pwned") == "undefined", f"planted script ran in {frame.url}"
@@ -214,24 +193,9 @@ def test_the_built_site_opened_from_disk_runs_no_planted_script(planted, browser
 
 
 @pytest.fixture(scope="module")
-def served(planted):
-    project, _ = planted
-    env = {k: v for k, v in os.environ.items() if k not in RUNNER_VARS}
-    env["RUNNER_HOME"] = str(project.home)
-    script = Path(sys.executable).with_name("runner")
-    process = subprocess.Popen([str(script), "review", "serve", "--config", str(project.config), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline() if ready else ""
-        assert "serving the review site" in line, line + (process.stderr.read() if process.poll() is not None else "")
-        yield line.split(" at ", 1)[1].split()[0]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def review_project(planted) -> Project:
+    """The project conftest's review_server serves."""
+    return planted[0]
 
 
 def fetch(url: str) -> tuple[int, dict[str, str], str]:
@@ -247,29 +211,29 @@ def directives(policy: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_serve_sends_a_policy_with_every_response(planted, served):
+def test_serve_sends_a_policy_with_every_response(planted, review_server):
     _, (first, second) = planted
     for path in ("", "index.html", "pipelines/shown.html", f"runs/{first}.html", f"diffs/{first}__{second}.html"):
-        status, headers, body = fetch(served + path)
+        status, headers, body = fetch(review_server + path)
         policy = directives(headers["Content-Security-Policy"])
         assert status == 200 and policy["script-src"] == "'self'", (path, policy)  # no inline script
         assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'none'"
         assert "<script>" not in body, f"an inline script on {path}"
         assert not re.search(r"<[^>]+\son[a-z]+=", body), f"an inline event handler on {path}"
-    status, headers, body = fetch(served + f"runs/{first}/data.html")
+    status, headers, body = fetch(review_server + f"runs/{first}/data.html")
     policy = directives(headers["Content-Security-Policy"])
     assert status == 200 and "sandbox" in policy and policy["sandbox"] == ""  # no allow-scripts, no allow-same-origin
     assert policy["default-src"] == "'none'" and "script-src" not in policy and policy["img-src"] == "data:"
     assert policy["frame-ancestors"] == "'self'" and NOTEBOOK_META.decode() in body
-    status, headers, body = fetch(served + "review.js")
+    status, headers, body = fetch(review_server + "review.js")
     assert status == 200 and headers["Content-Type"].startswith("text/javascript") and "filter-status" in body
     assert "Content-Security-Policy" in headers
-    status, headers, _ = fetch(served + "runs/nope/../../x")
+    status, headers, _ = fetch(review_server + "runs/nope/../../x")
     assert status == 404 and "Content-Security-Policy" in headers
 
 
 @pytest.mark.slow
-def test_the_served_site_runs_no_planted_script(planted, served, browser):
+def test_the_served_site_runs_no_planted_script(planted, review_server, browser):
     _, (first, second) = planted
     ARTIFACTS.mkdir(exist_ok=True)
-    visit_site(browser, served, first, second, "served")
+    visit_site(browser, review_server, first, second, "served")

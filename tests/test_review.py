@@ -9,10 +9,8 @@ executed notebooks; the layout tests use records written directly (no kernels).
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -31,9 +29,6 @@ from runner.review import NOTEBOOK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"]
 EVIL = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
 
@@ -288,26 +283,10 @@ def test_mlflow_links_point_at_a_server_or_say_how_to_start_the_ui():
     assert mlflow_link("sqlite:///x.db", "3", None) is None
 
 
-# -- the live server --------------------------------------------------------------------------
+# -- the live server (conftest's review_server fixture, over the shared store) -----------------
 @pytest.fixture(scope="module")
-def server(runs):
-    """`runner review serve` on a free port, in a process of its own, over the shared store."""
-    env = {k: v for k, v in os.environ.items() if k not in RUNNER_VARS}
-    env["RUNNER_HOME"] = str(runs.home)
-    script = Path(sys.executable).with_name("runner")
-    process = subprocess.Popen([str(script), "review", "serve", "--config", str(runs.config), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline() if ready else ""
-        assert "serving the review site" in line, line + (process.stderr.read() if process.poll() is not None else "")
-        yield line.split(" at ", 1)[1].split()[0]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def review_project(runs) -> Project:
+    return runs
 
 
 def get(url: str) -> tuple[int, str]:
@@ -318,51 +297,36 @@ def get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_serve_binds_to_localhost_and_shows_new_runs_without_a_rebuild(shared, server):
-    assert server.startswith("http://127.0.0.1:")
+def test_serve_binds_to_localhost_and_shows_new_runs_without_a_rebuild(shared, review_server):
+    assert review_server.startswith("http://127.0.0.1:")
     (bad,) = run_ids(shared, "bad")
-    status, index = get(server)
+    status, index = get(review_server)
     assert status == 200 and bad in index
     late = fake_run(3, pipeline="late", start=datetime(2026, 3, 1, tzinfo=timezone.utc))
     RunStore(load_config(shared.config).stores.runs).write(late)
-    status, index = get(server + "index.html")
+    status, index = get(review_server + "index.html")
     assert status == 200 and late.run_id in index, "a run written after the server started shows at once"
-    assert get(server + f"runs/{late.run_id}.html")[0] == 200
-    assert get(server + "pipelines/late.html")[0] == 200
-    status, page = get(server + f"runs/{bad}/a.html")
+    assert get(review_server + f"runs/{late.run_id}.html")[0] == 200
+    assert get(review_server + "pipelines/late.html")[0] == 200
+    status, page = get(review_server + f"runs/{bad}/a.html")
     assert status == 200 and 'id="papermill-error-cell"' in page
-    assert get(server + "runs/../../etc/passwd")[0] == 404
-    assert get(server + "runs/20990101T000000-000000.html")[0] == 404
+    assert get(review_server + "runs/../../etc/passwd")[0] == 404
+    assert get(review_server + "runs/20990101T000000-000000.html")[0] == 404
 
 
-# -- a real browser ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"NO BROWSER: {CHROMIUM} is missing, so the review site's browser tests cannot run; "
-                    "install Debian's chromium (`apt-get install chromium`, as .ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
+# -- a real browser (conftest's browser fixture) ------------------------------------------------
 def screenshot(page, name: str, full_page: bool = False) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"review-{name}.png"), full_page=full_page)
 
 
 @pytest.mark.slow
-def test_browser_filters_failed_runs_and_reaches_the_failing_cell(shared, server, browser):
+def test_browser_filters_failed_runs_and_reaches_the_failing_cell(shared, review_server, browser):
     from playwright.sync_api import expect
 
     (bad,) = run_ids(shared, "bad")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(server)
+    page.goto(review_server)
     page.select_option("#filter-status", "failed")
     visible = page.locator("#runs tbody tr:visible")
     expect(visible).to_have_count(1)
@@ -388,7 +352,7 @@ def test_browser_filters_failed_runs_and_reaches_the_failing_cell(shared, server
     screenshot(page, "failing-cell")
     page.set_viewport_size({"width": 1280, "height": 900})
 
-    page.goto(server + "index.html?pipeline=good")  # a link can open the index filtered
+    page.goto(review_server + "index.html?pipeline=good")  # a link can open the index filtered
     expect(page.locator("#runs tbody tr:visible")).to_have_count(2)
     assert page.input_value("#filter-pipeline") == "good"
     page.close()
