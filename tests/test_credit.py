@@ -1,8 +1,13 @@
-"""The reference credit pipelines end to end, through the CLI, on the repo's own runner.yaml and notebooks."""
+"""The reference credit pipelines end to end, through the CLI, on the repo's own runner.yaml and notebooks.
+
+One short replay (`runner demo`, one month) is run once for the module (``demo_home``); each test
+works in a copy of its stores, so neither sees what the other ran.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -11,6 +16,7 @@ import mlflow.artifacts
 import pandas as pd
 import pytest
 import yaml
+from conftest import RUNNER_VARS
 from mlflow.tracking import MlflowClient
 
 from runner.cli import main
@@ -28,12 +34,37 @@ def cli(*args: str):
     return CliRunner().invoke(main, [*args, "--config", CONFIG], catch_exceptions=False)
 
 
-@pytest.mark.slow
-def test_a_short_replay_ingests_trains_registers_scores_and_monitors(runner_home, tmp_path, monkeypatch):
-    result = cli("demo", "--start", "2026-07", "--months", "1", "--train-every", "1")
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory, migrated_mlflow_db) -> tuple[Path, str]:
+    """The stores after `runner demo --start 2026-07 --months 1 --train-every 1` (history load, then July
+    with a retraining); returns the folder and what the demo printed."""
+    home = tmp_path_factory.mktemp("credit-demo") / ".runner"
+    home.mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as env:
+        for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "RUNNER_USER"):
+            env.delenv(name, raising=False)
+        env.setenv("RUNNER_HOME", str(home))
+        result = cli("demo", "--start", "2026-07", "--months", "1", "--train-every", "1")
     assert result.exit_code == 0, result.output
-    assert "Demo finished: 5/5 runs succeeded" in result.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///" in result.stdout
+    return home, result.stdout
+
+
+@pytest.fixture
+def demo(demo_home, runner_home) -> str:
+    """This test's RUNNER_HOME holds a copy of the demo's stores (MLflow's artifacts stay where the demo
+    wrote them: runs of this test add their own, under their own run ids). Returns what the demo printed."""
+    home, printed = demo_home
+    shutil.rmtree(runner_home)
+    shutil.copytree(home, runner_home)
+    return printed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # its setup runs the demo, shared with the other test
+def test_a_short_replay_ingests_trains_registers_scores_and_monitors(demo, tmp_path, monkeypatch):
+    assert "Demo finished: 5/5 runs succeeded" in demo
+    assert "mlflow ui --backend-store-uri sqlite:///" in demo
 
     config = load_config(CONFIG)
     runs = {(r.pipeline, r.as_of): r for r in RunStore(config.stores.runs).list()}
@@ -136,8 +167,8 @@ def project_config(tmp_path: Path, **changes) -> str:
 
 
 @pytest.mark.slow
-def test_alerts_reach_the_notifier_and_fail_on_fails_the_step_after_saving(runner_home, tmp_path, webhook):
-    assert cli("demo", "--start", "2026-07", "--months", "1", "--train-every", "12").exit_code == 0
+@pytest.mark.timeout(900)  # its setup may run the demo, shared with the other test
+def test_alerts_reach_the_notifier_and_fail_on_fails_the_step_after_saving(demo, tmp_path, webhook):
     url, received = webhook
     failing = project_config(tmp_path, notify={"webhook": url, "events": ["warn", "alert"]},
                              monitoring={"fail_on": "alert"})
