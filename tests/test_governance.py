@@ -3,32 +3,70 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import step
+import yaml
+from conftest import RUNNER_VARS, step
 from sklearn.linear_model import LogisticRegression
 
 from runner import nb
 
 
-@pytest.fixture
-def governed(project, monkeypatch):
-    project.write({"p": {"purpose": "credit_scoring", "steps": {"a": step("ok")}}},
-                  models={"credit": {"metric": "auc", "margin": 0.01}})
-    monkeypatch.setenv("RUNNER_CONFIG", str(project.config))
-    monkeypatch.setenv("RUNNER_USER", "ada")
-    monkeypatch.setenv("RUNNER_NAMESPACE", "production")  # by hand, explicitly in production: aliases move now
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", project.tracking_uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.setattr(nb, "_context", None)
-    nb.context(pipeline="p", as_of="2026-03-31")
-    yield project
+CONFIG = {"pipelines": {"p": {"purpose": "credit_scoring", "steps": {"a": step("ok")}}},
+          "models": {"credit": {"metric": "auc", "margin": 0.01}}}
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, migrated_mlflow_db) -> tuple[Path, dict, dict]:
+    """Two versions of ``credit`` saved by hand, explicitly in production (so aliases move at once) by ada,
+    once for the module (each registration takes seconds): a model of the signal, then one that sees only
+    noise. Returns the stores' folder and the two decisions."""
     import mlflow
 
-    while mlflow.active_run():
-        mlflow.end_run()
+    home = tmp_path_factory.mktemp("governance") / ".runner"
+    home.mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    config = home.parent / "runner.yaml"
+    config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    with pytest.MonkeyPatch.context() as env:
+        for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+            env.delenv(name, raising=False)
+        env.setenv("RUNNER_HOME", str(home))
+        env.setenv("RUNNER_CONFIG", str(config))
+        env.setenv("RUNNER_USER", "ada")
+        env.setenv("RUNNER_NAMESPACE", "production")  # by hand, explicitly in production: aliases move now
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        env.setattr(nb, "_context", None)
+        try:
+            nb.context(pipeline="p", as_of="2026-03-31")
+            X, y = data(1)
+            holdout = data(2)
+            good = LogisticRegression().fit(X, y)
+            noise_only = LogisticRegression().fit(X[["noise"]].assign(signal=0.0)[["signal", "noise"]], y)
+            first = nb.save_model(good, "credit", X, holdout)
+            worse = nb.save_model(noise_only, "credit", X, holdout)
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):  # set by the run by hand, outside the patch
+                os.environ.pop(name, None)
+    return home, first, worse
+
+
+@pytest.fixture
+def governed(registered, project, monkeypatch):
+    """This test's project and RUNNER_HOME, holding a copy of the registrations' stores; ada at the keyboard."""
+    home, _, _ = registered
+    shutil.rmtree(project.home)
+    shutil.copytree(home, project.home)
+    project.config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    monkeypatch.setenv("RUNNER_USER", "ada")
+    return project
 
 
 def data(seed: int, n: int = 600) -> tuple[pd.DataFrame, pd.Series]:
@@ -38,18 +76,12 @@ def data(seed: int, n: int = 600) -> tuple[pd.DataFrame, pd.Series]:
     return X, y
 
 
-def test_first_version_is_champion_then_challenger_unless_it_beats_by_the_margin(governed):
-    X, y = data(1)
-    holdout = data(2)
-    good = LogisticRegression().fit(X, y)
-    noise_only = LogisticRegression().fit(X[["noise"]].assign(signal=0.0)[["signal", "noise"]], y)
-
-    first = nb.save_model(good, "credit", X, holdout)
+def test_first_version_is_champion_then_challenger_unless_it_beats_by_the_margin(registered, governed):
+    _, first, worse = registered
     assert (first["version"], first["decision"]) == ("1", "champion")
-
-    worse = nb.save_model(noise_only, "credit", X, holdout)
-    assert worse["decision"] == "challenger" and worse["champion_version"] == "1"
+    assert (worse["version"], worse["decision"]) == ("2", "challenger") and worse["champion_version"] == "1"
     assert worse["champion_value"] == pytest.approx(first["value"])
+    assert worse["value"] < first["value"] - 0.01  # it does not beat the champion by the margin
 
     result = governed.cli("models", "credit", "--json")
     listed = json.loads(result.stdout)
@@ -60,10 +92,6 @@ def test_first_version_is_champion_then_challenger_unless_it_beats_by_the_margin
 
 
 def test_promote_moves_the_champion_records_who_and_why_and_rolls_back(governed):
-    X, y = data(1)
-    holdout = data(2)
-    for _ in range(2):
-        nb.save_model(LogisticRegression().fit(X, y), "credit", X, holdout)
     promoted = governed.cli("promote", "credit", "2", "--reason", "approved by model risk")
     assert promoted.exit_code == 0, promoted.output
     assert "credit v2 is the champion (was v1); by ada" in promoted.stdout
