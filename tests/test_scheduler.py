@@ -159,31 +159,38 @@ def test_a_busy_pipeline_waits_and_its_tick_is_not_lost(project):
 # -- the lock --------------------------------------------------------------------------------
 
 
-def _contend(root: str, start: float, results) -> None:
-    while time.time() < start:
-        time.sleep(0.001)
+CONTENDERS = 6
+
+
+def _contend(root: str, ready, tried, results) -> None:
     lock = PipelineLock(RunStore(root), "p")
+    ready.wait(60)  # every process imported and ready: they all try at once
     try:
         lock.acquire()
     except PipelineBusy:
         results.put("busy")
+        with tried.get_lock():
+            tried.value += 1
         return
     results.put("won")
-    time.sleep(1.0)  # hold it while the others try
+    with tried.get_lock():
+        tried.value += 1
+    deadline = time.monotonic() + 60
+    while tried.value < CONTENDERS and time.monotonic() < deadline:  # hold it until the others have tried
+        time.sleep(0.01)
     lock.release()
 
 
 def test_of_processes_taking_the_lock_at_once_exactly_one_wins(tmp_path):
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    start = time.time() + 2.0
-    procs = [context.Process(target=_contend, args=(str(tmp_path), start, results)) for _ in range(6)]
+    results, ready, tried = context.Queue(), context.Barrier(CONTENDERS), context.Value("i", 0)
+    procs = [context.Process(target=_contend, args=(str(tmp_path), ready, tried, results)) for _ in range(CONTENDERS)]
     for proc in procs:
         proc.start()
     for proc in procs:
-        proc.join(30)
+        proc.join(90)
     outcomes = sorted(results.get(timeout=5) for _ in procs)
-    assert outcomes == ["busy"] * 5 + ["won"]
+    assert outcomes == ["busy"] * (CONTENDERS - 1) + ["won"]
     assert not (tmp_path / ".locks" / "p.lock").exists()
 
 
