@@ -52,8 +52,12 @@ ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data sna
 ENV_USER = EnvVar("RUNNER_USER", "who is recorded as training or promoting a model", "the login name")
 ENV_NAMESPACE = EnvVar("RUNNER_NAMESPACE", "where a notebook run by hand writes: 'production' only as an explicit "
                        "opt-in", "user:<login name> by hand; production under the runner")
+ENV_WAREHOUSE_BUSY_TIMEOUT = EnvVar("RUNNER_WAREHOUSE_BUSY_TIMEOUT", "how long one attempt of a warehouse write waits "
+                                    "for another writer's lock: seconds or '30s', '2m'", "30s")
+ENV_WAREHOUSE_WRITE_ATTEMPTS = EnvVar("RUNNER_WAREHOUSE_WRITE_ATTEMPTS", "attempts of a warehouse write that meets a "
+                                      "lock, a deadlock or a lost connection (1: no retry)", "4")
 ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER,
-            ENV_NAMESPACE)
+            ENV_NAMESPACE, ENV_WAREHOUSE_BUSY_TIMEOUT, ENV_WAREHOUSE_WRITE_ATTEMPTS)
 # Runs started by the runner write to production; a notebook run any other way (JupyterLab, nbconvert, bare
 # papermill) writes to its author's namespace, user:<name>, which production readers never see.
 PRODUCTION = "production"

@@ -6,6 +6,14 @@ writes only the tables the dictionary declares (and the runner's run tables), an
 purpose: every column a read uses, in ``columns=``, ``where=``, ``order_by=`` or a whole query
 (parsed, never trusted), must allow it. Date columns are read as ``datetime64[ns]``, category
 columns as strings (see :mod:`runner.dictionary`).
+
+Every write is one transaction, all or none. A write that meets another writer waits for its lock
+(sqlite: the transaction starts with ``BEGIN IMMEDIATE``, so it takes the write lock first and waits
+the busy timeout for it; PostgreSQL: ``lock_timeout``), up to ``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` per
+attempt. Transient failures (a lock still held, a deadlock or serialization failure, a connection
+lost before the commit) re-run the whole transaction after an exponential backoff with jitter, up to
+``RUNNER_WAREHOUSE_WRITE_ATTEMPTS`` attempts; anything else (a constraint, a missing column) fails at
+once. The last failure names the lock and the setting to raise, never the table's columns.
 """
 
 from __future__ import annotations
@@ -14,29 +22,36 @@ import copy
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from functools import cached_property, partial
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
 from pandas.errors import DatabaseError
 from sqlalchemy.exc import SQLAlchemyError
 
-from runner.config import PRODUCTION
+from runner.config import ENV_WAREHOUSE_BUSY_TIMEOUT, ENV_WAREHOUSE_WRITE_ATTEMPTS, PRODUCTION, EnvVar, parse_duration
 from runner.dictionary import ANY as ANY_PURPOSE
 from runner.dictionary import DataDictionary, TableSpec, parse_condition, parse_query, sql_dialect
-from runner.errors import DataContractError, NotFound, RunnerError
+from runner.errors import ConfigError, DataContractError, NotFound, RunnerError
 
 __all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
 
 PREDICTIONS = "predictions"
 CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
-SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for another writer's transaction
+BACKOFF = (0.1, 5.0)  # seconds before the first retry of a write (doubling each time, with jitter), and the most
+# Transient failures by SQLSTATE (PostgreSQL; psycopg's .sqlstate, psycopg2's .pgcode): the transaction gave way to
+# another writer, so running it again can succeed. Class 08 and 57P01-57P03 are a connection lost or refused for now.
+SQLSTATES = {"40001": "conflict", "40P01": "conflict", "55P03": "lock", "57P01": "connection",
+             "57P02": "connection", "57P03": "connection"}
+SQLITE_LOCKS = ("database is locked", "database is busy", "database table is locked", "database schema is locked")
 SQL_TYPES = {
     "int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "category": sa.Text,
     "bool": sa.Boolean, "date": sa.Date, "datetime": sa.DateTime,
@@ -69,6 +84,7 @@ _MONITORING_COLUMNS = {  # name: (type, description, nullable)
     "namespace": ("string", "production, or user:<name> for a notebook run by hand", False),
 }
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 BUILTIN = DataDictionary.from_dict({
     "purposes": {},
@@ -97,12 +113,19 @@ class Warehouse:
     read of a table of the ``dictionary`` without a purpose is refused, unless it says
     ``unchecked="why"`` (logged); the runner's run tables (``predictions``, ``monitoring_metrics``)
     may be read for any purpose or none.
+
+    ``busy_timeout`` (seconds) and ``write_attempts`` default to ``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` and
+    ``RUNNER_WAREHOUSE_WRITE_ATTEMPTS`` (see the module's docstring for what they bound).
     """
 
-    def __init__(self, url: str, dictionary: DataDictionary | None = None, *, purpose: str | None = None):
+    def __init__(self, url: str, dictionary: DataDictionary | None = None, *, purpose: str | None = None,
+                 busy_timeout: float | None = None, write_attempts: int | None = None):
         self.url = url
         self.dictionary = dictionary
-        self._engine = _create_engine(url)
+        # how long one attempt of a write waits for another writer's lock, and how many attempts a write has
+        self.busy_timeout = _busy_timeout(busy_timeout)
+        self.write_attempts = _write_attempts(write_attempts)
+        self._engine = _create_engine(url, self.busy_timeout)
         self._purpose = purpose
         self._fixed = purpose is not None  # reads are for self._purpose only, or (None) for no purpose
         self._no_purpose = ""  # why a fixed warehouse has no purpose, and what to do: said when a read needs one
@@ -153,13 +176,16 @@ class Warehouse:
         contract = self._contract(table)
         spec = contract.table(table)
         frame = contract.validate(table, frame)
-        with self._transaction() as conn:
+
+        def write(conn: sa.Connection) -> int:
             if mode == "replace":
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(table)}"))
             sql_table = self._ensure_table(conn, table, spec)
             if spec.key and mode == "append":
                 self._delete_keys(conn, sql_table, frame[list(spec.key)])
             return self._insert(conn, table, frame, spec)
+
+        return self._in_transaction(table, write)
 
     def read_table(
         self,
@@ -244,8 +270,11 @@ class Warehouse:
         because the database then guarantees atomicity even when the process is killed (nothing
         to clean up) and the rows are written once. Readers keep seeing the previous state until
         the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
-        the run to finish (busy timeout :data:`SQLITE_BUSY_TIMEOUT`). Returns rows written. Rows of a
-        ``namespace`` other than production (a notebook run by hand) are invisible to :meth:`read_predictions`.
+        the run to finish (``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` per attempt). A transient failure re-runs
+        the transaction from the start when ``frames`` is a frame or a list; an iterator already drawn
+        from cannot be replayed, so then the write fails (nothing written) and says so. Returns rows
+        written. Rows of a ``namespace`` other than production (a notebook run by hand) are invisible to
+        :meth:`read_predictions`.
 
         Production holds one set of scores per ``as_of``, model name and version: the same
         transaction deletes the production rows another run wrote for them, so a resume or rerun of
@@ -288,9 +317,11 @@ class Warehouse:
         is called after the commit), and inserts ``frames`` with the run's columns."""
         spec = self._contract(table).table(table)
         chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
-        written = 0
-        replaced: dict[str, int] = {}
-        with self._transaction() as conn:
+        once = iter(chunks) is chunks  # an iterator (a generator): its frames can be drawn only once
+        drawn = False
+
+        def write(conn: sa.Connection) -> tuple[int, dict[str, int]]:
+            nonlocal drawn
             sql_table = self._ensure_table(conn, table, spec)
 
             def matching(names: tuple[str, ...]) -> list:
@@ -298,6 +329,7 @@ class Warehouse:
                                               else run[name]) for name in names]
 
             conn.execute(sa.delete(sql_table).where(*matching(scope)))
+            replaced: dict[str, int] = {}
             if supersede:
                 others = sa.and_(*matching(supersede), sql_table.c.run_id != run["run_id"])
                 counts = conn.execute(sa.select(sql_table.c.run_id, sa.func.count()).where(others)
@@ -305,6 +337,8 @@ class Warehouse:
                 replaced = {str(run_id): int(rows) for run_id, rows in counts}
                 if replaced:
                     conn.execute(sa.delete(sql_table).where(others))
+            written = 0
+            drawn = once
             for chunk in chunks:
                 missing = set(required) - set(chunk.columns)
                 if missing:
@@ -312,6 +346,9 @@ class Warehouse:
                 rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]].assign(**run)
                 written += self._insert(conn, table, self._contract(table).validate(table, rows[list(spec.columns)]),
                                         spec)
+            return written, replaced
+
+        written, replaced = self._in_transaction(table, write, replayable=lambda: not drawn)
         if replaced and on_replaced is not None:
             on_replaced(replaced)
         return written
@@ -333,8 +370,9 @@ class Warehouse:
         spec = self._contract(table).table(table)
         if table not in self.tables():
             return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
-        with self._transaction() as conn:  # a table written by an older runner gets the columns read below
-            self._ensure_table(conn, table, spec)
+        # a table written by an older runner gets the columns read below; usually this only reads, so it
+        # starts deferred and takes the write lock only if it must write
+        self._in_transaction(table, lambda conn: self._ensure_table(conn, table, spec), write=False)
         order = ["run_id", "entity_id"] if table == PREDICTIONS else ["as_of", "run_id", "step", "feature", "statistic"]
         return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, order)
 
@@ -421,20 +459,81 @@ class Warehouse:
         try:
             return self._engine.connect()
         except SQLAlchemyError as exc:
-            raise RunnerError(
-                f"cannot reach the warehouse at {self._shown_url}: {getattr(exc, 'orig', None) or exc}; "
-                "check RUNNER_WAREHOUSE_URL or stores.warehouse in runner.yaml"
-            ) from exc
+            raise self._unreachable(exc) from exc
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sa.Connection]:
-        with self._connect() as conn:
+    def _unreachable(self, exc: SQLAlchemyError) -> RunnerError:
+        return RunnerError(f"cannot reach the warehouse at {self._shown_url}: {getattr(exc, 'orig', None) or exc}; "
+                           "check RUNNER_WAREHOUSE_URL or stores.warehouse in runner.yaml")
+
+    def _in_transaction(self, table: str, body: Callable[[sa.Connection], T], *, write: bool = True,
+                        replayable: Callable[[], bool] = lambda: True) -> T:
+        """``body(conn)`` in one transaction, committed; on a transient failure, the whole of it again.
+
+        A ``write`` transaction takes the write lock first (sqlite ``BEGIN IMMEDIATE``; PostgreSQL gets
+        ``lock_timeout``), waiting :attr:`busy_timeout` for another writer's; otherwise it starts deferred.
+        A transient failure (:func:`_transient`) rolls back, waits an exponential backoff with jitter and
+        runs ``body`` again, at most :attr:`write_attempts` times in all, unless ``replayable()`` says
+        ``body`` cannot run again (it drew from an iterator) or the connection was lost during the commit
+        (whether it committed is unknown). Any other failure of the database rolls back and is raised at
+        once; exceptions that are not the database's pass through, after the rollback.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            conn, committing = None, False
             try:
-                with conn.begin():
-                    yield conn
+                with self._engine.connect() as conn:
+                    if write:
+                        conn.execution_options(runner_write=True)
+                    transaction = conn.begin()
+                    if write and conn.dialect.name == "postgresql":  # wait for row locks as long as sqlite would
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(self.busy_timeout * 1000))}")
+                    result = body(conn)
+                    committing = True
+                    transaction.commit()
+                return result
             except (SQLAlchemyError, DatabaseError) as exc:
-                raise self._failed("writing", exc, "nothing was written; check the table's columns "
-                                   "against the frame's") from exc
+                kind = _transient(exc)
+                if kind is None:
+                    if conn is None and isinstance(exc, SQLAlchemyError):
+                        raise self._unreachable(exc) from exc
+                    raise self._failed("writing", exc, "nothing was written; check the table's columns "
+                                       "against the frame's") from exc
+                unknown = committing and kind == "connection"
+                again = not unknown and replayable() and attempt < self.write_attempts
+                delay = random.uniform(0.5, 1.0) * min(BACKOFF[1], BACKOFF[0] * 2 ** (attempt - 1)) if again else 0
+                if not again:
+                    raise self._contended(table, kind, exc, attempt, time.monotonic() - started,
+                                          "unknown" if unknown else "" if replayable() else "drawn") from exc
+                log.warning("writing %s to the warehouse %s: %s (attempt %d of %d); trying again in %.1f s", table,
+                            self._shown_url, _detail(exc), attempt, self.write_attempts, delay)
+                time.sleep(delay)
+
+    def _contended(self, table: str, kind: str, exc: Exception, attempts: int, waited: float, why: str) -> RunnerError:
+        """The failure of a write that met another writer (or lost its connection) for the last time, in one line."""
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        where = f"the warehouse {self._shown_url}"
+        if kind == "lock":
+            said = (f"{where} is locked by another writer: writing table {table!r} waited {_seconds(waited)} over "
+                    f"{tries} ({_detail(exc)})")
+            advice = (f"try again when the other write finishes (another run, or a notebook run by hand), or raise "
+                      f"{ENV_WAREHOUSE_BUSY_TIMEOUT.name} (now {_seconds(self.busy_timeout)} per attempt)")
+        elif kind == "conflict":
+            said = (f"writing table {table!r} to {where} conflicted with another writer's transaction in {tries} "
+                    f"({_detail(exc)})")
+            advice = (f"try again when the other write finishes, or raise {ENV_WAREHOUSE_WRITE_ATTEMPTS.name} "
+                      f"(now {self.write_attempts})")
+        else:
+            said = f"writing table {table!r} lost its connection to {where} in {tries} ({_detail(exc)})"
+            advice = "check that the database is up and reachable (RUNNER_WAREHOUSE_URL or stores.warehouse), then try again"
+        if why == "unknown":
+            return RunnerError(f"{said}, during the commit: whether the rows were written is unknown; look at the "
+                               f"table before writing again")
+        if why == "drawn":
+            advice = ("the frames came from an iterator already partly drawn, so the write could not be run again: "
+                      f"run the step again; {advice}")
+        return RunnerError(f"{said}; nothing was written; {advice}")
 
     def _failed(self, what: str, exc: Exception, hint: str) -> RunnerError:
         cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
@@ -557,22 +656,101 @@ def _now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
 
 
-def _create_engine(url: str) -> sa.Engine:
+def _busy_timeout(given: float | None) -> float:
+    """Seconds one attempt of a write waits for another writer's lock: ``given``, else the environment's."""
+    if given is None:
+        return _setting(ENV_WAREHOUSE_BUSY_TIMEOUT, parse_duration)
+    if not isinstance(given, (int, float)) or isinstance(given, bool) or not 0 <= given < float("inf"):
+        raise RunnerError(f"busy_timeout must be seconds, 0 or more, got {given!r}")
+    return float(given)
+
+
+def _write_attempts(given: int | None) -> int:
+    """Attempts a write has against transient failures (1: no retry): ``given``, else the environment's."""
+    if given is None:
+        return _setting(ENV_WAREHOUSE_WRITE_ATTEMPTS, _attempts)
+    return _attempts(given)
+
+
+def _attempts(value) -> int:
+    try:
+        attempts = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        attempts = None
+    if attempts is None or not 1 <= attempts <= 100:
+        raise ValueError(f"expected a whole number of attempts from 1 (no retry) to 100, got {value!r}")
+    return attempts
+
+
+def _setting(variable: EnvVar, parse: Callable):
+    """The variable's value (its default when unset), read by ``parse``; a bad value names the variable."""
+    value = variable.get() or variable.default
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; unset it for the default, {variable.default}", variable.name) from None
+
+
+def _transient(exc: BaseException) -> str | None:
+    """What kind of transient failure ``exc`` is, or None (running it again would fail the same way).
+
+    ``lock``: another writer holds the lock still (sqlite busy or locked; PostgreSQL lock_not_available after
+    ``lock_timeout``); ``conflict``: the database broke a deadlock or a serialization failure by failing this
+    transaction; ``connection``: the connection was lost (SQLAlchemy invalidated it, or SQLSTATE class 08 or
+    the server shutting down). Constraint violations, missing tables or columns and the like are None.
+    """
+    if isinstance(exc, DatabaseError) and exc.__cause__ is not None:  # pandas wraps the database's error
+        exc = exc.__cause__
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state:
+        state = str(state)
+        return SQLSTATES.get(state) or ("connection" if state.startswith("08") else None)
+    if exc.connection_invalidated:
+        return "connection"
+    code = getattr(orig, "sqlite_errorcode", None)  # sqlite: SQLITE_BUSY 5, SQLITE_LOCKED 6, with extended codes
+    if isinstance(code, int):
+        return "lock" if code & 0xFF in (5, 6) else None
+    return "lock" if isinstance(exc, sa.exc.OperationalError) and str(orig).lower().startswith(SQLITE_LOCKS) else None
+
+
+def _detail(exc: BaseException) -> str:
+    """The database's own words for ``exc``, on one line (PostgreSQL adds DETAIL and HINT lines)."""
+    if isinstance(exc, DatabaseError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _create_engine(url: str, busy_timeout: float) -> sa.Engine:
     shown = url
     try:
         parsed = sa.make_url(url)
         shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() != "sqlite":
             return sa.create_engine(parsed)
-        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout})
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise RunnerError(f"cannot use the warehouse URL {shown!r}: {exc}; check RUNNER_WAREHOUSE_URL "
                           "or stores.warehouse in runner.yaml (and that the database's driver is installed)") from exc
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     sa.event.listen(engine, "connect", _sqlite_on_connect)
-    sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """A write starts ``BEGIN IMMEDIATE``: it takes the write lock before anything else, waiting for another
+    writer's up to the busy timeout. A deferred ``BEGIN`` that reads first and writes later cannot wait: its
+    upgrade to a writer fails at once with "database is locked" when another writer came in between."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("runner_write") else "BEGIN")
 
 
 def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
