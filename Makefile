@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench clean docs
 
 venv: $(STAMP)
 
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --site-dir build/docs
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml, docs/) into build/docs; --strict fails on any warning.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/docs
 
 demo: $(STAMP)
 	$(BIN)/runner demo --reset
