@@ -46,6 +46,8 @@ ENV_CONFIG = EnvVar("RUNNER_CONFIG", "path of runner.yaml", "./runner.yaml")
 ENV_HOME = EnvVar("RUNNER_HOME", "folder of the embedded stores", "<project root>/.runner")
 ENV_RUN_STORE = EnvVar("RUNNER_RUN_STORE", "run store (path or fsspec URL)", "<home>/runs")
 ENV_TRACKING_URI = EnvVar("RUNNER_TRACKING_URI", "MLflow tracking URI", "sqlite:///<home>/mlflow.db")
+ENV_MLFLOW_TIMEOUT = EnvVar("RUNNER_MLFLOW_TIMEOUT", "the longest one request to an MLflow server may take, its "
+                            "retries included: seconds or '30s', '2m'", "60s")
 ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experiments", "<home>/mlartifacts")
 ENV_WAREHOUSE = EnvVar("RUNNER_WAREHOUSE_URL", "SQLAlchemy URL of the warehouse", "sqlite:///<home>/warehouse.db")
 ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data snapshots", "<home>/snapshots")
@@ -56,8 +58,8 @@ ENV_WAREHOUSE_BUSY_TIMEOUT = EnvVar("RUNNER_WAREHOUSE_BUSY_TIMEOUT", "how long o
                                     "for another writer's lock: seconds or '30s', '2m'", "30s")
 ENV_WAREHOUSE_WRITE_ATTEMPTS = EnvVar("RUNNER_WAREHOUSE_WRITE_ATTEMPTS", "attempts of a warehouse write that meets a "
                                       "lock, a deadlock or a lost connection (1: no retry)", "4")
-ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_ARTIFACTS, ENV_WAREHOUSE, ENV_SNAPSHOTS, ENV_USER,
-            ENV_NAMESPACE, ENV_WAREHOUSE_BUSY_TIMEOUT, ENV_WAREHOUSE_WRITE_ATTEMPTS)
+ENV_VARS = (ENV_CONFIG, ENV_HOME, ENV_RUN_STORE, ENV_TRACKING_URI, ENV_MLFLOW_TIMEOUT, ENV_ARTIFACTS, ENV_WAREHOUSE,
+            ENV_SNAPSHOTS, ENV_USER, ENV_NAMESPACE, ENV_WAREHOUSE_BUSY_TIMEOUT, ENV_WAREHOUSE_WRITE_ATTEMPTS)
 # Runs started by the runner write to production; a notebook run any other way (JupyterLab, nbconvert, bare
 # papermill) writes to its author's namespace, user:<name>, which production readers never see.
 PRODUCTION = "production"

@@ -3,12 +3,16 @@
 One experiment per pipeline, one parent run per pipeline run and one child run per step.
 Scraps go in batches: numbers as metrics, short strings and flags as tags, everything in
 ``scraps.json``. Every MLflow error is wrapped in :class:`TrackingError` here.
+
+A request to an MLflow server takes at most ``RUNNER_MLFLOW_TIMEOUT``, its retries included
+(:func:`http_settings`): MLflow's own client retries an unreachable server for 4 min 10 s.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -17,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.config import PRODUCTION
-from runner.errors import NotFound, RunnerError, TrackingError
+from runner.config import ENV_MLFLOW_TIMEOUT, PRODUCTION, parse_duration
+from runner.errors import ConfigError, NotFound, RunnerError, TrackingError
 from runner.secrets import strip_userinfo
 
 # MLflow's warnings for situations that are not ours, which would only clutter executed notebooks: tqdm
@@ -29,12 +33,84 @@ NOISE = ("IProgress not found", "Hint: Inferred schema contains integer",
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 250
 _STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "skipped": "KILLED"}
+_HTTP_SET: dict[str, str] = {}  # the MLflow variables this process set itself (any other value is the user's)
+
+
+def http_settings() -> dict[str, str]:
+    """MLflow's HTTP client settings that keep one request, retries included, within ``RUNNER_MLFLOW_TIMEOUT``.
+
+    Three attempts, the third 2 s after the second, each waiting at most (budget - 2 s) / 3 for an answer (under
+    5 s: one attempt of the whole budget), and no wait for a server's Retry-After beyond that. A variable the user
+    set keeps the user's value.
+    """
+    value = _budget_text()
+    try:
+        budget = parse_duration(value)
+        if budget is None or budget <= 0:
+            raise ValueError(f"expected more than 0 seconds, got {value!r}")
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; unset it for the default ({ENV_MLFLOW_TIMEOUT.default}): "
+                          f"{ENV_MLFLOW_TIMEOUT.meaning}", ENV_MLFLOW_TIMEOUT.name) from None
+    retries, timeout = (2, int((budget - 2) // 3)) if budget >= 5 else (0, max(1, int(budget)))
+    ours = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # urllib3 waits 0 s, then 2 s
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
+        "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
+    }
+    return {name: os.environ[name] if _users(name) else value for name, value in ours.items()}
+
+
+def _budget_text() -> str:
+    return ENV_MLFLOW_TIMEOUT.get() or ENV_MLFLOW_TIMEOUT.default
+
+
+def _users(name: str) -> bool:
+    return name in os.environ and os.environ[name] != _HTTP_SET.get(name)
+
+
+def apply_http_settings() -> None:
+    """Set :func:`http_settings` in this process's environment, where MLflow's client reads them per request."""
+    for name, value in http_settings().items():
+        if not _users(name):
+            os.environ[name] = _HTTP_SET[name] = value
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether a tracking error came from a server that could not be reached or did not answer in time."""
+    return _no_answer(error) is not None
+
+
+def _no_answer(error: BaseException) -> str | None:
+    """Why the server gave no answer (``connection refused``, ``timed out``), or None when it answered.
+    MLflow wraps the HTTP client's error, sometimes only as the context of its own."""
+    import requests
+    import urllib3
+
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and all(cause is not seen for seen in chain):
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not any(isinstance(cause, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError))
+               for cause in chain):
+        return None
+    root = next((cause for cause in reversed(chain) if isinstance(cause, OSError) and cause.strerror), None)
+    if root is not None:  # connection refused, no route to host, name or service not known
+        return root.strerror.lower()
+    if any(isinstance(cause, (requests.Timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError)) for cause in chain):
+        return "timed out"
+    if any(isinstance(cause, requests.exceptions.RetryError) for cause in chain):
+        return "it kept answering with server errors"
+    return "could not connect"
 
 
 class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: str):
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        apply_http_settings()
         with self._wrapped("connect to"):
             from mlflow.tracking import MlflowClient
 
@@ -47,8 +123,11 @@ class Tracker:
         except RunnerError:  # ours already says what to do
             raise
         except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
+            detail, why = str(exc), _no_answer(exc)
+            if why is not None:  # MLflow's text holds the URL and its retries; say what happened, and the budget
+                detail = f"no answer ({why}) within {ENV_MLFLOW_TIMEOUT.name}={_budget_text()}"
             raise TrackingError(
-                f"could not {doing} MLflow at {strip_userinfo(f'{self.tracking_uri}: {exc}')}; "
+                f"could not {doing} MLflow at {strip_userinfo(f'{self.tracking_uri}: {detail}')}; "
                 "check RUNNER_TRACKING_URI (or stores.tracking in runner.yaml) and that the server is up"
             ) from exc
 
