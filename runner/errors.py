@@ -66,6 +66,11 @@ class TrackingError(RunnerError):
     """MLflow tracking or registry could not be reached or refused a request."""
 
 
+class StoreError(RunnerError):
+    """The run store could not be written (a full disk, a read-only or missing folder, a remote store that
+    refuses): the message names the file and the reason."""
+
+
 class ExecutorError(RunnerError):
     """An executor could not be created or lost a task."""
 

@@ -196,13 +196,17 @@ class PipelineLock:
             holder = self.holder()
             if holder is None or holder.get("token") != self.token:
                 return  # broken by someone who thought we were dead; nothing to refresh
-            if self.store.is_local:
-                tmp = f"{self.path}.{self.token}.tmp"
-                with open(tmp, "wb") as out:
-                    out.write(self._content())
-                os.replace(tmp, self.path)
-            else:
-                self.store.fs.pipe_file(self.path, self._content())
+            tmp = f"{self.path}.{self.token}.tmp"
+            try:
+                if self.store.is_local:
+                    with open(tmp, "wb") as out:
+                        out.write(self._content())
+                    os.replace(tmp, self.path)
+                else:
+                    self.store.fs.pipe_file(self.path, self._content())
+            except OSError:  # a full or read-only store: the run fails on its own record; this beat is skipped
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)  # (none for a remote store)
 
 
 def _parse(content: bytes) -> tuple[dict[str, Any], Process | None, str]:

@@ -3,13 +3,16 @@
 A run's record lives at ``<store>/<pipeline>/<run_id>/run.json`` with each step's executed
 notebook beside it (``<step>.ipynb``, ``<step>.html``, ``<step>.log``). The store is a local
 folder or any fsspec URL; records are written atomically (a local temp file renamed, or one
-object put) and are not rewritten after the run ends. A ``run.json`` that is not a run record
+object put) and are not rewritten after the run ends. A write that fails (a full disk, a read-only
+store) leaves no temp file and raises :class:`StoreError` naming the file and the reason. A ``run.json`` that is not a run record
 anyway (cut short by a full disk, edited by hand) is listed as :class:`Unreadable`, never skipped.
 Run ids are matched literally, never as a glob or a path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import secrets
@@ -24,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.errors import NotFound, RunnerError
+from runner.errors import NotFound, RunnerError, StoreError
 from runner.secrets import strip_userinfo
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
@@ -219,6 +222,17 @@ def git_state(root: Path) -> GitState:
     return GitState(commit=commit.strip(), dirty=bool(status and status.strip()))
 
 
+@contextlib.contextmanager
+def store_errors(doing: str, path: str) -> Iterator[None]:
+    """An OSError (a full disk, a read-only folder, a file where a folder should be; fsspec's remote stores
+    raise OSError too) as a :class:`StoreError` naming ``path`` and the reason, where it enters."""
+    try:
+        yield
+    except OSError as exc:
+        code = f" ({errno.errorcode[exc.errno]})" if exc.errno in errno.errorcode else ""
+        raise StoreError(f"could not {doing} {path}: {exc.strerror or exc}{code}") from exc
+
+
 @dataclass(frozen=True)
 class Unreadable:
     """A ``run.json`` that is not a run record (truncated, not JSON, the wrong shape). Listings show
@@ -251,32 +265,44 @@ class RunStore:
 
     def write(self, record: RunRecord) -> None:
         """Write ``run.json`` atomically, with the credentials of any URL in it masked."""
-        path = f"{self.run_dir(record.pipeline, record.run_id)}/run.json"
+        path = self.record_path(record.pipeline, record.run_id)
         data = strip_userinfo(record.model_dump_json(indent=2)).encode()
-        if self.is_local:
+        with store_errors("write", path):
+            if not self.is_local:
+                self.fs.pipe_file(path, data)  # one object put: readers see the old or the new record
+                return
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, data)  # one object put: readers see the old or the new record
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):  # a full disk keeps no partial copy
+                    os.unlink(tmp)
+                raise
+
+    def record_path(self, pipeline: str, run_id: str) -> str:
+        return f"{self.run_dir(pipeline, run_id)}/run.json"
 
     def put(self, local_path: str, pipeline: str, run_id: str) -> None:
         """Copy a file produced locally (an executed notebook) into a remote run folder."""
         if not self.is_local:
-            self.fs.put_file(local_path, f"{self.run_dir(pipeline, run_id)}/{os.path.basename(local_path)}")
+            target = f"{self.run_dir(pipeline, run_id)}/{os.path.basename(local_path)}"
+            with store_errors("write", target):
+                self.fs.put_file(local_path, target)
 
     def copy_files(self, pipeline: str, from_run: str, to_run: str, names: list[str]) -> None:
         """Copy files of one run's folder into another's (a resume keeps the steps it reuses)."""
         target = self.run_dir(pipeline, to_run)
-        self.fs.makedirs(target, exist_ok=True)
-        for name in names:
-            source = f"{self.run_dir(pipeline, from_run)}/{name}"
-            if self.fs.exists(source):
-                self.fs.copy(source, f"{target}/{name}")
+        with store_errors("write", target):
+            self.fs.makedirs(target, exist_ok=True)
+            for name in names:
+                source = f"{self.run_dir(pipeline, from_run)}/{name}"
+                if self.fs.exists(source):
+                    self.fs.copy(source, f"{target}/{name}")
 
     def read(self, run_id: str) -> RunRecord:
         """The record of ``run_id``, matched literally (:class:`NotFound` for a malformed or unknown id);
