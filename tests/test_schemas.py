@@ -149,11 +149,11 @@ def test_an_unknown_kind_names_the_known_ones():
         schemas.path("yaml")
 
 
-def test_the_readmes_example_dictionary_is_valid():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Data dictionary reference"):]
+def test_the_docs_example_dictionary_is_valid():
+    page = (ROOT / "docs" / "reference" / "dictionary.md").read_text(encoding="utf-8")
+    section = page[page.index("# Data dictionary reference"):]
     example = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n")]
     assert example.startswith("# yaml-language-server: $schema=dictionary.schema.json\n")
     document = yaml.safe_load(example)
     assert errors("dictionary", document) == []
-    DataDictionary.from_dict(document, "README.md")  # the loader's checks beyond the schema too
+    DataDictionary.from_dict(document, "docs/reference/dictionary.md")  # the loader's checks beyond the schema too
