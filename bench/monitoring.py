@@ -1,4 +1,4 @@
-"""Drift checks: ``runner.monitoring`` against Evidently's ``DataDriftPreset`` on the same data.
+"""Drift checks: ``runner.monitoring.drift`` against Evidently's ``DataDriftPreset`` on the same data.
 
 Data: a reference frame (training time) and a current frame (the batch being monitored), 20
 columns each: 15 numeric (normal, lognormal, integer counts, a 0..4 count, bounded shares and
@@ -199,7 +199,7 @@ def _peaks(memory: dict) -> dict:
 
 
 def measure_ours(workdir: Path, mode: str, cprofile: bool = False) -> dict:
-    """One measurement of runner.monitoring in this process; ``mode`` is "compare" or "profile+compare"."""
+    """One measurement of runner.monitoring.drift in this process; ``mode`` is "compare" or "profile+compare"."""
     import pandas as pd
 
     from runner import monitoring
@@ -249,7 +249,7 @@ def _hot_spots(profiler, seconds: float, top: int = 12) -> dict:
              "cumulative_share": cum / seconds}
             for key, (_, calls, own, cum, _) in pstats.Stats(profiler).stats.items()]
     return {"own": sorted(rows, key=lambda row: row["own_s"], reverse=True)[:top],
-            "ours": sorted((row for row in rows if row["function"].startswith("runner/monitoring.py")),
+            "ours": sorted((row for row in rows if row["function"].startswith("runner/monitoring/")),
                            key=lambda row: row["cumulative_s"], reverse=True)}
 
 

@@ -214,7 +214,7 @@ class Thresholds(_Frozen):
 
 
 class MonitoringConfig(_Frozen):
-    """Monitoring verdicts (``runner.monitoring``): the thresholds and when the monitor step fails."""
+    """Monitoring verdicts (``runner.monitoring.drift``): the thresholds and when the monitor step fails."""
 
     thresholds: Thresholds = Field(Thresholds(), description="warn and alert levels per statistic")
     fail_on: Literal["warn", "alert"] | None = Field(
@@ -222,7 +222,7 @@ class MonitoringConfig(_Frozen):
 
 
 class ScheduleConfig(_Frozen):
-    """When the scheduler starts a pipeline: a cron expression in a timezone (``runner.schedules``)."""
+    """When the scheduler starts a pipeline: a cron expression in a timezone (``runner.scheduling.ticks``)."""
 
     cron: str = Field(description="five-field cron expression; croniter's extensions such as L (last day) work")
     timezone: str = Field("UTC", description="IANA name, e.g. Europe/Amsterdam; ticks follow its DST changes")

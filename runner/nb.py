@@ -28,8 +28,8 @@ from typing import Any
 
 from runner.config import ENV_NAMESPACE, PRODUCTION, Config, current_user, find_config, load_config
 from runner.errors import ConfigError, DataContractError, TrackingError
-from runner.records import MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP
-from runner.tracking import NAMESPACE_TAG
+from runner.store.records import MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP
+from runner.tracking.tracker import NAMESPACE_TAG
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _run_by_hand(config: Config, pipeline: str, step: str, as_of: str, run_id: s
     if uri not in _by_hand_runs:
         import atexit
 
-        from runner.tracking import Tracker
+        from runner.tracking.tracker import Tracker
 
         os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
         tracker = Tracker(uri, config.stores.artifacts)
@@ -131,14 +131,14 @@ def _current() -> RunContext:
 
 
 def _tracker():
-    from runner.tracking import Tracker
+    from runner.tracking.tracker import Tracker
 
     config = _current().config
     return Tracker(config.stores.tracking_uri, config.stores.artifacts)
 
 
 def _registry():
-    from runner.tracking import Registry
+    from runner.tracking.tracker import Registry
 
     return Registry(_current().config.stores.tracking_uri)
 
@@ -151,7 +151,7 @@ def user() -> str:
 def _warehouse(url: str, dictionary: Path):
     """The warehouse of a project, with its data dictionary (None when the file does not exist: then only
     the run tables can be used, and :func:`load` and :func:`save` refuse); a broken dictionary raises."""
-    from runner.data import DataDictionary, Warehouse
+    from runner.data.warehouse import DataDictionary, Warehouse
 
     return Warehouse(url, DataDictionary.load(dictionary) if dictionary.is_file() else None)
 
@@ -264,7 +264,7 @@ def _append_scrap(name: str, item: Any) -> None:
 
 def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
     """Store ``frame`` content-addressed and log it to MLflow as a dataset input; returns the digest."""
-    from runner.data import SnapshotStore
+    from runner.data.warehouse import SnapshotStore
 
     ctx = _current()
     store = SnapshotStore(ctx.config.stores.snapshots)
@@ -279,7 +279,7 @@ def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
 
 def load_snapshot(digest: str):
     """The exact data stored under ``digest`` (for example the frame a model was trained on)."""
-    from runner.data import SnapshotStore
+    from runner.data.warehouse import SnapshotStore
 
     return SnapshotStore(_current().config.stores.snapshots).load(digest)
 
@@ -320,7 +320,7 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
     y_prob) -> float`` is the policy's metric (AUC by default). Returns the decision (also glued as
     ``model_uri``, ``model_version``, ``model_decision``).
     """
-    from runner.tracking import CHAMPION, CHALLENGER, NAMESPACE_TAG, STATUS_TAG
+    from runner.tracking.tracker import CHAMPION, CHALLENGER, NAMESPACE_TAG, STATUS_TAG
 
     ctx = _current()
     registry, policy, score = _registry(), ctx.config.model_policy(name), score or _auc
@@ -441,7 +441,7 @@ def recent_runs(pipeline: str | None = None, step: str = "score", limit: int = 1
     """
     import pandas as pd
 
-    from runner.records import RunStore
+    from runner.store.records import RunStore
 
     ctx = _current()
     store = RunStore(ctx.config.stores.runs)
@@ -462,7 +462,7 @@ def this_run(step: str) -> dict[str, Any]:
     """What an earlier step of this run recorded: its status, duration_s, scraps, and ``run_id``: the run that
     executed it (this one, or for a step a resume reused, the run it came from, whose rows it wrote).
     Empty by hand."""
-    from runner.records import RunStore
+    from runner.store.records import RunStore
 
     ctx = _current()
     if not ctx.by_runner:

@@ -3,7 +3,7 @@
 Edit the cells here, then run ``.venv/bin/python templates/generate.py``. In the cells ``{{pipeline}}``,
 ``{{name}}`` (the step), ``{{table}}``, ``{{label}}``, ``{{model}}``, ``{{source}}``, ``{{score_step}}`` and
 ``{{as_of}}`` (the day the notebook is made, so it runs by hand on current data) are filled in by
-:mod:`runner.scaffold`. Every template runs unchanged on a project made by ``runner init``
+:mod:`runner.project.scaffold`. Every template runs unchanged on a project made by ``runner init``
 (tests/test_init.py executes each one); names of the user's data come from parameters and the data
 dictionary, never from the code.
 """
@@ -183,7 +183,7 @@ history_runs = 12             # earlier runs for the usage norms"""),
 from IPython.display import display
 
 from runner import monitoring, nb
-from runner.usage import usage_findings
+from runner.monitoring.usage import usage_findings
 
 ctx = nb.context(pipeline="{{pipeline}}", as_of=as_of, step="{{name}}")
 thresholds = ctx.config.monitoring.thresholds
@@ -257,7 +257,8 @@ min_labelled = 100            # fewer labelled rows than this: wait for more""")
     ("code", """import pandas as pd
 from IPython.display import display
 
-from runner import backtest, monitoring, nb
+from runner import monitoring, nb
+from runner.monitoring import backtest
 
 ctx = nb.context(pipeline="{{pipeline}}", as_of=as_of, step="{{name}}")
 month = str(pd.Period(as_of[:7], freq="M") - label_delay_months)

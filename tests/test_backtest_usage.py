@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from runner import backtest
+from runner.monitoring import backtest
 from runner.config import Levels, Thresholds
-from runner.usage import usage_findings
+from runner.monitoring.usage import usage_findings
 
 
 def test_evaluate_matches_sklearn_and_a_hand_computed_calibration_error():

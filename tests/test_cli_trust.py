@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from conftest import step
 from runner.config import load_config
-from runner.data import SnapshotStore
+from runner.data.warehouse import SnapshotStore
 from runner.errors import NotFound
-from runner.records import RunRecord, RunStore, StepRecord
+from runner.store.records import RunRecord, RunStore, StepRecord
 
 # Two one-row frames whose digests share their first 6 characters (found by a search over {"n": [i]}).
 TWINS = (pd.DataFrame({"n": [7618]}), pd.DataFrame({"n": [7964]}))

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from runner.cli import main
 from runner.config import load_config
-from runner.data import SnapshotStore, Warehouse
-from runner.records import RunStore
+from runner.data.warehouse import SnapshotStore, Warehouse
+from runner.store.records import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "runner.yaml")

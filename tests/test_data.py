@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from runner.data import DataDictionary, SnapshotStore, Warehouse
-from runner.demodata import generate_month
+from runner.data.warehouse import DataDictionary, SnapshotStore, Warehouse
+from runner.demo.generate import generate_month
 from runner.errors import ConfigError, DataContractError, RunnerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_reingesting_a_batch_replaces_rows_by_key(warehouse, month):
 
 
 def test_reads_come_in_a_stable_order_whatever_order_the_rows_were_written_in(warehouse, month):
-    from runner.data import SnapshotStore
+    from runner.data.warehouse import SnapshotStore
 
     apps, _ = month
     warehouse.write_table("applications", apps.sample(frac=1, random_state=1))
@@ -354,8 +354,8 @@ def test_dictionary_needs_an_owner_and_valid_yaml(tmp_path):
 
 SAVE_IN_ANOTHER_PROCESS = """
 import sys
-from runner.data import SnapshotStore
-from runner.demodata import generate_month
+from runner.data.warehouse import SnapshotStore
+from runner.demo.generate import generate_month
 print(SnapshotStore(sys.argv[1]).save(generate_month("2026-02", n=200, drift=None)[0]))
 """
 

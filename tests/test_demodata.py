@@ -13,8 +13,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from runner.data import DataDictionary
-from runner.demodata import Drift, generate_month, months
+from runner.data.warehouse import DataDictionary
+from runner.demo.generate import Drift, generate_month, months
 from runner.errors import DataContractError
 
 DICTIONARY = Path(__file__).resolve().parents[1] / "data" / "dictionary.yaml"

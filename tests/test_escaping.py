@@ -25,8 +25,8 @@ import yaml
 from conftest import RUNNER_VARS, Project, step
 
 from runner.config import load_config
-from runner.records import RunStore
-from runner.review import NOTEBOOK_META
+from runner.store.records import RunStore
+from runner.review.site import NOTEBOOK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from runner import export
+from runner.scheduling import export
 from runner.config import ScheduleConfig, load_config
 from runner.errors import RunnerError
 

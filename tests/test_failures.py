@@ -23,9 +23,10 @@ import pytest
 from conftest import NOTEBOOKS, step
 from mlflow.tracking import MlflowClient
 
-from runner import pipeline, records
+from runner.run import pipeline
+from runner.store import records
 from runner.config import load_config
-from runner.records import RunRecord, RunStore
+from runner.store.records import RunRecord, RunStore
 
 
 def only_run(project) -> RunRecord:
@@ -145,13 +146,13 @@ def test_sigterm_stops_the_run_keeps_the_notebook_and_marks_it_interrupted(proje
 def test_a_killed_step_process_is_reported_not_lost(project, monkeypatch):
     """If the step's own process dies (OOM killer, kill -9), the step fails with where to look."""
     project.write({"p": {"steps": {"hung": step("hangs")}}})
-    from runner import stepproc
+    from runner.run import stepproc
 
     real_popen = subprocess.Popen
 
     def popen_then_kill(*args, **kwargs):
         proc = real_popen(*args, **kwargs)
-        if args and args[0][-1] == "runner.stepproc":
+        if args and args[0][-1] == "runner.run.stepproc":
             def kill_soon():
                 time.sleep(3)
                 os.kill(proc.pid, signal.SIGKILL)
@@ -249,7 +250,7 @@ def test_a_run_store_whose_lock_cannot_be_written_is_one_line_and_nothing_starts
 
 
 class Disk:
-    """The edge of the run store's disk in ``runner.records``: once ``full()``, writing a ``run.json`` fails as a
+    """The edge of the run store's disk in ``runner.store.records``: once ``full()``, writing a ``run.json`` fails as a
     full (or read-only) disk does, after the temporary file was created, ``times`` times (None: for good)."""
 
     def __init__(self, full, error: int, times: int | None = None):

@@ -1,4 +1,4 @@
-"""runner.monitoring: each statistic against scipy or a hand computation, detection, false alarms, figures."""
+"""runner.monitoring.drift: each statistic against scipy or a hand computation, detection, false alarms, figures."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from conftest import notebook
 
 from runner.config import load_config
 from runner.errors import ConfigError
-from runner.notebooks import read_contract
-from runner.scaffold import TEMPLATES, new_notebook
+from runner.notebook.adapter import read_contract
+from runner.project.scaffold import TEMPLATES, new_notebook
 
 KINDS = ("ingest", "train", "score", "monitor", "backtest")
 RUNNER_YAML = """\
@@ -181,7 +181,7 @@ def test_bad_names_and_kinds_are_refused_before_anything_is_written(commented, a
 
 def test_an_edit_that_breaks_runner_yaml_is_undone(commented, monkeypatch):
     before = commented.config.read_bytes()
-    monkeypatch.setattr("runner.scaffold._add_step", lambda *args: "pipelines:\n  churn:\n    steps: {}\n")
+    monkeypatch.setattr("runner.project.scaffold._add_step", lambda *args: "pipelines:\n  churn:\n    steps: {}\n")
     with pytest.raises(ConfigError, match="the original is restored"):
         new_notebook(commented.config, "train", "fit", pipeline="churn")
     assert commented.config.read_bytes() == before

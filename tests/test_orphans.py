@@ -19,11 +19,11 @@ import pytest
 from conftest import step
 
 from runner.config import load_config
-from runner.data import Warehouse
+from runner.data.warehouse import Warehouse
 from runner.errors import PipelineBusy
-from runner.locks import PipelineLock
-from runner.records import ChildProcess, Process, RunRecord, RunStore, new_run_id, utcnow
-from runner.stepproc import StepProcesses
+from runner.store.locks import PipelineLock
+from runner.store.records import ChildProcess, Process, RunRecord, RunStore, new_run_id, utcnow
+from runner.run.stepproc import StepProcesses
 
 SCRIPT = Path(sys.executable).with_name("runner")
 
@@ -115,7 +115,7 @@ def test_a_warm_step_process_dies_with_its_runner_too(project, tmp_path):
         deadline, warm = time.monotonic() + 120, []
         while time.monotonic() < deadline and not warm:
             attempted = list((project.home / "runs" / "p").glob("*/flaky.attempt1.ipynb"))
-            warm = [proc for proc in processes_of(project.home) if "runner.stepproc" in proc.cmdline()
+            warm = [proc for proc in processes_of(project.home) if "runner.run.stepproc" in proc.cmdline()
                     and any("ipykernel_launcher" in child.cmdline() for child in proc.children())] if attempted else []
             time.sleep(0.3)
         assert warm, "no warm step process with its kernel while the retry waits"

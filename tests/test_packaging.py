@@ -67,14 +67,15 @@ def test_the_wheel_carries_the_templates_and_schemas_an_installed_runner_needs(t
     for kind in ("ingest", "train", "score", "monitor", "backtest"):
         assert f"{shared}/notebooks/{kind}.ipynb" in names
     assert {f"{shared}/review/run.html", f"{shared}/review/review.js"} <= set(names)
-    assert {"runner/schemas/runner.schema.json", "runner/schemas/dictionary.schema.json", "runner/pyfunc_model.py"} <= set(names)
+    assert {"runner/project/schemas/runner.schema.json", "runner/project/schemas/dictionary.schema.json",
+            "runner/tracking/pyfunc_model.py"} <= set(names)
 
 
 def test_the_served_model_code_needs_nothing_from_runner():
-    """MLflow runs runner/pyfunc_model.py to load a registered version: a scoring server has no runner."""
+    """MLflow runs runner/tracking/pyfunc_model.py to load a registered version: a scoring server has no runner."""
     import ast
 
-    tree = ast.parse((ROOT / "runner" / "pyfunc_model.py").read_text())
+    tree = ast.parse((ROOT / "runner" / "tracking" / "pyfunc_model.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported and not {name for name in imported if name.split(".")[0] == "runner"}

@@ -6,8 +6,8 @@ import pytest
 from conftest import notebook, step
 
 from runner.errors import ParameterError
-from runner.notebooks import read_contract
-from runner.parameters import coerce_value, parse_assignments
+from runner.notebook.adapter import read_contract
+from runner.notebook.contract import coerce_value, parse_assignments
 
 
 def test_contract_reads_names_defaults_and_types_without_a_kernel():
@@ -180,7 +180,7 @@ def test_a_notebook_for_another_language_is_refused_when_the_run_is_planned(proj
 
 
 def test_python_notebooks_and_notebooks_that_state_no_language_are_read():
-    from runner.notebooks import check_language
+    from runner.notebook.adapter import check_language
 
     for metadata in ({}, {"kernelspec": {"name": "python3", "language": "python"}, "language_info": {"name": "python"}},
                      {"kernelspec": {"name": "xpython", "language": "Python 3.12"}}, {"kernelspec": None}):

@@ -20,10 +20,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from runner import nb
 from runner.config import load_config
-from runner.data import DataDictionary, Warehouse
-from runner.demodata import generate_month
+from runner.data.warehouse import DataDictionary, Warehouse
+from runner.demo.generate import generate_month
 from runner.errors import ConfigError, DataContractError
-from runner.records import RunStore
+from runner.store.records import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DICTIONARY = ROOT / "data" / "dictionary.yaml"
@@ -208,7 +208,7 @@ def test_without_a_purpose_reads_need_an_explicit_logged_override(filled, dictio
     assert "needs the reason" in refusal(lambda: plain.read_sql("SELECT income FROM applications", unchecked=" "))
     heard = []
     audited = plain.for_purpose(None, on_unchecked=lambda reason, what: heard.append((reason, what)))
-    with caplog.at_level(logging.WARNING, logger="runner.data"):
+    with caplog.at_level(logging.WARNING, logger="runner.data.warehouse"):
         frame = audited.read_sql("SELECT gender, COUNT(*) AS n FROM applications GROUP BY gender",
                                  unchecked="fairness audit ticket 7")
     assert frame["n"].sum() == 120

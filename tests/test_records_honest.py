@@ -14,12 +14,12 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from conftest import step
 
-from runner.backfill import plan_backfill
+from runner.scheduling.backfill import plan_backfill
 from runner.config import load_config
 from runner.errors import PipelineBusy
-from runner.locks import PipelineLock
-from runner.records import HEARTBEAT_TIMEOUT, RunRecord, RunStore, StepRecord
-from runner.review import Site
+from runner.store.locks import PipelineLock
+from runner.store.records import HEARTBEAT_TIMEOUT, RunRecord, RunStore, StepRecord
+from runner.review.site import Site
 
 UTC = timezone.utc
 GOOD = "20261130T060000-aaaaaa"
@@ -128,8 +128,8 @@ class FakeClock:
 
 
 def test_the_scheduler_does_not_run_a_tick_an_unreadable_record_may_have_taken(project, monkeypatch):
-    from runner import scheduler as scheduler_module
-    from runner.scheduler import Scheduler
+    from runner.scheduling import scheduler as scheduler_module
+    from runner.scheduling.scheduler import Scheduler
 
     daily = {"cron": "0 6 * * *", "timezone": "UTC"}
     project.write({name: {"schedule": daily, "steps": {"s": step("ok")}} for name in ("taken", "free", "stray")})
@@ -199,7 +199,8 @@ def test_an_unreadable_lock_is_busy_while_fresh_and_taken_over_once_stale(tmp_pa
 
 
 def test_ctrl_c_while_planning_exits_130_in_one_line_and_records_nothing(project, monkeypatch):
-    from runner import notebooks, pipeline
+    from runner.notebook import adapter
+    from runner.run import pipeline
 
     project.write({"p": {"steps": {name: step("ok") for name in ("a", "b", "c")}}})
 
@@ -220,9 +221,9 @@ def test_ctrl_c_while_planning_exits_130_in_one_line_and_records_nothing(project
             raise KeyboardInterrupt
         return real(path)
 
-    real = notebooks.read_contract
+    real = adapter.read_contract
     monkeypatch.setattr(pipeline, "step_processes", lambda config: NoProcesses())
-    monkeypatch.setattr(notebooks, "read_contract", interrupted)
+    monkeypatch.setattr(adapter, "read_contract", interrupted)
     result = project.cli("run", "p")
     assert result.exit_code == 130, result.output
     (line,) = result.stderr.strip().splitlines()
@@ -233,7 +234,7 @@ def test_ctrl_c_while_planning_exits_130_in_one_line_and_records_nothing(project
 
 
 def test_ctrl_c_again_while_steps_stop_does_not_claim_nothing_ran(project, monkeypatch):
-    from runner import pipeline
+    from runner.run import pipeline
 
     project.write({"p": {"steps": {"a": step("ok")}}})
 

@@ -9,8 +9,8 @@ import shutil
 from conftest import NOTEBOOKS, step
 
 from runner.config import StepConfig, load_config
-from runner.records import RunRecord, RunStore
-from runner.retries import delay_before
+from runner.store.records import RunRecord, RunStore
+from runner.run.retries import delay_before
 
 
 def runs(project, trigger: str | None = None) -> list[RunRecord]:

@@ -24,8 +24,8 @@ import pytest
 from conftest import RUNNER_VARS, Project, notebook, step
 
 from runner.config import load_config
-from runner.records import GitState, RunRecord, RunStore, StepError, StepRecord, new_run_id
-from runner.review import NOTEBOOK_META
+from runner.store.records import GitState, RunRecord, RunStore, StepError, StepRecord, new_run_id
+from runner.review.site import NOTEBOOK_META
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -275,7 +275,7 @@ def test_trends_mark_a_regression_in_the_latest_run(project):
 
 
 def test_mlflow_links_point_at_a_server_or_say_how_to_start_the_ui():
-    from runner.review import mlflow_link
+    from runner.review.site import mlflow_link
 
     assert mlflow_link("http://mlflow:5000/", "3", "abc")["url"] == "http://mlflow:5000/#/experiments/3/runs/abc"
     local = mlflow_link("sqlite:////tmp/x/mlflow.db", "3", "abc")

@@ -11,7 +11,7 @@ import nbformat
 from conftest import notebook, step
 
 from runner.config import load_config
-from runner.records import RunRecord, RunStore
+from runner.store.records import RunRecord, RunStore
 
 
 def only_run(project) -> RunRecord:
@@ -135,7 +135,7 @@ def test_runs_starting_together_on_a_fresh_home_write_the_kernelspec_safely(tmp_
     # A backfill or the scheduler starts several runs at once; each makes sure the kernelspec exists.
     import threading
 
-    from runner.notebooks import ensure_kernel
+    from runner.notebook.adapter import ensure_kernel
 
     for attempt in range(20):  # the race is narrow: try it on many fresh homes
         home, errors, names = tmp_path / str(attempt), [], []

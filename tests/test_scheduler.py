@@ -23,10 +23,10 @@ from conftest import step
 
 from runner.config import ScheduleConfig, load_config
 from runner.errors import PipelineBusy
-from runner.locks import PipelineLock
-from runner.records import RunStore
-from runner.scheduler import Scheduler
-from runner.schedules import ticks_between
+from runner.store.locks import PipelineLock
+from runner.store.records import RunStore
+from runner.scheduling.scheduler import Scheduler
+from runner.scheduling.ticks import ticks_between
 
 UTC = timezone.utc
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from runner import schemas
+from runner.project import schemas
 from runner.config import _ConfigFile
-from runner.dictionary import DataDictionary, _DictionaryFile
-from runner.schemas import REGENERATE
+from runner.data.dictionary import DataDictionary, _DictionaryFile
+from runner.project.schemas import REGENERATE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_the_schemas_are_package_data():
     import tomllib
 
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert package_data["runner.schemas"] == ["*.schema.json"]
+    assert package_data["runner.project.schemas"] == ["*.schema.json"]
     assert all(schemas.path(kind).name.endswith(".schema.json") for kind in schemas.KINDS)
 
 

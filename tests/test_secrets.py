@@ -16,7 +16,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from runner.config import load_config
-from runner.records import RunStore
+from runner.store.records import RunStore
 from runner.secrets import MASK, Redactor, kernel_source, strip_userinfo
 
 SECRET = "tok-7Hq2-unguessable-91xZ"

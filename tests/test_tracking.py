@@ -15,7 +15,7 @@ from conftest import step
 from mlflow.tracking import MlflowClient
 
 from runner.config import load_config
-from runner.records import RunStore
+from runner.store.records import RunStore
 
 
 def only_run(project):

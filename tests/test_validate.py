@@ -13,7 +13,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from runner.dictionary import REFERENCE
+from runner.data.dictionary import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DICTIONARY = {
@@ -76,7 +76,7 @@ def passes(project) -> str:
 def test_a_project_that_follows_every_rule_passes(project):
     write_project(
         project,
-        "from runner import nb\nfrom runner.monitoring import compare\nimport runner.data\n%matplotlib inline",
+        "from runner import nb\nfrom runner.monitoring.drift import compare\nimport runner.data.warehouse\n%matplotlib inline",
         'frame = nb.load("applications", columns=["income"])\nnb.save(table, frame)\n'
         "valid, rejected = nb.split_valid(table=table, frame=frame)",
         'scores = nb.load("predictions")\nnb.warehouse().read_table("monitoring_metrics")',  # built-in run tables
@@ -208,9 +208,9 @@ def test_a_parameters_cell_that_is_not_python_is_refused(project):
 
 
 def test_a_name_runner_does_not_have_is_refused(project):
-    write_project(project, "import pandas as pd\nfrom runner.monitoring import compare, drift_report, status")
-    assert refused(project) == ("error: notebooks/step.ipynb: cell 2: 'from runner.monitoring import drift_report': "
-                                "runner.monitoring has no name 'drift_report'; fix the import (the step would fail "
+    write_project(project, "import pandas as pd\nfrom runner.monitoring.drift import compare, drift_report, status")
+    assert refused(project) == ("error: notebooks/step.ipynb: cell 2: 'from runner.monitoring.drift import drift_report': "
+                                "runner.monitoring.drift has no name 'drift_report'; fix the import (the step would fail "
                                 "at this cell)")
 
 

@@ -7,7 +7,7 @@ import shlex
 import click
 from rich.markup import escape
 
-from runner.cli import config_option, handles_errors, main, out
+from runner.cli.main import config_option, handles_errors, main, out
 
 
 @main.command()
@@ -16,8 +16,8 @@ from runner.cli import config_option, handles_errors, main, out
 def init(directory: str) -> None:
     """Create a working project in DIRECTORY (default: here): runner.yaml, a data dictionary, example data and
     notebooks for its ingest, train, score, monitor and backtest pipelines."""
-    from runner.scaffold import init_project
-    from runner.starter import STEPS
+    from runner.project.scaffold import init_project
+    from runner.project.starter import STEPS
 
     written = init_project(directory)
     root = written[0].parent
@@ -48,7 +48,7 @@ def new(kind: str, name: str, pipeline: str | None, purpose: str, table: str | N
     """Create step NAME's notebook from the KIND template (ingest, train, score, monitor, backtest) and add it to
     runner.yaml."""
     from runner.config import config_path as resolve_config_path
-    from runner.scaffold import new_notebook
+    from runner.project.scaffold import new_notebook
 
     notebook, step = new_notebook(config_path, kind, name, pipeline=pipeline, purpose=purpose, table=table,
                                   label=label, model=model)

@@ -8,7 +8,7 @@ import sys
 import click
 from rich.markup import escape
 
-from runner.cli import _raise_keyboard_interrupt, config_option, group_config, handles_errors, main, out
+from runner.cli.main import _raise_keyboard_interrupt, config_option, group_config, handles_errors, main, out
 from runner.errors import NotFound, RunnerError
 
 
@@ -29,7 +29,7 @@ def review_build(out_dir: str | None, config_path: str | None) -> None:
     """Write the review site (index, a page per run, trends, diffs) from the run store."""
     from pathlib import Path
 
-    from runner.review import build
+    from runner.review.site import build
 
     result = build(group_config(config_path), Path(out_dir) if out_dir else None)
     out.print(f"wrote the review site of {result.runs} run(s) to {escape(str(result.out / 'index.html'))} "
@@ -47,7 +47,7 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
     """Compare two runs: parameters, scraps and each step's executed notebook (nbdime), as HTML."""
     from pathlib import Path
 
-    from runner.review import Site, default_out, safe_name
+    from runner.review.site import Site, default_out, safe_name
 
     config = group_config(config_path)
     for run_id in (run_a, run_b):
@@ -68,8 +68,8 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
 @handles_errors
 def review_serve(host: str, port: int, config_path: str | None) -> None:
     """Serve the review site, rendered from the run store on each request (new runs show at once)."""
-    from runner.review import Site
-    from runner.review_serve import make_server
+    from runner.review.site import Site
+    from runner.review.serve import make_server
 
     config = group_config(config_path)
     server = make_server(Site(config), host, port)
@@ -95,7 +95,7 @@ def debug(run_id: str, step: str | None, open_lab: bool, config_path: str | None
     import subprocess
 
     from runner.config import load_config
-    from runner.review_debug import environment, write_debug_notebook
+    from runner.review.debug import environment, write_debug_notebook
 
     made = write_debug_notebook(load_config(config_path), run_id, step)
     for warning in made.warnings:

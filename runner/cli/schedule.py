@@ -14,7 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from runner.cli import (
+from runner.cli.main import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     _raise_keyboard_interrupt,
@@ -54,8 +54,8 @@ def schedule(ctx: click.Context, config_path: str | None) -> None:
 @handles_errors
 def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
     """Each scheduled pipeline's cron, timezone, misfire policy, next due times and last scheduled run."""
-    from runner.records import RunStore
-    from runner.schedules import last_scheduled_run, next_ticks, scheduled
+    from runner.store.records import RunStore
+    from runner.scheduling.ticks import last_scheduled_run, next_ticks, scheduled
 
     config = group_config(config_path)
     store = RunStore(config.stores.runs)
@@ -108,8 +108,8 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
 def scheduler(once: bool, grace: float, max_runs: int, poll: float, config_path: str | None) -> None:
     """Start each scheduled pipeline when its cron tick comes (trigger=schedule, as_of = the tick's date)."""
     from runner.config import load_config
-    from runner.scheduler import Scheduler
-    from runner.schedules import scheduled
+    from runner.scheduling.scheduler import Scheduler
+    from runner.scheduling.ticks import scheduled
 
     config = load_config(config_path)
     if not scheduled(config):
@@ -158,8 +158,8 @@ def _show_notice(notice) -> None:
 @handles_errors
 def backfill(pipeline: str, first, last, max_workers: int, config_path: str | None) -> None:
     """One run of PIPELINE per schedule tick from --from to --to (trigger=backfill); ticks that succeeded are skipped."""
-    from runner.backfill import backfill as run_backfill
-    from runner.backfill import plan_backfill
+    from runner.scheduling.backfill import backfill as run_backfill
+    from runner.scheduling.backfill import plan_backfill
     from runner.config import load_config
 
     if first > last:
@@ -201,7 +201,7 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
 def resume(run_id: str, config_path: str | None) -> None:
     """Continue a failed or interrupted run from its failed steps, reusing the steps that succeeded."""
     from runner.config import load_config
-    from runner.reruns import resume_request
+    from runner.run.reruns import resume_request
 
     config = load_config(config_path)
     request = resume_request(config, run_id)
@@ -216,7 +216,7 @@ def resume(run_id: str, config_path: str | None) -> None:
 def rerun(run_id: str, config_path: str | None) -> None:
     """Run RUN_ID again as it was: its recorded notebook bytes, parameters and as_of."""
     from runner.config import load_config
-    from runner.reruns import rerun_request
+    from runner.run.reruns import rerun_request
 
     config = load_config(config_path)
     request = rerun_request(config, run_id)
@@ -233,7 +233,7 @@ def rerun(run_id: str, config_path: str | None) -> None:
 def export(kind: str, out_dir: str | None, config_path: str | None) -> None:
     """Write the schedules for another scheduler: a crontab, or systemd service + timer units."""
     from runner.config import load_config
-    from runner.export import crontab, systemd
+    from runner.scheduling.export import crontab, systemd
 
     config = load_config(config_path)
     executable = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "runner" else "runner"

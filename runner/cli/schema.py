@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from runner.cli import handles_errors, main, out
+from runner.cli.main import handles_errors, main, out
 
 
 @main.command()
@@ -21,7 +21,7 @@ def schema(kind: str, out_file: str | None) -> None:
     """
     from pathlib import Path
 
-    from runner.schemas import text
+    from runner.project.schemas import text
 
     content = text(kind)
     if out_file is None:

@@ -1,0 +1,865 @@
+"""The data layer: one warehouse (SQLAlchemy), the data dictionary, content-addressed snapshots.
+
+The same :class:`Warehouse` serves development and production: a URL chooses the database
+(sqlite under ``.runner/`` by default). With a :class:`DataDictionary` it validates what is written,
+writes only the tables the dictionary declares (and the runner's run tables), and reads for a
+purpose: every column a read uses, in ``columns=``, ``where=``, ``order_by=`` or a whole query
+(parsed, never trusted), must allow it. Date columns are read as ``datetime64[ns]``, category
+columns as strings (see :mod:`runner.data.dictionary`).
+
+Every write is one transaction, all or none. A write that meets another writer waits for its lock
+(sqlite: the transaction starts with ``BEGIN IMMEDIATE``, so it takes the write lock first and waits
+the busy timeout for it; PostgreSQL: ``lock_timeout``), up to ``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` per
+attempt. Transient failures (a lock still held, a deadlock or serialization failure, a connection
+lost before the commit) re-run the whole transaction after an exponential backoff with jitter, up to
+``RUNNER_WAREHOUSE_WRITE_ATTEMPTS`` attempts; anything else (a constraint, a missing column) fails at
+once. The last failure names the lock and the setting to raise, never the table's columns.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import random
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cached_property, partial
+from pathlib import Path
+from typing import TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+from pandas.errors import DatabaseError
+from sqlalchemy.exc import SQLAlchemyError
+
+from runner.config import ENV_WAREHOUSE_BUSY_TIMEOUT, ENV_WAREHOUSE_WRITE_ATTEMPTS, PRODUCTION, EnvVar, parse_duration
+from runner.data.dictionary import ANY as ANY_PURPOSE
+from runner.data.dictionary import DataDictionary, TableSpec, parse_condition, parse_query, sql_dialect
+from runner.errors import ConfigError, DataContractError, NotFound, RunnerError
+
+__all__ = ["DataDictionary", "SnapshotStore", "Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
+
+PREDICTIONS = "predictions"
+CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
+BACKOFF = (0.1, 5.0)  # seconds before the first retry of a write (doubling each time, with jitter), and the most
+# Transient failures by SQLSTATE (PostgreSQL; psycopg's .sqlstate, psycopg2's .pgcode): the transaction gave way to
+# another writer, so running it again can succeed. Class 08 and 57P01-57P03 are a connection lost or refused for now.
+SQLSTATES = {"40001": "conflict", "40P01": "conflict", "55P03": "lock", "57P01": "connection",
+             "57P02": "connection", "57P03": "connection"}
+SQLITE_LOCKS = ("database is locked", "database is busy", "database table is locked", "database schema is locked")
+SQL_TYPES = {
+    "int": sa.BigInteger, "float": sa.Float, "string": sa.Text, "category": sa.Text,
+    "bool": sa.Boolean, "date": sa.Date, "datetime": sa.DateTime,
+}
+_PREDICTION_COLUMNS = {  # used when the dictionary does not declare the predictions table
+    "run_id": ("string", "pipeline run that wrote the score"),
+    "model_name": ("string", "registered model name"),
+    "model_version": ("string", "registered model version"),
+    "as_of": ("date", "logical date of the run"),
+    "entity_id": ("string", "id of the scored entity"),
+    "score": ("float", "predicted probability"),
+    "scored_at": ("datetime", "when the run wrote the score (UTC)"),
+    "namespace": ("string", "production, or user:<name> for scores written by a notebook run by hand"),
+}
+MONITORING_METRICS = "monitoring_metrics"
+_MONITORING_COLUMNS = {  # name: (type, description, nullable)
+    "run_id": ("string", "pipeline run that computed the value", False),
+    "pipeline": ("string", "pipeline of that run", False),
+    "step": ("string", "step that computed it (a run may monitor in several steps)", False),
+    "as_of": ("date", "logical date of the run", False),
+    "model_name": ("string", "registered model monitored", False),
+    "model_version": ("string", "its version", False),
+    "feature": ("string", "input feature, 'score', or what the value is about ('usage', 'model:v3')", False),
+    "statistic": ("string", "psi, ks, wasserstein, jensen_shannon, missing_rate_change, auc, ...", False),
+    "value": ("float", "the statistic's value", True),
+    "p_value": ("float", "its p-value, when it has one (reported, never decisive)", True),
+    "severity": ("string", "ok, warn or alert", False),
+    "detail": ("string", "the finding in words", True),
+    "computed_at": ("datetime", "when the run wrote the value (UTC)", False),
+    "namespace": ("string", "production, or user:<name> for a notebook run by hand", False),
+}
+RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+BUILTIN = DataDictionary.from_dict({
+    "purposes": {},
+    "tables": {
+        PREDICTIONS: {
+            "description": "scores written by scoring runs", "owner": "runner",
+            "columns": {name: {"type": kind, "description": text, "nullable": False, "pii": False,
+                               "allowed_purposes": ["any"], **({"min": 0, "max": 1} if name == "score" else {})}
+                        for name, (kind, text) in _PREDICTION_COLUMNS.items()},
+        },
+        MONITORING_METRICS: {
+            "description": "one row per monitoring run, feature and statistic, for BI tools", "owner": "runner",
+            "columns": {name: {"type": kind, "description": text, "nullable": nullable, "pii": False,
+                               "allowed_purposes": ["any"]}
+                        for name, (kind, text, nullable) in _MONITORING_COLUMNS.items()},
+        },
+    },
+}, source="runner.data.warehouse (built-in tables)")
+
+
+class Warehouse:
+    """One warehouse for development and production, through SQLAlchemy (any URL; sqlite by default).
+
+    Reads are for a ``purpose`` (the pipeline's): given here, or by :meth:`for_purpose`, it is fixed
+    for the object's life; a warehouse opened without one takes it per :meth:`read_table` call. A
+    read of a table of the ``dictionary`` without a purpose is refused, unless it says
+    ``unchecked="why"`` (logged); the runner's run tables (``predictions``, ``monitoring_metrics``)
+    may be read for any purpose or none.
+
+    ``busy_timeout`` (seconds) and ``write_attempts`` default to ``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` and
+    ``RUNNER_WAREHOUSE_WRITE_ATTEMPTS`` (see the module's docstring for what they bound).
+    """
+
+    def __init__(self, url: str, dictionary: DataDictionary | None = None, *, purpose: str | None = None,
+                 busy_timeout: float | None = None, write_attempts: int | None = None):
+        self.url = url
+        self.dictionary = dictionary
+        # how long one attempt of a write waits for another writer's lock, and how many attempts a write has
+        self.busy_timeout = _busy_timeout(busy_timeout)
+        self.write_attempts = _write_attempts(write_attempts)
+        self._engine = _create_engine(url, self.busy_timeout)
+        self._purpose = purpose
+        self._fixed = purpose is not None  # reads are for self._purpose only, or (None) for no purpose
+        self._no_purpose = ""  # why a fixed warehouse has no purpose, and what to do: said when a read needs one
+        self._on_unchecked: Callable[[str, str], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self._shown_url!r}{f', purpose={self._purpose!r}' if self._purpose else ''})"
+
+    @property
+    def purpose(self) -> str | None:
+        """What this warehouse reads for (None: no purpose, or per call if not fixed)."""
+        return self._purpose
+
+    def for_purpose(self, purpose: str | None, *, no_purpose: str = "",
+                    on_unchecked: Callable[[str, str], None] | None = None) -> Warehouse:
+        """This warehouse (same connections and dictionary) reading for ``purpose`` and no other.
+
+        With ``purpose`` None its reads of the dictionary's tables are refused, saying ``no_purpose``
+        (what the reader should do: the notebook API says which pipeline declares none).
+        ``on_unchecked(reason, sql)`` hears every read made with ``unchecked=``. A warehouse fixed
+        to one purpose is never turned to another.
+        """
+        if self._fixed and purpose != self._purpose:
+            raise DataContractError(f"this warehouse reads for {self._purpose!r}; it cannot be turned to "
+                                    f"{purpose!r}: a pipeline reads for the purpose it declares in runner.yaml")
+        view = copy.copy(self)
+        view._purpose, view._fixed = purpose, True
+        view._no_purpose = no_purpose or self._no_purpose
+        view._on_unchecked = on_unchecked or self._on_unchecked
+        return view
+
+    def tables(self) -> list[str]:
+        with self._connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+
+    def write_table(self, table: str, frame: pd.DataFrame, *, mode: str = "append") -> int:
+        """Write ``frame`` in one transaction; returns rows written.
+
+        ``mode`` is ``append`` or ``replace`` (the table's previous contents go). Only a table the
+        dictionary declares (or a run table of the runner) is written: the frame is validated first
+        (nothing is written if it breaks the dictionary) and the table created with the declared
+        types; rows whose ``key`` already exists are replaced, so re-ingesting a batch does not
+        duplicate it. Any other table is refused: what it held would escape the purpose rule.
+        """
+        if mode not in ("append", "replace"):
+            raise RunnerError(f"write mode must be 'append' or 'replace', got {mode!r}")
+        self._declaration(table, "write")
+        contract = self._contract(table)
+        spec = contract.table(table)
+        frame = contract.validate(table, frame)
+
+        def write(conn: sa.Connection) -> int:
+            if mode == "replace":
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {conn.dialect.identifier_preparer.quote(table)}"))
+            sql_table = self._ensure_table(conn, table, spec)
+            if spec.key and mode == "append":
+                self._delete_keys(conn, sql_table, frame[list(spec.key)])
+            return self._insert(conn, table, frame, spec)
+
+        return self._in_transaction(table, write)
+
+    def read_table(
+        self,
+        table: str,
+        columns: list[str] | None = None,
+        where: str | None = None,
+        params: dict | None = None,
+        *,
+        purpose: str | None = None,
+        chunksize: int | None = None,
+        order_by: Sequence[str] | None = None,
+        unchecked: str | None = None,
+    ) -> pd.DataFrame | Iterator[pd.DataFrame]:
+        """Rows of ``table``; ``where`` is an SQL condition with ``:named`` parameters.
+
+        Before any row is read, every column the read uses (``columns``, all of the table's when
+        None; the columns ``where`` tests; ``order_by``) must be declared and allow the purpose
+        (this warehouse's, or ``purpose`` if it has none fixed). ``where`` is parsed in the
+        warehouse's dialect: a condition over this table's columns (comparisons, AND/OR/NOT, IN,
+        BETWEEN, LIKE, IS NULL, arithmetic, literals, ``:named`` parameters, lower, upper,
+        coalesce, substr), never a sub-query, a UNION or another table. ``unchecked="why"`` skips
+        all of this on a warehouse without a purpose, logged (see :meth:`read_sql`). With
+        ``chunksize``, an iterator of frames of at most that many rows. Rows come in a stable order:
+        by ``order_by``, else by the table's declared key, else by every column read; so the same
+        data gives the same frame however it was written (a re-ingest that reorders rows changes nothing).
+        """
+        if unchecked is not None:
+            self._unchecked(unchecked, f"{table} columns={columns} where={where!r} order_by={order_by}")
+            return self._read(table, columns, sa.text(where) if where else None, params, chunksize, order_by)
+        purpose = self._purpose_for(purpose)
+        self._declaration(table, "read")
+        condition = parse_condition(where, table, self._dialect) if where else None
+        names = self._columns(table) if columns is None else list(columns)
+        order = list(order_by) if order_by is not None else list(self._contract(table).table(table).key) or names
+        self._check_read(table, [*names, *(condition.columns if condition else ()), *order], purpose)
+        return self._read(table, names, sa.text(condition.sql) if condition else None, params, chunksize, order_by)
+
+    def read_sql(self, sql: str, params: dict | None = None, *, unchecked: str | None = None) -> pd.DataFrame:
+        """The result of one query that only reads, as is (no dictionary dtypes), after the purpose rule.
+
+        The query is parsed in the warehouse's dialect (sqlglot): every table it reads must be
+        declared in the dictionary or be a run table of the runner, and every column it uses anywhere
+        (``*`` expanded to the table's columns) must allow this warehouse's purpose; several
+        statements, writes, table functions, other schemas and functions the parser does not know are
+        refused. The statement as parsed is what runs (written out again, comments dropped).
+
+        A warehouse without a purpose reads the dictionary's tables only with ``unchecked="why"``:
+        then nothing is parsed or checked, the read is logged as a warning with the reason and the SQL,
+        and the notebook API records it in the step's ``unchecked_reads`` scrap. A warehouse with a
+        purpose refuses ``unchecked``: a pipeline's reads are always checked.
+        """
+        if unchecked is not None:
+            self._unchecked(unchecked, sql)
+            text = sql
+        else:
+            query = parse_query(sql, self._dialect)
+            for table in query.tables:
+                self._declaration(table, "read")
+            used = query.columns({table: self._query_columns(table) for table in query.tables})
+            for table in query.tables:
+                self._check_read(table, used.get(table, []), self._purpose)
+            text = query.sql
+        with self._connect() as conn:
+            return self._frame(partial(pd.read_sql, sa.text(text), conn, params=params), "the query")
+
+    def write_predictions(
+        self,
+        frames: pd.DataFrame | Iterable[pd.DataFrame],
+        *,
+        run_id: str,
+        model_name: str,
+        model_version: str,
+        as_of: str,
+        namespace: str = PRODUCTION,
+        on_replaced: Callable[[dict[str, int]], None] | None = None,
+    ) -> int:
+        """Write a run's scores (frames of ``entity_id``, ``score``): all of them or none.
+
+        One transaction deletes the run's earlier rows and inserts the chunks as they come, so
+        writing a run again replaces it, and a failure midway (the database, a chunk breaking the
+        dictionary, or the iterator raising) rolls everything back. Chosen over a staging table
+        because the database then guarantees atomicity even when the process is killed (nothing
+        to clean up) and the rows are written once. Readers keep seeing the previous state until
+        the commit (sqlite runs in WAL mode); the price is that on sqlite other writers wait for
+        the run to finish (``RUNNER_WAREHOUSE_BUSY_TIMEOUT`` per attempt). A transient failure re-runs
+        the transaction from the start when ``frames`` is a frame or a list; an iterator already drawn
+        from cannot be replayed, so then the write fails (nothing written) and says so. Returns rows
+        written. Rows of a ``namespace`` other than production (a notebook run by hand) are invisible to
+        :meth:`read_predictions`.
+
+        Production holds one set of scores per ``as_of``, model name and version: the same
+        transaction deletes the production rows another run wrote for them, so a resume or rerun of
+        a scored month replaces the earlier run's scores instead of doubling them. After the commit,
+        ``on_replaced`` hears which runs lost how many rows (when any did). Rows of other namespaces
+        are never touched, and a run by hand replaces only its own rows.
+        """
+        run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
+               "scored_at": _now(), "namespace": namespace}
+        one_set = ("as_of", "model_name", "model_version", "namespace") if namespace == PRODUCTION else ()
+        return self._replace_run_rows(PREDICTIONS, frames, run, required=("entity_id", "score"), supersede=one_set,
+                                      on_replaced=on_replaced)
+
+    def write_monitoring_metrics(self, frame: pd.DataFrame, *, run_id: str, step: str, pipeline: str, as_of: str,
+                                 model_name: str, model_version: str, namespace: str = PRODUCTION) -> int:
+        """Write a monitoring step's findings (``feature``, ``statistic``, ``value``, ``p_value``,
+        ``severity``, ``detail``) to ``monitoring_metrics``, replacing the step's earlier rows."""
+        run = {"run_id": run_id, "step": step, "pipeline": pipeline, "as_of": as_of, "model_name": model_name,
+               "model_version": str(model_version), "computed_at": _now(), "namespace": namespace}
+        frame = frame.assign(**{name: frame[name] if name in frame else None for name in ("p_value", "detail")})
+        return self._replace_run_rows(MONITORING_METRICS, frame, run, required=("feature", "statistic", "value",
+                                                                                 "severity"), scope=("run_id", "step"))
+
+    def read_monitoring_metrics(self, pipeline: str | None = None, before: str | None = None, *,
+                                namespace: str | None = PRODUCTION) -> pd.DataFrame:
+        """Monitoring rows of a pipeline (all when None), with ``as_of`` before a date (all when None), of
+        ``namespace`` (production by default; all when None)."""
+        conditions = _in_namespace(namespace)
+        if pipeline is not None:
+            conditions.append(sa.column("pipeline", sa.Text) == pipeline)
+        if before is not None:
+            conditions.append(sa.column("as_of", sa.Date) < pd.Timestamp(before).date())
+        return self._read_run_table(MONITORING_METRICS, conditions)
+
+    def _replace_run_rows(self, table: str, frames, run: dict, required: tuple[str, ...],
+                          scope: tuple[str, ...] = ("run_id",), supersede: tuple[str, ...] = (),
+                          on_replaced: Callable[[dict[str, int]], None] | None = None) -> int:
+        """One transaction deletes earlier rows of ``table`` that match ``run`` on ``scope``, and those of
+        other runs that match it on ``supersede`` (when given; counted by run for ``on_replaced``, which
+        is called after the commit), and inserts ``frames`` with the run's columns."""
+        spec = self._contract(table).table(table)
+        chunks = [frames] if isinstance(frames, pd.DataFrame) else frames
+        once = iter(chunks) is chunks  # an iterator (a generator): its frames can be drawn only once
+        drawn = False
+
+        def write(conn: sa.Connection) -> tuple[int, dict[str, int]]:
+            nonlocal drawn
+            sql_table = self._ensure_table(conn, table, spec)
+
+            def matching(names: tuple[str, ...]) -> list:
+                return [sql_table.c[name] == (pd.Timestamp(run[name]).date() if spec.columns[name].type == "date"
+                                              else run[name]) for name in names]
+
+            conn.execute(sa.delete(sql_table).where(*matching(scope)))
+            replaced: dict[str, int] = {}
+            if supersede:
+                others = sa.and_(*matching(supersede), sql_table.c.run_id != run["run_id"])
+                counts = conn.execute(sa.select(sql_table.c.run_id, sa.func.count()).where(others)
+                                      .group_by(sql_table.c.run_id).order_by(sql_table.c.run_id))
+                replaced = {str(run_id): int(rows) for run_id, rows in counts}
+                if replaced:
+                    conn.execute(sa.delete(sql_table).where(others))
+            written = 0
+            drawn = once
+            for chunk in chunks:
+                missing = set(required) - set(chunk.columns)
+                if missing:
+                    raise DataContractError(f"{table} rows need columns {', '.join(required)}; missing {sorted(missing)}")
+                rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]].assign(**run)
+                written += self._insert(conn, table, self._contract(table).validate(table, rows[list(spec.columns)]),
+                                        spec)
+            return written, replaced
+
+        written, replaced = self._in_transaction(table, write, replayable=lambda: not drawn)
+        if replaced and on_replaced is not None:
+            on_replaced(replaced)
+        return written
+
+    def read_predictions(self, run_id: str | None = None, as_of: str | None = None, *, model_name: str | None = None,
+                         model_version: str | None = None, namespace: str | None = PRODUCTION) -> pd.DataFrame:
+        """Predictions matching every given field (all when none is), of ``namespace`` (production by
+        default: scores written by hand stay out; all namespaces when None)."""
+        conditions = _in_namespace(namespace)
+        for name, value in (("run_id", run_id), ("model_name", model_name), ("model_version", model_version)):
+            if value is not None:
+                conditions.append(sa.column(name, sa.Text) == str(value))
+        if as_of is not None:
+            conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
+        return self._read_run_table(PREDICTIONS, conditions)
+
+    def _read_run_table(self, table: str, conditions: list) -> pd.DataFrame:
+        """Rows of a built-in run table (empty, with its columns, before anything was written)."""
+        spec = self._contract(table).table(table)
+        if table not in self.tables():
+            return pd.DataFrame({name: pd.Series(dtype=column.dtype) for name, column in spec.columns.items()})
+        # a table written by an older runner gets the columns read below; usually this only reads, so it
+        # starts deferred and takes the write lock only if it must write
+        self._in_transaction(table, lambda conn: self._ensure_table(conn, table, spec), write=False)
+        order = ["run_id", "entity_id"] if table == PREDICTIONS else ["as_of", "run_id", "step", "feature", "statistic"]
+        return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, order)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @property
+    def _shown_url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @cached_property
+    def _dialect(self) -> str:
+        """sqlglot's name for the warehouse's SQL dialect (what reads' SQL is parsed as)."""
+        return sql_dialect(self._engine.dialect.name)
+
+    def _purpose_for(self, requested: str | None) -> str | None:
+        """The purpose a read is checked for: this warehouse's; a per-call one only when it has none fixed."""
+        if requested is None or requested == self._purpose:
+            return self._purpose
+        if self._fixed and self._purpose is None:
+            reason = self._no_purpose or "this warehouse reads for no purpose"
+            raise DataContractError(f"cannot read for {requested!r}: {reason}")
+        if self._fixed:
+            raise DataContractError(f"this warehouse reads for {self._purpose!r}, not for {requested!r}: a pipeline "
+                                    "reads for the purpose it declares in runner.yaml")
+        return requested
+
+    def _declaration(self, table: str, verb: str) -> DataDictionary:
+        """The dictionary declaring ``table`` for the purpose rule: the project's, else the runner's for its
+        run tables; any other table is refused (:class:`DataContractError`), since nothing would check it."""
+        if self.dictionary is not None and table in self.dictionary.tables:
+            return self.dictionary
+        if table in BUILTIN.tables:
+            return BUILTIN
+        if self.dictionary is None:
+            raise DataContractError(
+                f"cannot {verb} {table!r}: this warehouse has no data dictionary, so nothing would check what the "
+                f"table holds or who reads it; open it with the project's (Warehouse(url, DataDictionary.load(path))); "
+                f"without one only the runner's run tables {sorted(BUILTIN.tables)} are used")
+        self.dictionary.table(table)  # raises: not declared
+        return self.dictionary
+
+    def _check_read(self, table: str, names: list[str], purpose: str | None) -> None:
+        """The purpose rule: every column of ``table`` a read uses is declared and allows ``purpose``.
+
+        Without a purpose only the run tables' columns that allow any purpose are read.
+        """
+        contract = self._declaration(table, "read")
+        names = list(dict.fromkeys(names))
+        if contract is BUILTIN:  # the runner's own run tables, every column for any purpose
+            BUILTIN.check_declared(table, names)
+            return
+        if purpose is None:
+            contract.check_declared(table, names)
+            columns = contract.table(table).columns
+            if table in BUILTIN.tables and all(columns[name].allows(ANY_PURPOSE) for name in names):
+                return
+            reason = self._no_purpose or ("this warehouse has no purpose; open it for one (Warehouse(url, "
+                                          "dictionary, purpose=...) or .for_purpose(...)), or pass unchecked='why' to "
+                                          "read without the purpose rule (logged)")
+            raise DataContractError(f"cannot read {table}: {reason}")
+        contract.check_purpose(table, names, purpose)
+
+    def _unchecked(self, reason: str, what: str) -> None:
+        """Allow, and log, a read past the purpose rule: only on a warehouse without a purpose, with a reason."""
+        if self._purpose is not None:
+            raise DataContractError(f"unchecked= refused: this warehouse reads for {self._purpose!r} and every one of "
+                                    "its reads is checked; unchecked= is only for a warehouse without a purpose")
+        if not isinstance(reason, str) or not reason.strip():
+            raise DataContractError("unchecked= needs the reason, in words: it is logged with the read")
+        log.warning("unchecked read of the warehouse %s, past the purpose rule (%s): %s", self._shown_url,
+                    reason.strip(), what)
+        if self._on_unchecked is not None:
+            self._on_unchecked(reason.strip(), what)
+
+    def _contract(self, table: str) -> DataDictionary | None:
+        """The dictionary whose declaration of ``table`` is written and read: the built-in one for the run
+        tables the runner owns (a project's dictionary may declare them too, for their purposes), else the
+        warehouse's."""
+        if table in BUILTIN.tables:
+            return BUILTIN
+        return self.dictionary if self.dictionary is not None and table in self.dictionary.tables else None
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: SQLAlchemyError) -> RunnerError:
+        return RunnerError(f"cannot reach the warehouse at {self._shown_url}: {getattr(exc, 'orig', None) or exc}; "
+                           "check RUNNER_WAREHOUSE_URL or stores.warehouse in runner.yaml")
+
+    def _in_transaction(self, table: str, body: Callable[[sa.Connection], T], *, write: bool = True,
+                        replayable: Callable[[], bool] = lambda: True) -> T:
+        """``body(conn)`` in one transaction, committed; on a transient failure, the whole of it again.
+
+        A ``write`` transaction takes the write lock first (sqlite ``BEGIN IMMEDIATE``; PostgreSQL gets
+        ``lock_timeout``), waiting :attr:`busy_timeout` for another writer's; otherwise it starts deferred.
+        A transient failure (:func:`_transient`) rolls back, waits an exponential backoff with jitter and
+        runs ``body`` again, at most :attr:`write_attempts` times in all, unless ``replayable()`` says
+        ``body`` cannot run again (it drew from an iterator) or the connection was lost during the commit
+        (whether it committed is unknown). Any other failure of the database rolls back and is raised at
+        once; exceptions that are not the database's pass through, after the rollback.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            conn, committing = None, False
+            try:
+                with self._engine.connect() as conn:
+                    if write:
+                        conn.execution_options(runner_write=True)
+                    transaction = conn.begin()
+                    if write and conn.dialect.name == "postgresql":  # wait for row locks as long as sqlite would
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, round(self.busy_timeout * 1000))}")
+                    result = body(conn)
+                    committing = True
+                    transaction.commit()
+                return result
+            except (SQLAlchemyError, DatabaseError) as exc:
+                kind = _transient(exc)
+                if kind is None:
+                    if conn is None and isinstance(exc, SQLAlchemyError):
+                        raise self._unreachable(exc) from exc
+                    raise self._failed("writing", exc, "nothing was written; check the table's columns "
+                                       "against the frame's") from exc
+                unknown = committing and kind == "connection"
+                again = not unknown and replayable() and attempt < self.write_attempts
+                delay = random.uniform(0.5, 1.0) * min(BACKOFF[1], BACKOFF[0] * 2 ** (attempt - 1)) if again else 0
+                if not again:
+                    raise self._contended(table, kind, exc, attempt, time.monotonic() - started,
+                                          "unknown" if unknown else "" if replayable() else "drawn") from exc
+                log.warning("writing %s to the warehouse %s: %s (attempt %d of %d); trying again in %.1f s", table,
+                            self._shown_url, _detail(exc), attempt, self.write_attempts, delay)
+                time.sleep(delay)
+
+    def _contended(self, table: str, kind: str, exc: Exception, attempts: int, waited: float, why: str) -> RunnerError:
+        """The failure of a write that met another writer (or lost its connection) for the last time, in one line."""
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        where = f"the warehouse {self._shown_url}"
+        if kind == "lock":
+            said = (f"{where} is locked by another writer: writing table {table!r} waited {_seconds(waited)} over "
+                    f"{tries} ({_detail(exc)})")
+            advice = (f"try again when the other write finishes (another run, or a notebook run by hand), or raise "
+                      f"{ENV_WAREHOUSE_BUSY_TIMEOUT.name} (now {_seconds(self.busy_timeout)} per attempt)")
+        elif kind == "conflict":
+            said = (f"writing table {table!r} to {where} conflicted with another writer's transaction in {tries} "
+                    f"({_detail(exc)})")
+            advice = (f"try again when the other write finishes, or raise {ENV_WAREHOUSE_WRITE_ATTEMPTS.name} "
+                      f"(now {self.write_attempts})")
+        else:
+            said = f"writing table {table!r} lost its connection to {where} in {tries} ({_detail(exc)})"
+            advice = "check that the database is up and reachable (RUNNER_WAREHOUSE_URL or stores.warehouse), then try again"
+        if why == "unknown":
+            return RunnerError(f"{said}, during the commit: whether the rows were written is unknown; look at the "
+                               f"table before writing again")
+        if why == "drawn":
+            advice = ("the frames came from an iterator already partly drawn, so the write could not be run again: "
+                      f"run the step again; {advice}")
+        return RunnerError(f"{said}; nothing was written; {advice}")
+
+    def _failed(self, what: str, exc: Exception, hint: str) -> RunnerError:
+        cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+        detail = getattr(cause, "orig", None) or cause
+        return RunnerError(f"{what} failed in the warehouse {self._shown_url}: {detail}; {hint}")
+
+    def _frame(self, read, what: str):
+        try:
+            return read()
+        except (SQLAlchemyError, DatabaseError) as exc:
+            raise self._failed(what, exc, "check the column names and the where clause or query") from exc
+
+    def _read(self, table, columns, condition, params, chunksize, order_by=None):
+        """Read, past every check (the callers check first)."""
+        available = self._columns(table)
+        names = available if columns is None else list(columns)
+        contract = self._contract(table)
+        declared_key = list(contract.table(table).key) if contract else []
+        order = list(order_by) if order_by is not None else declared_key or names
+        unknown = [name for name in dict.fromkeys(names + order) if name not in available]
+        if unknown:
+            raise DataContractError(f"{table} has no column(s) {unknown}; its columns: {available}")
+        query = sa.select(*(sa.column(name) for name in names)).select_from(sa.table(table))
+        if condition is not None:
+            query = query.where(condition)
+        query = query.order_by(*(sa.column(name) for name in order))
+        conform = (lambda frame: contract.conform(table, frame)) if contract else (lambda frame: frame)
+        if chunksize:
+            return self._chunks(query, params, chunksize, conform, table)
+        with self._connect() as conn:
+            return conform(self._frame(partial(pd.read_sql, query, conn, params=params), f"reading {table}"))
+
+    def _chunks(self, query, params, chunksize, conform, table) -> Iterator[pd.DataFrame]:
+        with self._connect() as conn:
+            if conn.dialect.supports_server_side_cursors:
+                conn = conn.execution_options(stream_results=True)
+            for chunk in self._frame(partial(pd.read_sql, query, conn, params=params, chunksize=chunksize),
+                                     f"reading {table}"):
+                yield conform(chunk)
+
+    def _query_columns(self, table: str) -> list[str]:
+        """The columns a query's ``*`` stands for: the table's in the warehouse, every one of them checked
+        (a column the dictionary does not declare is refused); the declared ones of a table not yet written."""
+        with self._connect() as conn:
+            inspector = sa.inspect(conn)
+            if inspector.has_table(table):
+                return [column["name"] for column in inspector.get_columns(table)]
+        return list(self._declaration(table, "read").table(table).columns)
+
+    def _columns(self, table: str) -> list[str]:
+        with self._connect() as conn:
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(table):
+                raise RunnerError(f"no table {table!r} in the warehouse {self._shown_url}; tables: "
+                                  f"{sorted(inspector.get_table_names())}; write it first (e.g. run the ingest)")
+            return [column["name"] for column in inspector.get_columns(table)]
+
+    def _ensure_table(self, conn: sa.Connection, table: str, spec: TableSpec) -> sa.Table:
+        """The table as declared (types, NOT NULL, unique key), created with its indexes if missing."""
+        sql_table = sa.Table(table, sa.MetaData(), *(
+            sa.Column(name, SQL_TYPES[column.type], nullable=column.nullable) for name, column in spec.columns.items()
+        ))
+        if spec.key:
+            sa.Index(f"ux_{table}_key", *(sql_table.c[name] for name in spec.key), unique=True)
+        for names in RUN_TABLE_INDEXES if table in (PREDICTIONS, MONITORING_METRICS) else ():
+            sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
+        sql_table.create(conn, checkfirst=True)
+        if table in BUILTIN.tables:
+            _add_namespace(conn, sql_table)
+        for index in sql_table.indexes:
+            index.create(conn, checkfirst=True)
+        return sql_table
+
+    def _delete_keys(self, conn: sa.Connection, sql_table: sa.Table, keys: pd.DataFrame) -> None:
+        keys = keys.drop_duplicates()
+        key_columns = [sql_table.c[name] for name in keys.columns]
+        step = max(1, self._max_parameters() // len(key_columns))
+        for start in range(0, len(keys), step):
+            part = keys.iloc[start:start + step]
+            if len(key_columns) == 1:
+                condition = key_columns[0].in_(part.iloc[:, 0].tolist())
+            else:
+                condition = sa.tuple_(*key_columns).in_(list(part.itertuples(index=False, name=None)))
+            conn.execute(sa.delete(sql_table).where(condition))
+
+    def _insert(self, conn: sa.Connection, table: str, frame: pd.DataFrame, spec: TableSpec | None) -> int:
+        """Insert in batches of :data:`CHUNK_ROWS` rows, each one ``executemany`` of a cached statement.
+
+        Not ``method="multi"``: SQLAlchemy compiles every multi-row VALUES statement anew, which
+        made inserts 8-13x slower (20,000 applications: 7.6 s against 0.3 s on sqlite).
+        """
+        types = {name: SQL_TYPES[spec.columns[name].type] for name in frame.columns} if spec else None
+        frame.to_sql(table, conn, if_exists="append", index=False, chunksize=CHUNK_ROWS, dtype=types)
+        return len(frame)
+
+    def _max_parameters(self) -> int:
+        """Bound parameters one statement may carry (sqlite: 32766 since 3.32, 999 before), for key deletes."""
+        if self._engine.dialect.name == "sqlite":
+            import sqlite3
+
+            return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+        return 30000
+
+
+def _in_namespace(namespace: str | None) -> list:
+    return [] if namespace is None else [sa.column("namespace", sa.Text) == namespace]
+
+
+def _add_namespace(conn: sa.Connection, sql_table: sa.Table) -> None:
+    """Give a run table written before namespaces existed its ``namespace`` column; its rows are production's."""
+    if "namespace" in {column["name"] for column in sa.inspect(conn).get_columns(sql_table.name)}:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(sa.text(f"ALTER TABLE {quote(sql_table.name)} ADD COLUMN namespace TEXT NOT NULL "
+                         f"DEFAULT '{PRODUCTION}'"))
+
+
+def _now() -> pd.Timestamp:
+    """Now in UTC, naive, to the second (how the run tables store times)."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
+
+
+def _busy_timeout(given: float | None) -> float:
+    """Seconds one attempt of a write waits for another writer's lock: ``given``, else the environment's."""
+    if given is None:
+        return _setting(ENV_WAREHOUSE_BUSY_TIMEOUT, parse_duration)
+    if not isinstance(given, (int, float)) or isinstance(given, bool) or not 0 <= given < float("inf"):
+        raise RunnerError(f"busy_timeout must be seconds, 0 or more, got {given!r}")
+    return float(given)
+
+
+def _write_attempts(given: int | None) -> int:
+    """Attempts a write has against transient failures (1: no retry): ``given``, else the environment's."""
+    if given is None:
+        return _setting(ENV_WAREHOUSE_WRITE_ATTEMPTS, _attempts)
+    return _attempts(given)
+
+
+def _attempts(value) -> int:
+    try:
+        attempts = int(str(value).strip()) if not isinstance(value, (bool, float)) else None
+    except ValueError:
+        attempts = None
+    if attempts is None or not 1 <= attempts <= 100:
+        raise ValueError(f"expected a whole number of attempts from 1 (no retry) to 100, got {value!r}")
+    return attempts
+
+
+def _setting(variable: EnvVar, parse: Callable):
+    """The variable's value (its default when unset), read by ``parse``; a bad value names the variable."""
+    value = variable.get() or variable.default
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; unset it for the default, {variable.default}", variable.name) from None
+
+
+def _transient(exc: BaseException) -> str | None:
+    """What kind of transient failure ``exc`` is, or None (running it again would fail the same way).
+
+    ``lock``: another writer holds the lock still (sqlite busy or locked; PostgreSQL lock_not_available after
+    ``lock_timeout``); ``conflict``: the database broke a deadlock or a serialization failure by failing this
+    transaction; ``connection``: the connection was lost (SQLAlchemy invalidated it, or SQLSTATE class 08 or
+    the server shutting down). Constraint violations, missing tables or columns and the like are None.
+    """
+    if isinstance(exc, DatabaseError) and exc.__cause__ is not None:  # pandas wraps the database's error
+        exc = exc.__cause__
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state:
+        state = str(state)
+        return SQLSTATES.get(state) or ("connection" if state.startswith("08") else None)
+    if exc.connection_invalidated:
+        return "connection"
+    code = getattr(orig, "sqlite_errorcode", None)  # sqlite: SQLITE_BUSY 5, SQLITE_LOCKED 6, with extended codes
+    if isinstance(code, int):
+        return "lock" if code & 0xFF in (5, 6) else None
+    return "lock" if isinstance(exc, sa.exc.OperationalError) and str(orig).lower().startswith(SQLITE_LOCKS) else None
+
+
+def _detail(exc: BaseException) -> str:
+    """The database's own words for ``exc``, on one line (PostgreSQL adds DETAIL and HINT lines)."""
+    if isinstance(exc, DatabaseError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _create_engine(url: str, busy_timeout: float) -> sa.Engine:
+    shown = url
+    try:
+        parsed = sa.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(parsed)
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout})
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise RunnerError(f"cannot use the warehouse URL {shown!r}: {exc}; check RUNNER_WAREHOUSE_URL "
+                          "or stores.warehouse in runner.yaml (and that the database's driver is installed)") from exc
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    sa.event.listen(engine, "connect", _sqlite_on_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """A write starts ``BEGIN IMMEDIATE``: it takes the write lock before anything else, waiting for another
+    writer's up to the busy timeout. A deferred ``BEGIN`` that reads first and writes later cannot wait: its
+    upgrade to a writer fails at once with "database is locked" when another writer came in between."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("runner_write") else "BEGIN")
+
+
+def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
+    """Let SQLAlchemy emit BEGIN (so DDL is transactional too) and use WAL (readers never block the writer)."""
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+class SnapshotStore:
+    """Content-addressed copies of data as used (e.g. the exact training frame).
+
+    A snapshot's digest is the sha256 of the frame's *canonical bytes*: the Arrow IPC messages
+    (schema, then record batches of at most 65,536 rows, uncompressed) of the frame's Arrow table,
+    with a default RangeIndex dropped (any other index becomes columns), the schema metadata
+    (pandas version, index layout) removed, large strings as strings and categoricals as their
+    values. So the digest depends on column names, order, types and values, never on write time,
+    file format options or library versions' metadata. Files are parquet with pandas metadata, so
+    :meth:`load` returns the dtypes of the frame first saved.
+    """
+
+    BATCH_ROWS = 65536
+    MIN_PREFIX = 6  # hex characters a digest prefix must have (`runner models` shows 12)
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, frame: pd.DataFrame) -> str:
+        """Store ``frame`` (once per content) and return its digest."""
+        import pyarrow.parquet as pq
+
+        table = _arrow_table(frame)
+        digest = canonical_digest(table, self.BATCH_ROWS)
+        path = self.path(digest)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+            try:
+                pq.write_table(table, partial)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+        return digest
+
+    def load(self, digest: str) -> pd.DataFrame:
+        """The frame stored under ``digest`` or a unique prefix of it."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self._existing(digest)).to_pandas()
+
+    def resolve(self, prefix: str) -> str:
+        """The full digest of the one stored snapshot whose digest starts with ``prefix`` (at least
+        :attr:`MIN_PREFIX` lowercase hex characters, or the whole digest)."""
+        if not re.fullmatch(rf"[0-9a-f]{{{self.MIN_PREFIX},64}}", prefix or ""):
+            raise NotFound(f"{prefix!r} is not a snapshot digest: give the digest or its first {self.MIN_PREFIX} or "
+                           "more characters (lowercase hex), as `runner models MODEL` shows them")
+        if len(prefix) == 64 and self.path(prefix).is_file():
+            return prefix
+        matches = sorted(path.stem for path in (self.root / prefix[:2]).glob(f"{prefix}*.parquet"))
+        if not matches:
+            raise NotFound(f"no snapshot starts with {prefix} in the snapshot store {self.root} (stores.snapshots, "
+                           "RUNNER_SNAPSHOTS); `runner models MODEL` shows the digest of each version's training "
+                           f"data, SnapshotStore({str(self.root)!r}).list() (or: ls {self.root}/*/) the stored ones")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
+            raise NotFound(f"{len(matches)} snapshots start with {prefix}: {shown}; give more of its characters")
+        return matches[0]
+
+    def path(self, digest: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
+            raise RunnerError(f"{digest!r} is not a snapshot digest (64 lowercase hex characters)")
+        return self.root / digest[:2] / f"{digest}.parquet"
+
+    def export(self, digest: str, out: str | Path) -> Path:
+        """Copy the snapshot stored under ``digest`` or a unique prefix of it to the parquet file ``out``."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._existing(digest), out)
+        return out
+
+    def list(self) -> list[str]:
+        return sorted(path.stem for path in self.root.glob("??/*.parquet"))
+
+    def _existing(self, digest: str) -> Path:
+        return self.path(self.resolve(digest))
+
+
+def _arrow_table(frame: pd.DataFrame):
+    import pyarrow as pa
+
+    index = frame.index
+    plain = isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
+    frame = frame.reset_index(drop=plain)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise RunnerError(f"cannot snapshot this frame: {exc}; give each column one type of values") from exc
+
+
+def canonical_digest(table, batch_rows: int = SnapshotStore.BATCH_ROWS) -> str:
+    """sha256 of the canonical bytes of an Arrow table (see :class:`SnapshotStore`)."""
+    import pyarrow as pa
+
+    fields = []
+    for field in table.schema:
+        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        kind = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}.get(kind, kind)
+        fields.append(pa.field(field.name, kind, field.nullable))
+    canonical = table.cast(pa.schema(fields)).replace_schema_metadata(None).combine_chunks()
+    digest = hashlib.sha256(canonical.schema.serialize().to_pybytes())
+    for batch in canonical.to_batches(max_chunksize=batch_rows):
+        digest.update(batch.serialize().to_pybytes())
+    return digest.hexdigest()

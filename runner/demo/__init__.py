@@ -1,0 +1,1 @@
+"""The reference credit-risk pipelines replayed on generated data (`runner demo`)."""

@@ -1,0 +1,1 @@
+"""The notebook adapter (papermill, scrapbook, nbformat, nbconvert) and the parameter contract."""

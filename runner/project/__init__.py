@@ -1,0 +1,1 @@
+"""A team's project: `runner init`/`runner new`, what `runner validate` checks, the JSON Schemas."""

@@ -1,0 +1,719 @@
+"""A pipeline run: plan and check every step, then run the steps in dependency order.
+
+:func:`plan_run` does everything that can go wrong before a kernel starts: the pipeline and
+its steps exist, every notebook has a parameters cell, every value fits its parameter. Only
+then does :func:`run` create a run record and MLflow runs, and execute the steps through an
+executor, each in a process of its own (:mod:`runner.run.stepproc`). A failed step's downstream
+steps are skipped; a reference to an upstream scrap is resolved when its step is about to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.notebook import adapter
+from runner import secrets
+from runner.config import (
+    ENV_REFERENCE,
+    RUN_REFERENCES,
+    STEP_REFERENCE,
+    Config,
+    PipelineConfig,
+    StepConfig,
+    current_user,
+    iter_references,
+    upstream_of,
+)
+from runner.errors import ParameterError, RunnerError, StoreError, TrackingError
+from runner.run.executors import get_executor
+from runner.store.locks import PipelineLock
+from runner.notify import Event, notify, wanted
+from runner.notebook.contract import Parameter, ParameterContract, coerce_value, resolve_references
+from runner.store.records import (
+    HEARTBEAT_SECONDS,
+    MODELS_SCRAP,
+    REGISTERED_SCRAP,
+    SNAPSHOTS_SCRAP,
+    Attempt,
+    ChildProcess,
+    RunRecord,
+    RunStore,
+    StepError,
+    StepRecord,
+    current_process,
+    git_state,
+    new_run_id,
+    store_errors,
+    utcnow,
+)
+from runner.run.retries import run_with_retries
+from runner.run.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
+from runner.tracking.tracker import Registry, Tracker, http_settings, unreachable
+
+AS_OF = Parameter("as_of", "date", None)
+WRITABLE = "make the run store writable and give it room (RUNNER_RUN_STORE or stores.runs in runner.yaml)"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    pipeline: str
+    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # step -> name -> value
+    as_of: str | None = None
+    trigger: str = "manual"
+    max_workers: int | None = None
+    executor: str = "local"
+    scheduled_for: str | None = None  # the cron tick a scheduled or backfilled run is for
+    # Rerun and resume: run these notebook files instead of runner.yaml's, take the parameters as
+    # given instead of merging them into runner.yaml's, and start from the origin run's steps.
+    notebooks: Mapping[str, str] = field(default_factory=dict)
+    exact_parameters: bool = False
+    origin: str | None = None
+    reuse: Mapping[str, StepRecord] = field(default_factory=dict)  # succeeded steps a resume keeps
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    name: str
+    config: StepConfig
+    notebook: Path
+    contract: ParameterContract
+    parameters: dict[str, Any]  # coerced values; values holding ${...} are resolved at start
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    config: PipelineConfig
+    as_of: str
+    steps: dict[str, PlannedStep]
+
+
+class RunObserver(Protocol):
+    """What a progress display hears about a run (called from worker threads too)."""
+
+    def run_started(self, record: RunRecord) -> None: ...
+    def step_started(self, step: str) -> None: ...
+    def cell_started(self, step: str, index: int, total: int) -> None: ...
+    def step_finished(self, step: StepRecord) -> None: ...
+    def step_retrying(self, step: str, attempt: int, delay: float, why: str) -> None: ...
+
+
+def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -> Plan:
+    """Check the request against the config and every notebook's parameter contract (and, with
+    ``environment``, that the environment variables its secrets name are set here)."""
+    pipeline = config.pipeline(request.pipeline)
+    unknown = set(request.parameters) - set(pipeline.steps)
+    if unknown:
+        raise ParameterError(
+            f"no step named {sorted(unknown)[0]!r} in pipeline {request.pipeline!r}; steps: {', '.join(pipeline.steps)}"
+        )
+    as_of = coerce_value(dt.date.today().isoformat() if request.as_of is None else request.as_of, AS_OF, "--as-of")
+    steps = {}
+    for name, step in pipeline.steps.items():
+        notebook = Path(request.notebooks[name]) if name in request.notebooks else config.notebook_path(step)
+        contract = adapter.read_contract(notebook)
+        given = dict(request.parameters.get(name, {}))
+        values = given if request.exact_parameters else {**step.parameters, **given}
+        if "as_of" in contract.parameters and "as_of" not in values:
+            values["as_of"] = as_of
+        for key, value in values.items():  # an unknown name fails now; a secret by ${env.NAME} only
+            parameter = contract.parameter(key)
+            secrets.check(key, value, parameter.type, parameter.secret, str(notebook), environment=environment)
+        deferred = {key: value for key, value in values.items() if any(True for _ in iter_references(value))}
+        static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
+        steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
+    _check_planned(pipeline, steps)
+    return Plan(request.pipeline, pipeline, as_of, steps)
+
+
+def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:
+    """Plans for the named pipelines (all by default): the checks of a run, without running."""
+    return [plan_run(config, RunRequest(name), environment=False) for name in (pipelines or list(config.pipelines))]
+
+
+def run(
+    config: Config,
+    request: RunRequest,
+    observer: RunObserver | None = None,
+    stop: StopRequest | None = None,
+    processes: StepProcesses | None = None,
+    locked: bool = False,
+) -> RunRecord:
+    """Run a pipeline and return its final record.
+
+    Raises before anything ran, with nothing recorded: a bad parameter, a busy pipeline, a run store
+    that cannot be written, MLflow not answering within ``RUNNER_MLFLOW_TIMEOUT``. Once the run
+    started it raises only when the run itself could not go on (its record or files could not be
+    written) or was interrupted again while its steps were stopped, and only after it ended: its
+    record final, its MLflow runs ended, its failure notice sent (:meth:`_PipelineRun.execute`).
+
+    The run holds the pipeline's lock (:class:`PipelineBusy` if another process has it) unless
+    ``locked``: its caller (a backfill) holds the lock already. ``processes`` lets a caller
+    that runs many pipelines (a replay, the scheduler) keep step processes warm across runs.
+    """
+    owned = processes is None
+    processes = processes or step_processes(config)
+    processes.warm(1)  # its imports and kernel start overlap with the checks and MLflow set-up below
+    try:
+        plan = plan_run(config, request)
+        lock = None
+        if not locked:
+            lock = PipelineLock(RunStore(config.stores.runs), plan.pipeline, f"{request.trigger} run")
+            try:
+                with store_errors("write", lock.path):
+                    lock.acquire()
+            except StoreError as exc:
+                raise StoreError(f"{exc}; nothing ran: {WRITABLE}") from exc.__cause__
+        try:
+            return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
+        finally:
+            if lock is not None:
+                with contextlib.suppress(OSError):  # a lock left behind is taken over once this process is gone
+                    lock.release()
+    finally:
+        if owned:
+            processes.close()
+
+
+def step_processes(config: Config, keep_warm: int = 0) -> StepProcesses:
+    """Step processes for this project's kernel, preloads and logs."""
+    home = config.stores.home
+    return StepProcesses(adapter.ensure_kernel(home), str(home), str(home / "logs"), config.defaults.preload,
+                         keep_warm)
+
+
+def _check_planned(pipeline: PipelineConfig, steps: Mapping[str, PlannedStep]) -> None:
+    """What loading runner.yaml checks, for values however given (``-p``, a resumed run's record): each
+    ``${...}`` names an upstream step's scrap or a value of the run, and each value can be recorded."""
+    for name, planned in steps.items():
+        upstream = upstream_of(pipeline.steps, name)
+        for key, value in planned.parameters.items():
+            for ref in iter_references(value):
+                step_ref = STEP_REFERENCE.match(ref)
+                if step_ref and step_ref.group(1) not in upstream:
+                    raise ParameterError(f"${{{ref}}}: step {step_ref.group(1)!r} is not upstream of step {name!r}; "
+                                         f"refer to a step in its 'needs'", str(planned.notebook), key)
+                if not step_ref and ref not in RUN_REFERENCES and not ENV_REFERENCE.match(ref):
+                    raise ParameterError(f"${{{ref}}}: unknown reference; use ${{steps.<step>.<scrap>}}, "
+                                         f"${{env.NAME}} or one of {', '.join('${' + r + '}' for r in RUN_REFERENCES)}",
+                                         str(planned.notebook), key)
+        _check_recordable(planned.parameters, str(planned.notebook))
+
+
+def _check_recordable(values: Mapping[str, Any], notebook: str) -> None:
+    """Every value as JSON holds it: the run's record keeps it, the step process receives it, a rerun repeats it."""
+    for key, value in values.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ParameterError(f"cannot be recorded as JSON ({exc}); give text, numbers, true/false and lists or "
+                                 "dicts of them (quote a date inside a list or dict: '2026-01-01')", notebook, key) from None
+
+
+def _result(future: Future) -> tuple[StepOutcome, list[Attempt]]:
+    """A step's outcome; an error of the runner's own around the step (its folder could not be made, its task
+    not sent) fails that step rather than the run."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - the step's failure, recorded with its type and message
+        now = utcnow()
+        error = {"ename": type(exc).__name__, "evalue": str(exc) or repr(exc), "cell_index": None}
+        outcome = StepOutcome("failed", now, now, error)
+        return outcome, [Attempt(number=1, status="failed", started_at=now, ended_at=now, error=StepError(**error))]
+
+
+class _PipelineRun:
+    def __init__(
+        self,
+        config: Config,
+        plan: Plan,
+        request: RunRequest,
+        observer: RunObserver | None,
+        stop: StopRequest,
+        processes: StepProcesses,
+    ):
+        self.config, self.plan, self.observer, self.stop, self.processes = config, plan, observer, stop, processes
+        self.max_workers = request.max_workers or config.defaults.max_workers
+        self.executor_name = request.executor
+        self.store = RunStore(config.stores.runs)
+        self.tracker = Tracker(config.stores.tracking_uri, config.stores.artifacts)
+        self.kernel = processes.kernel_name
+        run_id = new_run_id()
+        self.workdir = Path(
+            self.store.run_dir(plan.pipeline, run_id)
+            if self.store.is_local
+            else config.stores.home / "staging" / plan.pipeline / run_id
+        )
+        steps = {}
+        for name, step in plan.steps.items():
+            reused = request.reuse.get(name)
+            if reused is not None:
+                steps[name] = reused.model_copy(update={"reused_from": reused.reused_from or request.origin})
+                continue
+            steps[name] = StepRecord(
+                name=name,
+                notebook=_display_path(config.notebook_path(step.config), config.root),
+                notebook_sha256=adapter.sha256_file(step.notebook),
+                needs=list(step.config.needs),
+                requested=step.parameters,
+                parameters=step.parameters,
+            )
+        self.record = RunRecord(
+            run_id=run_id,
+            pipeline=plan.pipeline,
+            trigger=request.trigger,
+            as_of=plan.as_of,
+            scheduled_for=request.scheduled_for,
+            origin=request.origin,
+            config=str(config.source),
+            git=git_state(config.root),
+            tracking_uri=config.stores.tracking_uri,
+            process=current_process(),
+            steps=steps,
+        )
+        self.started = time.monotonic()
+        self.step_started: dict[str, float] = {}
+        self.scraps = {name: dict(step.scraps) for name, step in request.reuse.items()}
+        self.running: dict[Future, str] = {}  # steps in flight
+        self.open_runs: dict[str, str] = {}  # MLflow runs started and not ended: run id -> step ("" for the run)
+        self.tracking_down: TrackingError | None = None  # MLflow stopped answering: later calls are not made
+        self.stopped_by: BaseException | None = None  # what ended the run before its steps were done
+        self.written = self.final_written = False  # whether run.json exists; whether it holds the end
+        self.write_failed: StoreError | None = None  # a record write of a worker thread that failed
+        self.alarm: Future = Future()  # wakes the run's loop when that happens
+        self._writing = threading.RLock()  # worker threads write the record too, when a step's processes start
+        stop.on_started = self._record_processes
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def execute(self) -> RunRecord:
+        """Run the steps and return the final record.
+
+        Whatever happens once the run's MLflow run exists (a run store that cannot be written, MLflow
+        gone, a second Ctrl-C, a bug), the run ends: its steps are stopped, its record is written as
+        ``failed`` (``interrupted`` after Ctrl-C), its MLflow runs are ended FAILED (KILLED), its
+        failure notice is sent and its temporary files are removed; only then is the error raised.
+        """
+        record = self.record
+        record.mlflow_experiment_id = self.tracker.experiment(record.pipeline)
+        record.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, record.run_id, self._tags())
+        self.open_runs[record.mlflow_run_id] = ""
+        try:
+            self._keep_sources()
+            self._write()
+            if self.observer:
+                self.observer.run_started(record)
+            self._run_steps()
+        except BaseException as exc:  # ended below, then raised
+            if self.stopped_by is None:
+                self.stopped_by = exc
+        self._end()
+        failure = self.stopped_by
+        if failure is None:
+            return record
+        if isinstance(failure, RunnerError):
+            raise self._stopped(failure) from failure
+        raise failure
+
+    def _run_steps(self) -> None:
+        running = self.running
+        executor = get_executor(self.executor_name, self.max_workers)
+        try:
+            while True:
+                self._start_ready(executor, running)
+                if not running:
+                    break
+                done, _ = wait([*running, self.alarm], timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done - {self.alarm}:
+                    self._finish(running[future], _result(future))
+                    del running[future]
+                if self.write_failed is not None:
+                    raise self.write_failed
+                self._write()
+        except KeyboardInterrupt:
+            self.stop.stop()
+            for future, name in list(running.items()):
+                self._finish(name, _result(future))
+                del running[future]
+        except BaseException as exc:
+            self.stopped_by = exc  # the running steps stop now rather than run on unrecorded
+            self.stop.stop()
+            raise
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for step in self.record.steps.values():
+            if step.status == "pending":  # never started: the run was stopped (resume starts them)
+                step.status = "interrupted"
+
+    def _start_ready(self, executor, running: dict[Future, str]) -> None:
+        """Start every step whose upstream steps succeeded; skip those whose upstream did not."""
+        steps = self.record.steps
+        changed = True
+        while changed:
+            changed = False
+            for name, planned in self.plan.steps.items():
+                if steps[name].status != "pending" or len(running) >= self.max_workers or self.stop.draining:
+                    continue
+                upstream = [steps[need].status for need in planned.config.needs]
+                if any(status in ("failed", "skipped", "interrupted") for status in upstream):
+                    steps[name].status = "skipped"
+                    self._notify_finished(steps[name])
+                    changed = True
+                elif all(status == "succeeded" for status in upstream):
+                    future = self._start(executor, planned)
+                    if future is not None:
+                        running[future] = name
+                    changed = True
+        waiting = sum(step.status == "pending" for step in steps.values())
+        self.processes.warm(min(self.max_workers, waiting))  # ready before the next steps are
+
+    def _start(self, executor, planned: PlannedStep) -> Future | None:
+        record, step = self.record, self.record.steps[planned.name]
+        step.started_at = utcnow()
+        self.step_started[planned.name] = time.monotonic()
+        try:
+            parameters = self._resolve(planned)
+        except ParameterError as exc:
+            exc.notebook = step.notebook
+            self._settle(step, "failed", StepError(ename="ParameterError", evalue=str(exc)))
+            return None
+        step.parameters = parameters
+        tags = {**self._tags(), "runner.step": planned.name, "runner.notebook.sha256": step.notebook_sha256}
+        error = self.tracking_down
+        if error is None:
+            try:
+                step.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, planned.name, tags,
+                                                            parent=record.mlflow_run_id)
+            except TrackingError as exc:
+                error = self._tracking_failed(exc)
+        if error is not None or step.mlflow_run_id is None:
+            self._settle(step, "failed", StepError(ename="TrackingError", evalue=f"not started: {error}"))
+            return None
+        self.open_runs[step.mlflow_run_id] = planned.name
+        step.status = "running"
+        step.output, step.html = f"{planned.name}.ipynb", f"{planned.name}.html"
+        timeout = planned.config.timeout or self.config.defaults.timeout
+        task = StepTask(
+            run_id=record.run_id,
+            pipeline=record.pipeline,
+            step=planned.name,
+            notebook=str(planned.notebook),
+            output=str(self.workdir / step.output),
+            html=str(self.workdir / step.html),
+            log=str(self.workdir / f"{planned.name}.log"),
+            parameters=parameters,
+            kernel_name=self.kernel,
+            jupyter_path=str(self.config.stores.home),
+            cwd=str(self.config.notebook_path(planned.config).parent),  # also when rerunning recorded bytes
+            cell_timeout=planned.config.cell_timeout or self.config.defaults.cell_timeout,
+            timeout=timeout,
+            env=self._kernel_env(planned.name, step.mlflow_run_id),
+        )
+        self._write()
+        if self.observer:
+            self.observer.step_started(planned.name)
+        on_cell = self.observer.cell_started if self.observer else None
+        on_retry = getattr(self.observer, "step_retrying", None)
+        return executor.submit(run_with_retries, task, planned.config, on_cell, self.stop, self.processes, on_retry)
+
+    def _resolve(self, planned: PlannedStep) -> dict[str, Any]:
+        """The step's parameters with every ``${...}`` resolved, coerced to its contract and recordable as JSON;
+        a :class:`ParameterError` for any value that does not fit."""
+        record = self.record
+        context = {"as_of": record.as_of, "run_id": record.run_id, "pipeline": record.pipeline}
+        resolved = {}
+        for key, value in planned.parameters.items():
+            try:
+                resolved[key] = resolve_references(value, self.scraps, context)
+            except KeyError as exc:  # a ${name} that is no value of the run (-p values are checked when planned)
+                raise ParameterError(f"${{{exc.args[0]}}}: unknown reference", "", key) from None
+        parameters = planned.contract.coerce(resolved)
+        _check_recordable(parameters, "")
+        return parameters
+
+    def _finish(self, name: str, result: tuple[StepOutcome, list[Attempt]]) -> None:
+        """Record a step's outcome, keep its files and end its MLflow run. A step whose files could not be
+        kept fails, and the store's error is raised once the step is settled."""
+        outcome, attempts = result
+        step = self.record.steps[name]
+        step.attempts = attempts
+        step.scraps = outcome.scraps
+        step.snapshots = list(step.scraps.get(SNAPSHOTS_SCRAP, []))
+        step.models = list(step.scraps.get(MODELS_SCRAP, []))
+        self.scraps[name] = step.scraps
+        status, error = outcome.status, StepError(**outcome.error) if outcome.error else None
+        if status == "interrupted" and self._failed_by is not None:  # stopped by a failure of the run, not a person
+            status, error = "failed", self._stopped_step_error()
+        produced = [self.workdir / file for file in step.outputs() if (self.workdir / file).is_file()]
+        lost = None
+        try:
+            for path in produced:
+                self.store.put(str(path), self.record.pipeline, self.record.run_id)
+        except StoreError as exc:
+            lost = exc
+            status, error = "failed", StepError(ename="StoreError", evalue=f"its files could not be kept: {exc}")
+        failed = self._track(self.tracker.log_step, step.mlflow_run_id, step.parameters, step.scraps,
+                             [str(path) for path in produced if path.suffix in (".ipynb", ".html")])
+        if failed is not None and status == "succeeded":
+            status, error = "failed", StepError(
+                ename="TrackingError",
+                evalue=f"the notebook ran, but its results could not be logged: {failed}; `runner resume "
+                       f"{self.record.run_id}` runs it again")
+        self._end_mlflow_run(step.mlflow_run_id, status)
+        self._conclude_registrations(step, status == "succeeded")
+        self._settle(step, status, error)
+        if lost is not None:
+            raise lost
+
+    def _conclude_registrations(self, step: StepRecord, succeeded: bool) -> None:
+        """Model versions the step registered get their alias only now that it succeeded (``nb.save_model``
+        defers it); a failed step's versions are tagged failed and never get one."""
+        registered = step.scraps.get(REGISTERED_SCRAP) or []
+        if not registered:
+            return
+        if self.tracking_down is not None:
+            self.record.warnings.append(f"step {step.name}: the model versions it registered keep no alias: "
+                                        f"{self.tracking_down}")
+            return
+        try:
+            warnings = Registry(self.config.stores.tracking_uri).conclude(registered, succeeded, current_user())
+        except TrackingError as exc:
+            warnings = [f"the model versions it registered keep no alias: {self._tracking_failed(exc)}"]
+        self.record.warnings.extend(f"step {step.name}: {warning}" for warning in warnings)
+
+    def _settle(self, step: StepRecord, status: str, error: StepError | None) -> None:
+        step.status = status
+        step.error = error
+        step.ended_at = utcnow()
+        step.duration_s = round(time.monotonic() - self.step_started.get(step.name, time.monotonic()), 3)
+        self._notify_finished(step)
+
+    def _notify_finished(self, step: StepRecord) -> None:
+        if self.observer:
+            self.observer.step_finished(step)
+
+    def _end(self) -> None:
+        """End the run, however it went: settle its steps, its status, its MLflow runs, its notice, its
+        temporary files, and write its final record (a :class:`StoreError` when that cannot be done)."""
+        record = self.record
+        if self.stopped_by is not None:
+            self._settle_stopped()
+        statuses = [step.status for step in record.steps.values()]
+        if isinstance(self.stopped_by, KeyboardInterrupt) or (
+                self.stopped_by is None and ("interrupted" in statuses or self.stop.requested)):
+            record.status = "interrupted"
+        elif self.stopped_by is None and all(status == "succeeded" for status in statuses):
+            record.status = "succeeded"
+        else:
+            record.status = "failed"
+        if self._failed_by is not None:
+            record.warnings.append(f"the run stopped: {_describe(self._failed_by)}")
+        record.ended_at = utcnow()
+        record.duration_s = round(time.monotonic() - self.started, 3)
+        ending = sorted(self.open_runs.items(), key=lambda item: item[1] == "")  # the steps' runs, then the run's
+        for run_id, step in ending:
+            self._end_mlflow_run(run_id, record.steps[step].status if step else record.status)
+        left = [run_id for run_id, _ in ending if run_id in self.open_runs]
+        if left:
+            record.warnings.append(f"MLflow runs left RUNNING (they could not be ended): {', '.join(left)}")
+        if record.status != "succeeded":
+            self._notify_failure()
+        self._remove_temporary_files()
+        try:
+            self._write()
+            self.final_written = True
+        except StoreError as exc:
+            if record.status == "succeeded":  # its record says running: tell someone
+                record.status = "failed"
+                self._notify_failure(f"its record could not be written: {exc}")
+            self.stopped_by = self.stopped_by if isinstance(self.stopped_by, KeyboardInterrupt) else exc
+
+    def _settle_stopped(self) -> None:
+        """After the run stopped early: settle the steps that were running when it did, and those not started."""
+        for future, name in list(self.running.items()):
+            if future.done() and self.record.steps[name].status == "running":
+                with contextlib.suppress(RunnerError):  # settled first; the run's failure is reported already
+                    self._finish(name, _result(future))
+        interrupted = isinstance(self.stopped_by, KeyboardInterrupt)
+        for step in self.record.steps.values():
+            if step.status == "running":  # its outcome never came
+                self._settle(step, "interrupted" if interrupted else "failed",
+                             StepError(ename="Interrupted", evalue="the run was interrupted again while its steps "
+                                       "were stopped") if interrupted else self._stopped_step_error())
+            elif step.status == "pending":  # never started (resume starts it)
+                step.status = "interrupted"
+
+    @property
+    def _failed_by(self) -> BaseException | None:
+        """What stopped the run, unless it was Ctrl-C (or SIGTERM): then the run is interrupted, not failed."""
+        return None if isinstance(self.stopped_by, KeyboardInterrupt) else self.stopped_by
+
+    def _stopped_step_error(self) -> StepError:
+        cause = self.stopped_by
+        return StepError(ename=type(cause).__name__, evalue=f"the run stopped before this step finished: "
+                                                            f"{_describe(cause)}")
+
+    def _stopped(self, cause: RunnerError) -> RunnerError:
+        """The one line that says why the run stopped, where its record is and what to do."""
+        record = self.record
+        path = self.store.record_path(record.pipeline, record.run_id)
+        if not self.written:
+            where = f"run {record.run_id} has no record, nothing ran: {WRITABLE}"
+        elif not self.final_written:
+            where = (f"run {record.run_id} could not record its end: {path} still says running (`runner runs` shows "
+                     f"it as interrupted once this process is gone); {WRITABLE}, then `runner resume {record.run_id}`")
+        else:
+            where = (f"run {record.run_id} stopped and is recorded as {record.status} in {path}; "
+                     f"`runner resume {record.run_id}` once that is fixed")
+        kind = StoreError if isinstance(cause, StoreError) else TrackingError if isinstance(cause, TrackingError) \
+            else RunnerError
+        return kind(f"{cause}; {where}")
+
+    def _notify_failure(self, reason: str = "") -> None:
+        """The failure notice, through the same notifier as monitoring alerts; a failed delivery is recorded."""
+        record = self.record
+        settings = self.config.notify_for(record.pipeline)
+        if not wanted(settings, "failure"):
+            return
+        bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
+        reasons = tuple(
+            f"{step.name} {step.status}: {step.error.ename}: {step.error.evalue}" if step.error else f"{step.name} {step.status}"
+            for step in bad
+        )
+        if reason or self._failed_by is not None:
+            reasons = (reason or f"the run stopped: {_describe(self._failed_by)}", *reasons)
+        event = Event(
+            "failure", record.pipeline, record.run_id, as_of=record.as_of, step=bad[0].name if bad else "",
+            summary=f"run {record.run_id} of {record.pipeline} (as_of {record.as_of}, {record.trigger}) {record.status}",
+            reasons=reasons,
+            details={"status": record.status, "trigger": record.trigger, "scheduled_for": record.scheduled_for,
+                     "run_dir": self.store.run_dir(record.pipeline, record.run_id),
+                     "resume": f"runner resume {record.run_id}"},
+        )
+        for delivery in notify(settings, event):
+            record.notifications.append(delivery.as_dict())
+            if not delivery.ok:
+                record.warnings.append(f"failure notice to {delivery.channel} {delivery.target} not sent: {delivery.detail}")
+
+    # -- MLflow ---------------------------------------------------------------------------------
+
+    def _track(self, call, *args: Any) -> TrackingError | None:
+        """Make one tracking call; its error, if any (also recorded as a warning)."""
+        if self.tracking_down is not None:
+            return self.tracking_down
+        try:
+            call(*args)
+        except TrackingError as exc:
+            return self._tracking_failed(exc)
+        return None
+
+    def _tracking_failed(self, exc: TrackingError) -> TrackingError:
+        """Record a tracking error; once MLflow does not answer, later calls of the run are not made (each
+        would wait ``RUNNER_MLFLOW_TIMEOUT`` for it) and fail with this error."""
+        self.record.warnings.append(str(exc))
+        if unreachable(exc):
+            self.tracking_down = exc
+        return exc
+
+    def _end_mlflow_run(self, run_id: str | None, status: str) -> None:
+        if run_id is None or run_id not in self.open_runs:
+            return
+        if self._track(self.tracker.end_run, run_id, status) is None:
+            del self.open_runs[run_id]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _keep_sources(self) -> None:
+        """Keep each step's notebook as run (``<step>.source.ipynb``) for `runner rerun`; copy reused steps' files."""
+        record = self.record
+        for name, planned in self.plan.steps.items():
+            step = record.steps[name]
+            if step.reused_from:
+                files = [step.source, *step.outputs()] if step.source else step.outputs()
+                self.store.copy_files(record.pipeline, step.reused_from, record.run_id, files)
+                continue
+            step.source = f"{name}.source.ipynb"
+            with store_errors("write", str(self.workdir / step.source)):
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                (self.workdir / step.source).write_bytes(planned.notebook.read_bytes())
+            self.store.put(str(self.workdir / step.source), record.pipeline, record.run_id)
+
+    def _remove_temporary_files(self) -> None:
+        """Temporary files of writes the run's end cut short (``*.tmp``: a record, a notebook, a page)."""
+        with contextlib.suppress(OSError):
+            for path in self.workdir.glob("*.tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _write(self) -> None:
+        with self._writing:
+            self.record.process.heartbeat_at = utcnow()
+            self.store.write(self.record)
+            self.written = True
+
+    def _record_processes(self, step: str, processes: list[dict[str, Any]]) -> None:
+        """A step's process and its kernel, in the record as soon as they start: the pipeline's lock is
+        not recovered while one of them lives (:meth:`runner.store.locks.PipelineLock.survivors`)."""
+        with self._writing:
+            children = self.record.process.children
+            known = {(child.pid, child.pid_started) for child in children}
+            new = [ChildProcess(step=step, **process) for process in processes
+                   if (process["pid"], process["pid_started"]) not in known]
+            if new:
+                children.extend(new)
+                try:
+                    self._write()
+                except StoreError as exc:  # a worker thread: the run's loop stops the run
+                    self.write_failed = self.write_failed or exc
+                    if not self.alarm.done():
+                        self.alarm.set_result(None)
+
+    def _tags(self) -> dict[str, str]:
+        record = self.record
+        return {
+            "runner.run_id": record.run_id,
+            "runner.pipeline": record.pipeline,
+            "runner.trigger": record.trigger,
+            "runner.as_of": record.as_of,
+            **({"runner.origin": record.origin} if record.origin else {}),
+            "mlflow.source.git.commit": record.git.commit,
+        }
+
+    def _kernel_env(self, step: str, mlflow_run_id: str) -> dict[str, str]:
+        """The environment of the step's kernel: the run context and its MLflow run."""
+        record = self.record
+        return {
+            **http_settings(),  # the notebook's MLflow calls wait no longer than the runner's
+            "MLFLOW_TRACKING_URI": self.config.stores.tracking_uri,
+            "MLFLOW_RUN_ID": mlflow_run_id,  # for the notebook's own mlflow calls (consumed by their first start_run)
+            "RUNNER_MLFLOW_RUN_ID": mlflow_run_id,  # for runner.nb, which logs to the step's run by id
+            "MLFLOW_EXPERIMENT_ID": record.mlflow_experiment_id or "",
+            "RUNNER_CONFIG": str(self.config.source),
+            "RUNNER_HOME": str(self.config.stores.home),
+            "RUNNER_RUN_ID": record.run_id,
+            "RUNNER_PIPELINE": record.pipeline,
+            "RUNNER_STEP": step,
+            "RUNNER_AS_OF": record.as_of,
+            "RUNNER_GIT_COMMIT": record.git.commit or "",
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+
+
+def _display_path(path: Path, root: Path) -> str:
+    """``path`` relative to the project root when inside it, else absolute."""
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,1 @@
+"""Cron ticks, the scheduler loop, backfills, and schedules exported to crontab/systemd."""
