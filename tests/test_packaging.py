@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -54,21 +57,95 @@ def test_errors_survive_pickling():
         assert type(copy) is type(error) and str(copy) == str(error)
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel ``pip wheel --no-deps`` builds from a copy of the checkout.
+
+    Built in place, setuptools would write build/ and *.egg-info into the working tree and pack whatever an
+    earlier build left in build/lib (modules since moved or deleted among it); a copy without them is what a
+    fresh clone builds.
+    """
+    source = tmp_path_factory.mktemp("source") / "notebook-runner"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", ".runner", "__pycache__", ".pytest_cache", "test-artifacts", "mlruns"))
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return next(out.glob("*.whl"))
+
+
 @pytest.mark.slow
-def test_the_wheel_carries_the_templates_and_schemas_an_installed_runner_needs(tmp_path):
+def test_the_wheel_carries_the_templates_and_schemas_an_installed_runner_needs(wheel):
     """`runner init`, `runner new` and the review site work from a regular (not editable) install too."""
     import zipfile
 
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
     shared = "notebook_runner-0.1.0.data/data/share/notebook-runner/templates"
     for kind in ("ingest", "train", "score", "monitor", "backtest"):
         assert f"{shared}/notebooks/{kind}.ipynb" in names
     assert {f"{shared}/review/run.html", f"{shared}/review/review.js"} <= set(names)
     assert {"runner/project/schemas/runner.schema.json", "runner/project/schemas/dictionary.schema.json",
             "runner/tracking/pyfunc_model.py"} <= set(names)
+    # every module of every package: a folder of runner/ without __init__.py would be left out
+    modules = {name for name in names if name.startswith("runner/") and name.endswith(".py")}
+    assert modules == {path.relative_to(ROOT).as_posix() for path in (ROOT / "runner").rglob("*.py")}
+
+
+@pytest.mark.slow
+def test_the_wheel_installed_in_a_fresh_venv_runs_init_validate_and_new_outside_the_checkout(wheel, tmp_path):
+    """A regular install works on its own: `runner` and its templates come from the venv the wheel went into.
+
+    Only the wheel is installed (--no-deps); the dependencies come from this environment's site-packages, put on
+    the fresh venv's path by a .pth file. A directory named in a .pth file is not a site directory, so the .pth
+    files in it (this checkout's editable install among them) are not processed: only the wheel provides `runner`.
+    """
+    import sysconfig
+    import venv
+
+    prefix = tmp_path / "venv"
+    venv.create(prefix, with_pip=False)
+    python, runner = prefix / "bin" / "python", prefix / "bin" / "runner"
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+    def run(*args, cwd=tmp_path) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(map(str, args))}: {done.stdout[-2000:]}{done.stderr[-3000:]}"
+        return done
+
+    site_packages = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site_packages / "dependencies-from-the-test-environment.pth").write_text("".join(f"{path}\n" for path in ours))
+    # --ignore-installed: pip sees the checkout's editable notebook-runner on that path and would try to uninstall it
+    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+        "--disable-pip-version-check", wheel)
+
+    where = run(python, "-c", "import runner, runner.config; print(runner.__file__); "
+                              "print(runner.config.templates('notebooks'))").stdout.splitlines()
+    assert Path(where[0]).resolve() == (site_packages / "runner" / "__init__.py").resolve()
+    assert Path(where[1]).resolve() == (prefix / "share" / "notebook-runner" / "templates" / "notebooks").resolve()
+
+    run(runner, "init", "proj")
+    project = tmp_path / "proj"
+    starter = {path.relative_to(project).as_posix() for path in (project / "notebooks").rglob("*.ipynb")}
+    assert starter == {"notebooks/churn_ingest/ingest.ipynb", "notebooks/churn_train/train.ipynb",
+                       "notebooks/churn_score/score.ipynb", "notebooks/churn_score/monitor.ipynb",
+                       "notebooks/churn_backtest/backtest.ipynb"}
+    assert {"runner.yaml", "data/dictionary.yaml", "schemas/runner.schema.json"} <= {
+        path.relative_to(project).as_posix() for path in project.rglob("*") if path.is_file()}
+    run(runner, "validate", cwd=project)
+
+    # a new pipeline of two steps, each from its template: score needs train
+    run(runner, "new", "train", "train", "--pipeline", "fraud", "--purpose", "churn_modelling", "--model", "fraud",
+        cwd=project)
+    run(runner, "new", "score", "score", "--pipeline", "fraud", "--model", "fraud", cwd=project)
+    for name in ("train", "score"):
+        notebook = project / "notebooks" / "fraud" / f"{name}.ipynb"
+        assert json.loads(notebook.read_text())["metadata"]["runner"]["template"] == name
+    steps = yaml.safe_load((project / "runner.yaml").read_text())["pipelines"]["fraud"]["steps"]
+    assert steps["train"]["notebook"] == "notebooks/fraud/train.ipynb"
+    assert steps["score"]["notebook"] == "notebooks/fraud/score.ipynb" and steps["score"]["needs"] == ["train"]
+    run(runner, "validate", "fraud", cwd=project)
 
 
 def test_the_served_model_code_needs_nothing_from_runner():
