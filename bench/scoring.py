@@ -58,7 +58,7 @@ def setup(workdir: Path, rows: int) -> dict:
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from runner.data.warehouse import DataDictionary, Warehouse
+    from runner.data import DataDictionary, Warehouse
     from runner.demo.generate import generate_month
 
     started = time.perf_counter()

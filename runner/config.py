@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,15 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from runner import references
 from runner.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
-# ${steps.<step>.<scrap>} refers to an upstream step's scrap; ${as_of} and ${run_id} to the run.
-REFERENCE = re.compile(r"\$\{([^}]*)\}")
-STEP_REFERENCE = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
-RUN_REFERENCES = ("as_of", "run_id", "pipeline")
-# ${env.NAME}: a secret, read from the environment inside the step's kernel (runner.secrets)
-ENV_REFERENCE = re.compile(r"^env\.([A-Za-z_][A-Za-z0-9_]*)$")
 # A duration: seconds, optionally with a unit (s, m, h). Read by parse_duration; the JSON Schema says the same.
 DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*"
 
@@ -280,19 +274,10 @@ class PipelineConfig(_Frozen):
         order = topological_order(steps)
         for name, step in steps.items():
             ancestors = upstream_of(steps, name)
-            for ref in iter_references(step.parameters):
-                step_ref = STEP_REFERENCE.match(ref)
-                if step_ref:
-                    if step_ref.group(1) not in ancestors:
-                        raise ValueError(
-                            f"step {name!r} refers to ${{{ref}}} but {step_ref.group(1)!r} is not upstream "
-                            f"of it; add it to 'needs'"
-                        )
-                elif ref not in RUN_REFERENCES and not ENV_REFERENCE.match(ref):
-                    raise ValueError(
-                        f"step {name!r}: unknown reference ${{{ref}}}; use ${{steps.<step>.<scrap>}}, "
-                        f"${{env.NAME}} (a secret) or one of {['${' + r + '}' for r in RUN_REFERENCES]}"
-                    )
+            for key, value in step.parameters.items():
+                for ref in references.iter_references(value):
+                    if (why := references.problem(ref, name, ancestors)) is not None:
+                        raise ValueError(f"parameter {key!r}: {why}")
         return {name: steps[name] for name in order}
 
 
@@ -571,18 +556,6 @@ def find_config(start: Path | None = None) -> Path | None:
         if (candidate / "runner.yaml").is_file():
             return candidate / "runner.yaml"
     return None
-
-
-def iter_references(value: Any) -> Iterator[str]:
-    """Every ``${...}`` expression inside a parameter value (strings, lists and dicts)."""
-    if isinstance(value, str):
-        yield from (match.group(1).strip() for match in REFERENCE.finditer(value))
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_references(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from iter_references(item)
 
 
 def topological_order(steps: dict[str, StepConfig]) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any
 from runner.config import ENV_NAMESPACE, PRODUCTION, Config, current_user, find_config, load_config
 from runner.errors import ConfigError, DataContractError, TrackingError
 from runner.store.records import MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP
-from runner.tracking.tracker import NAMESPACE_TAG
+from runner.tracking.registry import NAMESPACE_TAG
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _tracker():
 
 
 def _registry():
-    from runner.tracking.tracker import Registry
+    from runner.tracking.registry import Registry
 
     return Registry(_current().config.stores.tracking_uri)
 
@@ -151,7 +151,7 @@ def user() -> str:
 def _warehouse(url: str, dictionary: Path):
     """The warehouse of a project, with its data dictionary (None when the file does not exist: then only
     the run tables can be used, and :func:`load` and :func:`save` refuse); a broken dictionary raises."""
-    from runner.data.warehouse import DataDictionary, Warehouse
+    from runner.data import DataDictionary, Warehouse
 
     return Warehouse(url, DataDictionary.load(dictionary) if dictionary.is_file() else None)
 
@@ -264,7 +264,7 @@ def _append_scrap(name: str, item: Any) -> None:
 
 def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
     """Store ``frame`` content-addressed and log it to MLflow as a dataset input; returns the digest."""
-    from runner.data.warehouse import SnapshotStore
+    from runner.data.snapshots import SnapshotStore
 
     ctx = _current()
     store = SnapshotStore(ctx.config.stores.snapshots)
@@ -279,7 +279,7 @@ def snapshot(frame, name: str = "training", targets: str | None = None) -> str:
 
 def load_snapshot(digest: str):
     """The exact data stored under ``digest`` (for example the frame a model was trained on)."""
-    from runner.data.warehouse import SnapshotStore
+    from runner.data.snapshots import SnapshotStore
 
     return SnapshotStore(_current().config.stores.snapshots).load(digest)
 
@@ -320,7 +320,7 @@ def save_model(model, name: str, X_example, holdout: tuple[Any, Any], score=None
     y_prob) -> float`` is the policy's metric (AUC by default). Returns the decision (also glued as
     ``model_uri``, ``model_version``, ``model_decision``).
     """
-    from runner.tracking.tracker import CHAMPION, CHALLENGER, NAMESPACE_TAG, STATUS_TAG
+    from runner.tracking.registry import CHAMPION, CHALLENGER, NAMESPACE_TAG, STATUS_TAG
 
     ctx = _current()
     registry, policy, score = _registry(), ctx.config.model_policy(name), score or _auc

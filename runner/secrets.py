@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runner.config import ENV_REFERENCE, REFERENCE
 from runner.errors import ParameterError
+from runner.references import ENV_REFERENCE, REFERENCE
 
 MASK = "***"
 MIN_LENGTH = 4  # a shorter value would mask every occurrence of a common word or number in the outputs

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from conftest import step
 from runner.config import load_config
-from runner.data.warehouse import SnapshotStore
+from runner.data.snapshots import SnapshotStore
 from runner.errors import NotFound
 from runner.store.records import RunRecord, RunStore, StepRecord
 

@@ -45,7 +45,7 @@ def test_config_loads_into_frozen_objects_with_steps_in_dependency_order(project
         (
             {"p": {"steps": {"a": {"notebook": "x"}, "b": {"notebook": "y", "parameters": {"m": "${steps.a.uri}"}}}}},
             "pipelines.p.steps",
-            "add it to 'needs'",
+            "add it to its 'needs'",
         ),
         ({"p": {"steps": {"a": {"notebook": "x", "parameters": {"m": "${today}"}}}}}, "pipelines.p.steps", "unknown reference"),
         ({"p": {"steps": {}}}, "pipelines.p.steps", "at least one step"),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from runner.data.warehouse import DataDictionary, Warehouse
+from runner.data import DataDictionary, Warehouse
 from runner.errors import ConfigError, RunnerError
 
 ORDERS = DataDictionary.from_dict({

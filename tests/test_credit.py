@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from runner.cli import main
 from runner.config import load_config
-from runner.data.warehouse import SnapshotStore, Warehouse
+from runner.data.snapshots import SnapshotStore
+from runner.data.warehouse import Warehouse
 from runner.store.records import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from runner.data.warehouse import DataDictionary, SnapshotStore, Warehouse
+from runner.data.dictionary import DataDictionary
+from runner.data.snapshots import SnapshotStore
+from runner.data.warehouse import Warehouse
 from runner.demo.generate import generate_month
 from runner.errors import ConfigError, DataContractError, RunnerError
 
@@ -145,7 +147,7 @@ def test_reingesting_a_batch_replaces_rows_by_key(warehouse, month):
 
 
 def test_reads_come_in_a_stable_order_whatever_order_the_rows_were_written_in(warehouse, month):
-    from runner.data.warehouse import SnapshotStore
+    from runner.data.snapshots import SnapshotStore
 
     apps, _ = month
     warehouse.write_table("applications", apps.sample(frac=1, random_state=1))
@@ -354,7 +356,7 @@ def test_dictionary_needs_an_owner_and_valid_yaml(tmp_path):
 
 SAVE_IN_ANOTHER_PROCESS = """
 import sys
-from runner.data.warehouse import SnapshotStore
+from runner.data.snapshots import SnapshotStore
 from runner.demo.generate import generate_month
 print(SnapshotStore(sys.argv[1]).save(generate_month("2026-02", n=200, drift=None)[0]))
 """

@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from runner.data.warehouse import DataDictionary
+from runner.data import DataDictionary
 from runner.demo.generate import Drift, generate_month, months
 from runner.errors import DataContractError
 

@@ -24,6 +24,7 @@ from conftest import NOTEBOOKS, step
 from mlflow.tracking import MlflowClient
 
 from runner.run import pipeline
+from runner.run.plan import RunRequest
 from runner.store import records
 from runner.config import load_config
 from runner.store.records import RunRecord, RunStore
@@ -420,10 +421,10 @@ def test_mlflow_dying_during_a_step_fails_the_step_quickly_and_the_record_is_fin
 
 
 @pytest.mark.parametrize("given, why", [
-    ("ok.name=${nope}", "parameter 'name': ${nope}: unknown reference; use ${steps.<step>.<scrap>}, ${env.NAME} or one "
+    ("ok.name=${nope}", "parameter 'name': ${nope} in step 'ok': unknown reference; use ${steps.<step>.<scrap>}, ${env.NAME} or one "
                         "of ${as_of}, ${run_id}, ${pipeline}"),
     ("load.base=${steps.ok.result}", "parameter 'base': ${steps.ok.result}: step 'ok' is not upstream of step 'load'; "
-                                     "refer to a step in its 'needs'"),
+                                     "add it to its 'needs'"),
     ("ok.items=[2026-01-01]", "parameter 'items': cannot be recorded as JSON (Object of type date is not JSON "
                               "serializable); give text, numbers, true/false and lists or dicts of them (quote a date "
                               "inside a list or dict: '2026-01-01')"),
@@ -452,7 +453,7 @@ def test_any_error_after_the_run_started_ends_the_run_before_it_is_raised(projec
     project.write({"ledger": {"steps": {"load": step("glues_values")}}}, notify=notify_to(project))
     config = load_config(project.config)
     with pytest.raises(RuntimeError, match="the display broke"):
-        pipeline.run(config, pipeline.RunRequest("ledger"), observer=Exploding())
+        pipeline.run(config, RunRequest("ledger"), observer=Exploding())
     record = only_run(project)
     load = record.steps["load"]
     assert (record.status, load.status, load.error.ename) == ("failed", "failed", "RuntimeError")

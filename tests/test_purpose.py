@@ -20,7 +20,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from runner import nb
 from runner.config import load_config
-from runner.data.warehouse import DataDictionary, Warehouse
+from runner.data import DataDictionary, Warehouse
 from runner.demo.generate import generate_month
 from runner.errors import ConfigError, DataContractError
 from runner.store.records import RunStore

@@ -275,7 +275,7 @@ def test_trends_mark_a_regression_in_the_latest_run(project):
 
 
 def test_mlflow_links_point_at_a_server_or_say_how_to_start_the_ui():
-    from runner.review.site import mlflow_link
+    from runner.review.views import mlflow_link
 
     assert mlflow_link("http://mlflow:5000/", "3", "abc")["url"] == "http://mlflow:5000/#/experiments/3/runs/abc"
     local = mlflow_link("sqlite:////tmp/x/mlflow.db", "3", "abc")

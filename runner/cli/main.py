@@ -140,7 +140,7 @@ def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: 
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.notebook.contract import parse_assignments
-    from runner.run.pipeline import RunRequest
+    from runner.run.plan import RunRequest
 
     config = load_config(config_path)
     run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
@@ -244,7 +244,7 @@ def validate(pipelines: tuple[str, ...], config_path: str | None) -> None:
     name; every code cell parses; every name imported from runner exists."""
     from runner.project.checks import check_project
     from runner.config import load_config
-    from runner.run.pipeline import validate as validate_pipelines
+    from runner.run.plan import validate as validate_pipelines
 
     config = load_config(config_path)
     plans = validate_pipelines(config, list(pipelines) or None)
@@ -496,7 +496,7 @@ def promote(model: str, version: str, reason: str, by: str | None, config_path: 
     """Make VERSION of MODEL the champion (an older version: a rollback). Records who and why."""
     from runner.config import load_config
     from runner.nb import user
-    from runner.tracking.tracker import Registry
+    from runner.tracking.registry import Registry
 
     reason = reason.strip()
     if not reason:
@@ -517,7 +517,7 @@ def promote(model: str, version: str, reason: str, by: str | None, config_path: 
 def models(model: str, every: bool, as_json: bool, config_path: str | None) -> None:
     """List MODEL's production versions with aliases, metrics and who trained or promoted them."""
     from runner.config import load_config
-    from runner.tracking.tracker import STATUS_TAG, Registry
+    from runner.tracking.registry import STATUS_TAG, Registry
 
     config = load_config(config_path)
     registry = Registry(config.stores.tracking_uri)
@@ -558,7 +558,7 @@ def data_snapshot(digest: str, out_path: str, config_path: str | None) -> None:
 
     DIGEST may be any unique prefix of at least 6 characters, such as the 12 `runner models` shows."""
     from runner.config import load_config
-    from runner.data.warehouse import SnapshotStore
+    from runner.data.snapshots import SnapshotStore
 
     written = SnapshotStore(load_config(config_path).stores.snapshots).export(digest, out_path)
     out.print(f"wrote {written}")

@@ -47,7 +47,8 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
     """Compare two runs: parameters, scraps and each step's executed notebook (nbdime), as HTML."""
     from pathlib import Path
 
-    from runner.review.site import Site, default_out, safe_name
+    from runner.review.site import Site, default_out
+    from runner.review.views import safe_name
 
     config = group_config(config_path)
     for run_id in (run_a, run_b):

@@ -5,6 +5,7 @@ lives in :mod:`runner.data.warehouse` and :mod:`runner.data.dictionary`.
 """
 
 from runner.data.dictionary import DataDictionary
-from runner.data.warehouse import SnapshotStore, Warehouse
+from runner.data.snapshots import SnapshotStore
+from runner.data.warehouse import Warehouse
 
 __all__ = ["DataDictionary", "SnapshotStore", "Warehouse"]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from runner.config import Config
-from runner.run.pipeline import RunObserver, RunRequest, run, step_processes
+from runner.run.pipeline import RunObserver, run, step_processes
+from runner.run.plan import RunRequest
 from runner.store.records import RunRecord
 
 INGEST, TRAIN, SCORE, BACKTEST = "credit_ingest", "credit_train", "credit_score", "credit_backtest"
@@ -95,7 +96,7 @@ def replay(
 
 def summary(config: Config, records: list[RunRecord]) -> dict:
     """What a person wants to know after the replay."""
-    from runner.tracking.tracker import Registry
+    from runner.tracking.registry import Registry
 
     champion = Registry(config.stores.tracking_uri).by_alias(MODEL, "champion")
     trains = [r for r in records if r.pipeline == TRAIN and r.status == "succeeded"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from runner.config import ENV_REFERENCE, REFERENCE, STEP_REFERENCE, UniqueKeyLoader
+from runner.config import UniqueKeyLoader
 from runner.errors import ParameterError
 
 TYPES = ("int", "float", "bool", "str", "date", "list", "dict", "any")
@@ -209,40 +209,3 @@ def parse_assignments(items: Iterable[str]) -> dict[str, dict[str, str]]:
             raise ParameterError(f"-p {item!r}: expected STEP.NAME=VALUE, e.g. -p train.max_depth=5")
         parsed.setdefault(step, {})[name] = value
     return parsed
-
-
-def resolve_references(value: Any, scraps: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> Any:
-    """Replace ``${steps.<step>.<scrap>}`` and ``${as_of}``-style references in a parameter value.
-
-    A value that is exactly one reference takes the referred value with its type; a reference
-    inside longer text is substituted as text. ``${env.NAME}`` stays as it is: a secret is read
-    inside the step's kernel (:mod:`runner.secrets`), never by the runner.
-    """
-    if isinstance(value, dict):
-        return {key: resolve_references(item, scraps, run) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [resolve_references(item, scraps, run) for item in value]
-    if not isinstance(value, str):
-        return value
-    whole = REFERENCE.fullmatch(value.strip())
-    if whole:
-        return _lookup(whole.group(1).strip(), scraps, run)
-    return REFERENCE.sub(lambda match: str(_lookup(match.group(1).strip(), scraps, run)), value)
-
-
-def _lookup(ref: str, scraps: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]) -> Any:
-    if ENV_REFERENCE.match(ref):
-        return f"${{{ref}}}"
-    step_ref = STEP_REFERENCE.match(ref)
-    if not step_ref:
-        return run[ref]
-    step, name = step_ref.groups()
-    glued = scraps.get(step, {})
-    if name not in glued:
-        have = ", ".join(sorted(glued)) or "nothing"
-        raise ParameterError(
-            f"${{{ref}}}: upstream step {step!r} did not glue {name!r} (it glued: {have}); "
-            f"add scrapbook.glue({name!r}, ...) to its notebook",
-            parameter=name,
-        )
-    return glued[name]

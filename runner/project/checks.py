@@ -1,6 +1,6 @@
 """What ``runner validate`` checks beyond the plans, still without starting a kernel.
 
-The plans (:func:`runner.run.pipeline.validate`) already hold each step's notebook, parameter contract
+The plans (:func:`runner.run.plan.validate`) already hold each step's notebook, parameter contract
 and coerced parameters. :func:`check_project` adds, and raises the first problem as one line:
 
 * the data dictionary loads, and declares every pipeline's ``purpose``;

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.store.records import RunRecord, RunStore
-from runner.review.site import HIDDEN_SCRAPS, format_value, is_number, safe_name
+from runner.review.views import HIDDEN_SCRAPS, format_value, is_number, safe_name
 
 MAX_LINES = 400  # lines shown per cell side; the rest is counted
 CONTENT_KEYS = ("source", "outputs", "cell_type", "attachments")

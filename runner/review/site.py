@@ -27,25 +27,30 @@ all, nothing loaded from elsewhere) as the first thing in its ``<head>``; the ru
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import shlex
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.config import Config, templates
 from runner.errors import RunnerError
-from runner.store.records import SNAPSHOTS_SCRAP, RunRecord, RunStore, StepRecord, Unreadable
-from runner.secrets import strip_userinfo
+from runner.review.views import (
+    HIDDEN_SCRAPS,
+    STATUSES,
+    RunView,
+    format_duration,
+    format_time,
+    format_value,
+    key_scraps,
+    mlflow_link,
+    pages_of,
+    safe_name,
+    short_digest,
+    timestamp,
+)
+from runner.store.records import RunRecord, RunStore, Unreadable
 
 TEMPLATES = templates("review")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
-HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
-STATUSES = ("succeeded", "failed", "running", "interrupted")
-KEY_SCRAPS = 3
 SCRIPT = "review.js"  # the site's only script (the index's filters), a file of templates/review/
 # The site's own pages: scripts from the site's files only, the templates' inline styles, nothing from elsewhere.
 SITE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -54,10 +59,6 @@ SITE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; i
 NOTEBOOK_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 NOTEBOOK_META = f'<meta http-equiv="Content-Security-Policy" content="{NOTEBOOK_CSP}">'.encode()
 HEAD = re.compile(rb"<head\b[^>]*>", re.IGNORECASE)
-
-
-def safe_name(name: str) -> bool:
-    return bool(SAFE_NAME.match(name)) and ".." not in name
 
 
 def environment():
@@ -76,37 +77,6 @@ def environment():
     return env
 
 
-def format_value(value: Any) -> str:
-    """A parameter or scrap as text: strings as they are, floats to 6 significant digits, else JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return json.dumps(value, default=str)
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m {secs:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
-
-
-def format_time(iso: str | None) -> str:
-    if not iso:
-        return "–"
-    try:
-        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return iso
-
-
-def short_digest(text: str | None, length: int = 12) -> str:
-    return (text or "")[:length]
-
-
 def notebook_page(html: bytes) -> bytes:
     """An executed notebook's page as the site shows it: :data:`NOTEBOOK_CSP` first in its ``<head>``.
 
@@ -116,54 +86,6 @@ def notebook_page(html: bytes) -> bytes:
     head = HEAD.search(html)
     at = head.end() if head else 0
     return html if html.startswith(NOTEBOOK_META, at) else html[:at] + NOTEBOOK_META + html[at:]
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def key_scraps(record: RunRecord, limit: int = KEY_SCRAPS) -> list[tuple[str, str]]:
-    """The scraps worth a glance in the index: numbers first, then flags, then short strings."""
-    found = []
-    for step in record.steps.values():
-        for name, value in step.scraps.items():
-            if name in HIDDEN_SCRAPS:
-                continue
-            rank = 0 if is_number(value) else 1 if isinstance(value, bool) else 2
-            if rank == 2 and not (isinstance(value, str) and len(value) <= 32):
-                continue
-            found.append((rank, f"{step.name}.{name}", format_value(value)))
-    found.sort(key=lambda item: item[0])
-    return [(label, text) for _, label, text in found[:limit]]
-
-
-def mlflow_link(tracking_uri: str | None, experiment_id: str | None, run_id: str | None) -> dict[str, str | None] | None:
-    """Where to see an MLflow run: a URL for a tracking server, else the command that starts the UI."""
-    if not run_id:
-        return None
-    uri = strip_userinfo(tracking_uri or "")
-    if uri.startswith(("http://", "https://")):
-        base = strip_userinfo(tracking_uri or "", mask="")  # a link a browser opens (it asks for the login)
-        url = f"{base.rstrip('/')}/#/experiments/{experiment_id or '0'}/runs/{run_id}"
-        return {"run_id": run_id, "url": url, "command": None}
-    command = f"mlflow ui --backend-store-uri {shlex.quote(uri)}" if uri else "mlflow ui"
-    return {"run_id": run_id, "url": None, "command": command}
-
-
-@dataclass
-class RunView:
-    """A run as its pages show it: the record plus what is worked out from the other runs."""
-
-    record: RunRecord
-    status: str
-    previous: str | None = None  # the run of the same pipeline just before this one
-    next: str | None = None
-    key_scraps: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def failed_step(self) -> StepRecord | None:
-        failed = self.record.failed_steps()
-        return failed[0] if failed else None
 
 
 class Site:
@@ -259,10 +181,10 @@ class Site:
         record = view.record
         uri = record.tracking_uri or self.config.stores.tracking_uri
         steps = []
-        start = _timestamp(record.created_at)
+        start = timestamp(record.created_at)
         total = max(record.duration_s or 0.0, 1e-9)
         for step in record.steps.values():
-            offset = (_timestamp(step.started_at) - start) if step.started_at and start is not None else None
+            offset = (timestamp(step.started_at) - start) if step.started_at and start is not None else None
             steps.append({
                 "step": step,
                 "notebook": bool(self.notebook_path(record, step.html)),
@@ -334,13 +256,6 @@ class BuildResult:
     diffs: int = 0
 
 
-def _timestamp(iso: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
-
-
 def _has_policy(page: Path) -> bool:
     """Whether a page kept from an earlier build carries a Content-Security-Policy (older builds' pages do not)."""
     with page.open("rb") as file:
@@ -360,8 +275,3 @@ def default_out(config: Config) -> Path:
 
 def build(config: Config, out: Path | None = None) -> BuildResult:
     return Site(config).build(Path(out) if out else default_out(config))
-
-
-def pages_of(step: StepRecord) -> list[str]:
-    """The HTML pages a step left: its own, then those of earlier attempts."""
-    return [page for page in step.outputs() if page.endswith(".html")]

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.review.site import HIDDEN_SCRAPS, RunView, format_value, is_number
+from runner.review.views import HIDDEN_SCRAPS, RunView, format_value, is_number
 
 WIDTH, HEIGHT = 360, 130
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 10, 22

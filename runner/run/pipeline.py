@@ -1,43 +1,29 @@
-"""A pipeline run: plan and check every step, then run the steps in dependency order.
+"""A pipeline run: the steps of a :class:`~runner.run.plan.Plan` in dependency order.
 
-:func:`plan_run` does everything that can go wrong before a kernel starts: the pipeline and
-its steps exist, every notebook has a parameters cell, every value fits its parameter. Only
-then does :func:`run` create a run record and MLflow runs, and execute the steps through an
-executor, each in a process of its own (:mod:`runner.run.stepproc`). A failed step's downstream
+:func:`run` takes the pipeline's lock, creates the run record and MLflow runs, and executes the steps
+through an executor, each in a process of its own (:mod:`runner.run.stepproc`). A failed step's downstream
 steps are skipped; a reference to an upstream scrap is resolved when its step is about to start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner.notebook import adapter
-from runner import secrets
-from runner.config import (
-    ENV_REFERENCE,
-    RUN_REFERENCES,
-    STEP_REFERENCE,
-    Config,
-    PipelineConfig,
-    StepConfig,
-    current_user,
-    iter_references,
-    upstream_of,
-)
+from runner import references
+from runner.config import Config, current_user
 from runner.errors import ParameterError, RunnerError, StoreError, TrackingError
-from runner.run.executors import get_executor
-from runner.store.locks import PipelineLock
+from runner.notebook import adapter
 from runner.notify import Event, notify, wanted
-from runner.notebook.contract import Parameter, ParameterContract, coerce_value, resolve_references
+from runner.run.executors import get_executor
+from runner.run.plan import Plan, PlannedStep, RunRequest, check_recordable, plan_run
+from runner.run.retries import run_with_retries
+from runner.run.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
+from runner.store.locks import PipelineLock
 from runner.store.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
@@ -55,46 +41,10 @@ from runner.store.records import (
     store_errors,
     utcnow,
 )
-from runner.run.retries import run_with_retries
-from runner.run.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
-from runner.tracking.tracker import Registry, Tracker, http_settings, unreachable
+from runner.tracking.tracker import Tracker, http_settings, unreachable
+from runner.tracking.registry import Registry
 
-AS_OF = Parameter("as_of", "date", None)
 WRITABLE = "make the run store writable and give it room (RUNNER_RUN_STORE or stores.runs in runner.yaml)"
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    pipeline: str
-    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # step -> name -> value
-    as_of: str | None = None
-    trigger: str = "manual"
-    max_workers: int | None = None
-    executor: str = "local"
-    scheduled_for: str | None = None  # the cron tick a scheduled or backfilled run is for
-    # Rerun and resume: run these notebook files instead of runner.yaml's, take the parameters as
-    # given instead of merging them into runner.yaml's, and start from the origin run's steps.
-    notebooks: Mapping[str, str] = field(default_factory=dict)
-    exact_parameters: bool = False
-    origin: str | None = None
-    reuse: Mapping[str, StepRecord] = field(default_factory=dict)  # succeeded steps a resume keeps
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    name: str
-    config: StepConfig
-    notebook: Path
-    contract: ParameterContract
-    parameters: dict[str, Any]  # coerced values; values holding ${...} are resolved at start
-
-
-@dataclass(frozen=True)
-class Plan:
-    pipeline: str
-    config: PipelineConfig
-    as_of: str
-    steps: dict[str, PlannedStep]
 
 
 class RunObserver(Protocol):
@@ -105,39 +55,6 @@ class RunObserver(Protocol):
     def cell_started(self, step: str, index: int, total: int) -> None: ...
     def step_finished(self, step: StepRecord) -> None: ...
     def step_retrying(self, step: str, attempt: int, delay: float, why: str) -> None: ...
-
-
-def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -> Plan:
-    """Check the request against the config and every notebook's parameter contract (and, with
-    ``environment``, that the environment variables its secrets name are set here)."""
-    pipeline = config.pipeline(request.pipeline)
-    unknown = set(request.parameters) - set(pipeline.steps)
-    if unknown:
-        raise ParameterError(
-            f"no step named {sorted(unknown)[0]!r} in pipeline {request.pipeline!r}; steps: {', '.join(pipeline.steps)}"
-        )
-    as_of = coerce_value(dt.date.today().isoformat() if request.as_of is None else request.as_of, AS_OF, "--as-of")
-    steps = {}
-    for name, step in pipeline.steps.items():
-        notebook = Path(request.notebooks[name]) if name in request.notebooks else config.notebook_path(step)
-        contract = adapter.read_contract(notebook)
-        given = dict(request.parameters.get(name, {}))
-        values = given if request.exact_parameters else {**step.parameters, **given}
-        if "as_of" in contract.parameters and "as_of" not in values:
-            values["as_of"] = as_of
-        for key, value in values.items():  # an unknown name fails now; a secret by ${env.NAME} only
-            parameter = contract.parameter(key)
-            secrets.check(key, value, parameter.type, parameter.secret, str(notebook), environment=environment)
-        deferred = {key: value for key, value in values.items() if any(True for _ in iter_references(value))}
-        static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
-        steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
-    _check_planned(pipeline, steps)
-    return Plan(request.pipeline, pipeline, as_of, steps)
-
-
-def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:
-    """Plans for the named pipelines (all by default): the checks of a run, without running."""
-    return [plan_run(config, RunRequest(name), environment=False) for name in (pipelines or list(config.pipelines))]
 
 
 def run(
@@ -189,34 +106,6 @@ def step_processes(config: Config, keep_warm: int = 0) -> StepProcesses:
     home = config.stores.home
     return StepProcesses(adapter.ensure_kernel(home), str(home), str(home / "logs"), config.defaults.preload,
                          keep_warm)
-
-
-def _check_planned(pipeline: PipelineConfig, steps: Mapping[str, PlannedStep]) -> None:
-    """What loading runner.yaml checks, for values however given (``-p``, a resumed run's record): each
-    ``${...}`` names an upstream step's scrap or a value of the run, and each value can be recorded."""
-    for name, planned in steps.items():
-        upstream = upstream_of(pipeline.steps, name)
-        for key, value in planned.parameters.items():
-            for ref in iter_references(value):
-                step_ref = STEP_REFERENCE.match(ref)
-                if step_ref and step_ref.group(1) not in upstream:
-                    raise ParameterError(f"${{{ref}}}: step {step_ref.group(1)!r} is not upstream of step {name!r}; "
-                                         f"refer to a step in its 'needs'", str(planned.notebook), key)
-                if not step_ref and ref not in RUN_REFERENCES and not ENV_REFERENCE.match(ref):
-                    raise ParameterError(f"${{{ref}}}: unknown reference; use ${{steps.<step>.<scrap>}}, "
-                                         f"${{env.NAME}} or one of {', '.join('${' + r + '}' for r in RUN_REFERENCES)}",
-                                         str(planned.notebook), key)
-        _check_recordable(planned.parameters, str(planned.notebook))
-
-
-def _check_recordable(values: Mapping[str, Any], notebook: str) -> None:
-    """Every value as JSON holds it: the run's record keeps it, the step process receives it, a rerun repeats it."""
-    for key, value in values.items():
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise ParameterError(f"cannot be recorded as JSON ({exc}); give text, numbers, true/false and lists or "
-                                 "dicts of them (quote a date inside a list or dict: '2026-01-01')", notebook, key) from None
 
 
 def _result(future: Future) -> tuple[StepOutcome, list[Attempt]]:
@@ -433,11 +322,11 @@ class _PipelineRun:
         resolved = {}
         for key, value in planned.parameters.items():
             try:
-                resolved[key] = resolve_references(value, self.scraps, context)
+                resolved[key] = references.resolve(value, self.scraps, context)
             except KeyError as exc:  # a ${name} that is no value of the run (-p values are checked when planned)
                 raise ParameterError(f"${{{exc.args[0]}}}: unknown reference", "", key) from None
         parameters = planned.contract.coerce(resolved)
-        _check_recordable(parameters, "")
+        check_recordable(parameters, "")
         return parameters
 
     def _finish(self, name: str, result: tuple[StepOutcome, list[Attempt]]) -> None:

@@ -15,7 +15,7 @@ import os
 from runner.notebook import adapter
 from runner.config import Config
 from runner.errors import RunnerError
-from runner.run.pipeline import RunRequest
+from runner.run.plan import RunRequest
 from runner.store.records import RunRecord, RunStore
 
 

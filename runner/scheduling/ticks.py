@@ -19,7 +19,7 @@ from croniter import croniter
 
 from runner.config import Config, ScheduleConfig
 from runner.errors import ConfigError
-from runner.run.pipeline import RunRequest
+from runner.run.plan import RunRequest
 from runner.store.records import RunRecord, RunStore, Unreadable, is_run_id
 
 
