@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
 MAX_README_LINES = 160
 
@@ -44,7 +45,7 @@ def test_the_readme_fits_on_a_page():
         f"README.md has {len(lines)} lines, at most {MAX_README_LINES}: move the detail to a page of docs/ and link it")
 
 
-@pytest.mark.parametrize("source", [README, *PAGES], ids=lambda path: str(path.relative_to(ROOT)))
+@pytest.mark.parametrize("source", [README, ARCHITECTURE, *PAGES], ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_relative_link_points_to_a_file_that_exists(source: Path):
     broken = []
     for target in relative_links(source.read_text(encoding="utf-8")):
