@@ -183,9 +183,11 @@ def _checked_warehouse(action: str):
     """:func:`warehouse`, refusing when the project has no data dictionary: without it nothing is checked."""
     store = warehouse()
     if store.dictionary is None:
+        from runner.data.dictionary import REFERENCE as DICTIONARY_REFERENCE
+
         config = _current().config
         raise ConfigError(f"{action} refused: there is no data dictionary at {config.dictionary}, so nothing would "
-                          "be checked; create it (see the README's data dictionary reference) or fix the "
+                          f"be checked; create it (see {DICTIONARY_REFERENCE}) or fix the "
                           "`dictionary:` key", str(config.source))
     return store
 
@@ -218,8 +220,10 @@ def split_valid(table: str, frame):
 def _spec(table: str):
     dictionary = warehouse().dictionary
     if dictionary is None:
-        raise ConfigError(f"no data dictionary at {_current().config.dictionary}; create it (see the README's data "
-                          "dictionary reference) or fix the 'dictionary' key of runner.yaml")
+        from runner.data.dictionary import REFERENCE as DICTIONARY_REFERENCE
+
+        raise ConfigError(f"no data dictionary at {_current().config.dictionary}; create it (see {DICTIONARY_REFERENCE}) "
+                          "or fix the 'dictionary' key of runner.yaml")
     return dictionary.table(table)
 
 

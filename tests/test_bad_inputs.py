@@ -459,7 +459,7 @@ DICTIONARY_CASES = [
     Case("dictionary-no-tables", (V,), 2, "dict.yaml:tables: required key is missing",
          dictionary({"purposes": BASE_DICTIONARY["purposes"]})),
     Case("dictionary-misspelt-top-level-key", (V,), 2, "dict.yaml:table: unknown key; check its spelling against "
-         "the README's data dictionary reference", dictionary({**BASE_DICTIONARY, "table": {}})),
+         "the data dictionary reference, docs/reference/dictionary.md", dictionary({**BASE_DICTIONARY, "table": {}})),
     Case("dictionary-purposes-a-list", (V,), 2, "dict.yaml:purposes: Input should be a valid dictionary",
          dictionary({**BASE_DICTIONARY, "purposes": ["scoring"]})),
     Case("dictionary-tables-a-list", (V,), 2, "dict.yaml:tables: Input should be a valid dictionary",

@@ -322,7 +322,7 @@ def test_without_a_dictionary_the_notebook_api_neither_reads_nor_writes(kernel_o
         message = str(raised.value)
         if problem == "missing":
             assert message == (f"{project.config}: {action} refused: there is no data dictionary at {path}, so "
-                               "nothing would be checked; create it (see the README's data dictionary reference) or "
+                               "nothing would be checked; create it (see the data dictionary reference, docs/reference/dictionary.md) or "
                                "fix the `dictionary:` key")
         else:
             assert message.startswith(f"{path}:") and "not valid YAML" in message

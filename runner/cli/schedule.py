@@ -78,7 +78,7 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
         return
     if not rows:
         out.print(f"no pipeline in {escape(str(config.source))} has a schedule; add "
-                  "`schedule: {cron: \"0 6 * * *\", timezone: UTC}` to one (README, Scheduling)")
+                  "`schedule: {cron: \"0 6 * * *\", timezone: UTC}` to one (docs/guides/scheduling.md)")
         return
     table = Table(box=None, header_style="bold")
     for column in ("pipeline", "cron / timezone", "misfire", "next due", "last scheduled run"):

@@ -33,7 +33,7 @@ from runner.config import invalid, read_yaml
 from runner.errors import ConfigError, DataContractError
 
 ANY = "any"  # in allowed_purposes: every purpose may use the column
-REFERENCE = "the README's data dictionary reference"
+REFERENCE = "the data dictionary reference, docs/reference/dictionary.md"
 MAX_EXAMPLES = 5
 CHECK_NAMES = {  # pandera's names for frame-level checks, said plainly
     "column_in_schema": "column not declared in the dictionary",

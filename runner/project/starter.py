@@ -25,7 +25,7 @@ STEPS = (
 
 RUNNER_YAML = """\
 # yaml-language-server: $schema=schemas/runner.schema.json
-# Notebook Runner project (made by `runner init`). Every key: the README's runner.yaml reference;
+# Notebook Runner project (made by `runner init`). Every key: the runner.yaml reference (docs/reference/config.md);
 # your editor checks this file against schemas/runner.schema.json.
 #
 # Try it, in this order:  runner validate
@@ -67,7 +67,7 @@ models:
 
 monitoring:
   fail_on: null                      # `warn` or `alert` to fail the monitor step (after saving its findings)
-  # thresholds: {psi: {warn: 0.1, alert: 0.25}}                # effect sizes; the README lists them all
+  # thresholds: {psi: {warn: 0.1, alert: 0.25}}                # effect sizes; docs/guides/monitoring.md lists them all
 
 # notify: {webhook: https://hooks.example.com/churn, events: [alert, failure]}
 # stores:                            # defaults: everything under .runner/ (sqlite, files)
@@ -77,8 +77,8 @@ monitoring:
 
 DICTIONARY_YAML = """\
 # yaml-language-server: $schema=../schemas/dictionary.schema.json
-# The data dictionary: every table and column the notebooks read or write (the README's data dictionary
-# reference explains each key; schemas/dictionary.schema.json lets your editor check this file).
+# The data dictionary: every table and column the notebooks read or write (the data dictionary reference,
+# docs/reference/dictionary.md, explains each key; schemas/dictionary.schema.json lets your editor check this file).
 # Writes are validated against it (nothing is written if a row breaks it) and a column is only read for
 # a pipeline whose `purpose:` the column's allowed_purposes include.
 

@@ -148,9 +148,9 @@ def _scheduled(config: Config) -> dict[str, ScheduleConfig]:
         disabled = [name for name, p in config.pipelines.items() if p.schedule]
         if disabled:
             raise RunnerError(f"no pipeline in {config.source} has an enabled schedule (disabled: "
-                              f"{', '.join(disabled)}); set `enabled: true` on one (README, Scheduling)")
+                              f"{', '.join(disabled)}); set `enabled: true` on one (docs/guides/scheduling.md)")
         raise RunnerError(f"no pipeline in {config.source} has a schedule; add `schedule: {{cron: ...}}` "
-                          "to one (README, Scheduling)")
+                          "to one (docs/guides/scheduling.md)")
     return found
 
 

@@ -44,7 +44,7 @@ def schedule_of(config: Config, pipeline: str) -> ScheduleConfig:
     schedule = config.pipeline(pipeline).schedule
     if schedule is None:
         raise ConfigError(
-            "has no schedule; add `schedule: {cron: \"0 6 * * *\", timezone: UTC}` to it (README, Scheduling)",
+            "has no schedule; add `schedule: {cron: \"0 6 * * *\", timezone: UTC}` to it (docs/guides/scheduling.md)",
             str(config.source), f"pipelines.{pipeline}.schedule",
         )
     return schedule
