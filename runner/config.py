@@ -143,15 +143,23 @@ class StepConfig(_Frozen):
         return (value,) if isinstance(value, str) else value
 
 
+# The name of an executor or notifier: built in, or an entry point's name in a plugin's distribution.
+PLUGIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class NotifyConfig(_Frozen):
     """Where notices go: monitoring ``warn`` / ``alert`` and failed runs (``runner.notify``)."""
 
     webhook: str | None = Field(None, description="URL that receives the event as a JSON POST")
     command: str | None = Field(None, description="shell command run with the event as JSON on stdin")
+    channels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": PLUGIN_NAME}},
+        description="notifiers from plugins (entry point group notebook_runner.notifiers), by name, each with "
+        "its options: {name: {option: value}}")
     events: tuple[Literal["warn", "alert", "failure"], ...] = Field(
         ("alert", "failure"), description="which events are sent")
     timeout: Annotated[float, _duration_schema(exclusiveMinimum=0)] = Field(
-        10.0, gt=0, description="how long a webhook or command may take: seconds or '30s', '1m'")
+        10.0, gt=0, description="how long one channel (webhook, command, plugin) may take: seconds or '30s', '1m'")
 
     _durations = field_validator("timeout", mode="before")(parse_duration)
 
@@ -160,6 +168,16 @@ class NotifyConfig(_Frozen):
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"webhook must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _plugin_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if name in ("webhook", "command"):
+                raise ValueError(f"the {name} is set by its own key {name!r} beside channels, not as a channel")
+            if not re.match(PLUGIN_NAME, name):
+                raise ValueError(f"channel name {name!r} must match {PLUGIN_NAME}")
         return value
 
 
@@ -306,6 +324,8 @@ class DefaultsConfig(_Frozen):
     cell_timeout: Duration | None = Field(3600.0, description="deadline for one cell: seconds or '90s', '30m', '2h'")
     timeout: Duration | None = Field(None, description="deadline for a whole step: seconds or '90s', '30m', '2h'")
     max_workers: int = Field(1, ge=1, description="steps run at once")
+    executor: str = Field("local", pattern=PLUGIN_NAME, description="where steps run: local (this machine) or an "
+                          "executor from a plugin (entry point group notebook_runner.executors); --executor overrides")
     # Installed libraries a kernel imports while it waits for its step (start-up off the critical path).
     preload: tuple[str, ...] = Field(("scrapbook",), description="libraries each kernel imports while it waits")
 

@@ -1,25 +1,43 @@
-"""Notices to people: a JSON POST to a webhook and/or a shell command, per ``runner.yaml``'s ``notify``.
+"""Notices to people, through named channels: a webhook, a shell command, or a notifier from a plugin.
 
-One notifier serves monitoring (``warn`` / ``alert``) and failed runs (``failure``). Sending
-never raises: a webhook or command that cannot be reached, refuses or hangs gives a
-:class:`Delivery` with ``ok=False`` and the reason, which the caller logs and records, so a
-notice that could not be sent never costs the result it was about.
+One notifier serves monitoring (``warn`` / ``alert``) and failed runs (``failure``). ``runner.yaml``'s
+``notify`` names the channels: ``webhook`` (a JSON POST) and ``command`` (the event as JSON on stdin) are
+built in; ``channels`` adds notifiers that other distributions register through the entry point group
+``notebook_runner.notifiers`` (as papermill finds engines), each with its options::
+
+    [project.entry-points."notebook_runner.notifiers"]
+    pager = "my_package.notices:page"   # def page(event: Event, options: Mapping) -> Delivery
+
+    # runner.yaml
+    notify: {channels: {pager: {service: credit-risk}}, events: [failure]}
+
+Sending never raises: a channel that cannot be reached, refuses, hangs past ``notify.timeout``, whose
+plugin cannot be imported or raises, gives a :class:`Delivery` with ``ok=False`` and the reason, which
+the caller logs and records, so a notice that could not be sent never costs the result it was about.
+A plugin cannot replace a built-in notifier; :func:`check` refuses a channel no notifier has before a
+run starts.
 
     deliveries = notify(config.notify_for("credit_score"), Event("alert", "credit_score", run_id, ...))
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from runner.config import NotifyConfig
+from runner.config import Config, NotifyConfig
+from runner.errors import ConfigError
 
+GROUP = "notebook_runner.notifiers"
 SEVERITY = {"ok": 0, "warn": 1, "alert": 2}
 
 
@@ -42,7 +60,9 @@ class Event:
 
 @dataclass(frozen=True)
 class Delivery:
-    channel: str  # "webhook" or "command"
+    """What became of a notice on one channel. ``channel`` is the notifier's name, ``target`` where it went."""
+
+    channel: str  # "webhook", "command" or a plugin's name
     target: str
     ok: bool
     detail: str = ""
@@ -51,22 +71,149 @@ class Delivery:
         return asdict(self)
 
 
+# A notifier delivers one event with its channel's options and says how that went.
+Notifier = Callable[[Event, Mapping[str, Any]], Delivery]
+_BUILT_IN: dict[str, Notifier] = {}
+_loaded: dict[str, Notifier] = {}  # plugins imported so far
+
+
+def register(name: str, notifier: Notifier) -> None:
+    """Add a built-in notifier (a third party uses the entry point group instead)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"a notifier named {name!r} is registered already")
+    _BUILT_IN[name] = notifier
+
+
+def channels(config: NotifyConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The configured channels with their options, in order: webhook, command, then ``channels``."""
+    built_in = [("webhook", {"url": config.webhook, "timeout": config.timeout}) if config.webhook else None,
+                ("command", {"command": config.command, "timeout": config.timeout}) if config.command else None]
+    return [channel for channel in built_in if channel] + [(name, dict(options)) for name, options in
+                                                           config.channels.items()]
+
+
 def wanted(config: NotifyConfig, kind: str) -> bool:
-    """Whether ``config`` sends notices of this kind (``events`` lists them)."""
-    return kind in config.events and bool(config.webhook or config.command)
+    """Whether ``config`` sends notices of this kind (``events`` lists them) to any channel."""
+    return kind in config.events and bool(channels(config))
 
 
 def notify(config: NotifyConfig, event: Event) -> list[Delivery]:
     """Send ``event`` to every channel configured for its kind; one :class:`Delivery` per channel."""
     if not wanted(config, event.kind):
         return []
-    body = json.dumps(event.payload(), default=str)
-    deliveries = []
-    if config.webhook:
-        deliveries.append(_post(config.webhook, body, config.timeout))
-    if config.command:
-        deliveries.append(_run(config.command, body, event, config.timeout))
-    return deliveries
+    return [_deliver(name, options, event, config.timeout) for name, options in channels(config)]
+
+
+def check(config: Config) -> None:
+    """Every channel of ``runner.yaml`` (the project's ``notify`` and each pipeline's) names a notifier that
+    can be used here: a :class:`ConfigError` naming the key and the known notifiers otherwise. Imports the
+    plugins named, so a run or ``runner validate`` finds a broken one before anything runs."""
+    sections = [("notify", config.notify)] + [(f"pipelines.{name}.notify", pipeline.notify)
+                                              for name, pipeline in config.pipelines.items() if pipeline.notify]
+    for key, settings in sections:
+        for name in settings.channels:
+            try:
+                find(name)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, str(config.source), f"{key}.channels.{name}") from None
+
+
+def find(name: str) -> Notifier:
+    """The notifier named ``name``, importing its plugin if it comes from one; a :class:`ConfigError` (without a
+    file: :func:`check` names it) if there is none or its plugin cannot be used."""
+    if name in _BUILT_IN:
+        return _BUILT_IN[name]
+    if name in _loaded:
+        return _loaded[name]
+    found = _group().get(name)
+    if not found:
+        raise ConfigError(f"no notifier named {name!r}; known: {known()}. A plugin's notifier is known once the "
+                          f"distribution that provides it (entry point group {GROUP}) is installed here")
+    if len(found) > 1:
+        raise ConfigError(f"notifier {name!r} is provided by {' and by '.join(_origin(ep) for ep in found)}; "
+                          "uninstall all but one of them")
+    [entry] = found
+    try:
+        loaded = entry.load()
+    except Exception as exc:  # noqa: BLE001 - whatever the plugin's import raised, told in one line
+        raise ConfigError(f"notifier {name!r} (plugin of {_origin(entry)}) could not be imported ({entry.value}): "
+                          f"{type(exc).__name__}: {exc}; reinstall {_distribution(entry)} here, or remove the "
+                          "channel") from exc
+    if not callable(loaded):
+        raise ConfigError(f"notifier {name!r} (plugin of {_origin(entry)}) is {type(loaded).__name__} "
+                          f"({entry.value}), not a function (event, options) -> Delivery; tell its authors")
+    _loaded[name] = loaded
+    return loaded
+
+
+def known() -> str:
+    """The notifiers there are, for a message: built-in ones first, then the plugins with their distribution."""
+    group = _group()
+    names = list(_BUILT_IN) + [f"{name} ({_origin(found[0])})" for name, found in sorted(group.items())
+                               if name not in _BUILT_IN]
+    ignored = [f"{entry.name!r} of {_origin(entry)}" for name, found in group.items() if name in _BUILT_IN
+               for entry in found]
+    return ", ".join(names) + (f"; ignored, as a built-in's name: {', '.join(ignored)}" if ignored else "")
+
+
+@functools.cache
+def _group() -> dict[str, list[EntryPoint]]:
+    """The entry points of the group, by name; read the first time they are needed."""
+    group: dict[str, list[EntryPoint]] = {}
+    for entry in entry_points(group=GROUP):
+        group.setdefault(entry.name, []).append(entry)
+    return group
+
+
+def _origin(entry: EntryPoint) -> str:
+    dist = entry.dist
+    return f"{dist.name} {dist.version}" if dist is not None else "an unnamed distribution"
+
+
+def _distribution(entry: EntryPoint) -> str:
+    return entry.dist.name if entry.dist is not None else "the distribution that provides it"
+
+
+def _deliver(name: str, options: dict[str, Any], event: Event, timeout: float) -> Delivery:
+    """One channel's delivery, whatever its notifier does: raises, hangs, returns something else."""
+    try:
+        notifier = find(name)
+    except ConfigError as exc:
+        return Delivery(name, "", False, str(exc))
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            outcome.append(notifier(event, options))
+        except Exception as exc:  # noqa: BLE001 - a notifier's failure is its delivery's detail
+            outcome.append(exc)
+
+    if name in _BUILT_IN:  # bounds its own time
+        send()
+    else:  # gets notify.timeout, in a thread of its own that may hang without holding up the run
+        sender = threading.Thread(target=send, name=f"notify-{name}", daemon=True)
+        sender.start()
+        sender.join(timeout)
+    if not outcome:
+        return Delivery(name, "", False, f"did not finish within {timeout:g}s")
+    result = outcome[0]
+    if isinstance(result, Exception):
+        return Delivery(name, "", False, f"{type(result).__name__}: {result}"[:300])
+    if not isinstance(result, Delivery):
+        return Delivery(name, "", False, f"its notifier returned {type(result).__name__}, not a runner.notify.Delivery")
+    return Delivery(name, str(result.target), bool(result.ok), str(result.detail))
+
+
+def _webhook(event: Event, options: Mapping[str, Any]) -> Delivery:
+    return _post(options["url"], _body(event), options["timeout"])
+
+
+def _command(event: Event, options: Mapping[str, Any]) -> Delivery:
+    return _run(options["command"], _body(event), event, options["timeout"])
+
+
+def _body(event: Event) -> str:
+    return json.dumps(event.payload(), default=str)
 
 
 def _post(url: str, body: str, timeout: float) -> Delivery:
@@ -96,3 +243,7 @@ def _run(command: str, body: str, event: Event, timeout: float) -> Delivery:
         last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [""]
         return Delivery("command", command, False, f"exit {done.returncode}: {last[0][:200]}".rstrip(": "))
     return Delivery("command", command, True, "exit 0")
+
+
+register("webhook", _webhook)
+register("command", _command)

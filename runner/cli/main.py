@@ -131,20 +131,24 @@ def main() -> None:
 @click.option("--as-of", help="The run's logical date (ISO, e.g. 2026-07-01); default today.")
 @click.option("--max-workers", type=click.IntRange(min=1), default=None,
               help="Run up to N independent steps at once (default: defaults.max_workers, 1).")
+@click.option("--executor", metavar="NAME", default=None,
+              help="Where the steps run: local, or an executor a plugin provides (default: defaults.executor, local).")
 @click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", show_default=True,
               help="Recorded with the run; `runner export` writes 'schedule' for cron and systemd.")
 @config_option
 @handles_errors
-def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, trigger: str,
-        config_path: str | None) -> None:
+def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, executor: str | None,
+        trigger: str, config_path: str | None) -> None:
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.notebook.contract import parse_assignments
+    from runner.run.executors import choose as choose_executor
     from runner.run.plan import RunRequest
 
     config = load_config(config_path)
+    executor = choose_executor(executor, config)  # an unknown name or a broken plugin stops here: nothing ran
     run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
-                                      trigger=trigger))
+                                      executor=executor, trigger=trigger))
 
 
 def run_and_report(config, request) -> None:
