@@ -7,7 +7,7 @@ import shlex
 import click
 from rich.markup import escape
 
-from runner.cli.main import config_option, handles_errors, main, out
+from runner.cli.group import config_option, handles_errors, main, out
 
 
 @main.command()

@@ -8,7 +8,7 @@ import sys
 import click
 from rich.markup import escape
 
-from runner.cli.main import _raise_keyboard_interrupt, config_option, group_config, handles_errors, main, out
+from runner.cli.group import raise_keyboard_interrupt, config_option, group_config, handles_errors, main, out
 from runner.errors import NotFound, RunnerError
 
 
@@ -75,7 +75,7 @@ def review_serve(host: str, port: int, config_path: str | None) -> None:
     config = group_config(config_path)
     server = make_server(Site(config), host, port)
     out.print(f"serving the review site of {escape(config.stores.runs)} at {server.url}  (Ctrl-C stops)")
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -14,11 +14,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from runner.cli.main import (
+from runner.cli.group import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    _raise_keyboard_interrupt,
-    _status,
     config_option,
     err,
     group_config,
@@ -26,7 +24,9 @@ from runner.cli.main import (
     json_option,
     main,
     out,
+    raise_keyboard_interrupt,
     run_and_report,
+    status_text,
     usage_error,
 )
 from runner.config import parse_duration
@@ -89,7 +89,7 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
             if row["enabled"] else "[dim]disabled[/]"
         last = row["last_run"]
         table.add_row(row["pipeline"], f"{row['cron']}\n[dim]{row['timezone']}[/]", row["misfire"], due,
-                      f"{last['run_id']}\n{_status(last['status'])}" if last else "-")
+                      f"{last['run_id']}\n{status_text(last['status'])}" if last else "-")
     scheduled_count = len(scheduled(config))
     out.print(table)
     out.print(f"[dim]{scheduled_count} enabled; `runner scheduler` runs them, or `runner export crontab|systemd`[/]")
@@ -142,7 +142,7 @@ def scheduler(once: bool, grace: float, max_runs: int, poll: float, config_path:
 def _show_notice(notice) -> None:
     tick = f" {notice.tick}" if notice.tick else ""
     run = f" run {notice.run_id}" if notice.run_id else ""
-    status = f" {_status(notice.status)}" if notice.status else ""
+    status = f" {status_text(notice.status)}" if notice.status else ""
     detail = f": {escape(notice.detail)}" if notice.detail else ""
     style = {"error": "bold red", "busy": "yellow", "skipped": "yellow"}.get(notice.kind, "bold")
     name = f" {notice.pipeline}" if notice.pipeline else ""
@@ -175,10 +175,10 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
 
     def report(tick, record) -> None:
         finished.append(record)
-        out.print(f"[{len(finished)}/{todo}] {tick.isoformat()} run {record.run_id} {_status(record.status)} "
+        out.print(f"[{len(finished)}/{todo}] {tick.isoformat()} run {record.run_id} {status_text(record.status)} "
                   f"{record.duration_s:.1f}s")
 
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         plan = run_backfill(config, plan, max_workers, on_run=report)
     finally:
@@ -254,5 +254,3 @@ def export(kind: str, out_dir: str | None, config_path: str | None) -> None:
     timers = " ".join(name for name in units if name.endswith(".timer"))
     out.print(f"install: cp {escape(str(folder))}/* ~/.config/systemd/user/ && systemctl --user daemon-reload && "
               f"systemctl --user enable --now {timers}")
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from runner.cli.main import handles_errors, main, out
+from runner.cli.group import handles_errors, main, out
 
 
 @main.command()
