@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from runner import references
 from runner.errors import ConfigError
 
+REFERENCE = "the runner.yaml reference, docs/reference/config.md"  # where a message sends someone who got a key wrong
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 # A duration: seconds, optionally with a unit (s, m, h). Read by parse_duration; the JSON Schema says the same.
 DURATION = r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*"
@@ -300,7 +301,7 @@ class PipelineConfig(_Frozen):
 
 
 class StoresConfig(_Frozen):
-    """Where things live; environment variables override each key (README, "Where things live")."""
+    """Where things live; environment variables override each key (docs/guides/pipelines.md, "Where things live")."""
 
     home: str = Field(".runner", description="folder of the embedded stores ($RUNNER_HOME)")
     runs: str | None = Field(None, description="run store: a folder or an fsspec URL ($RUNNER_RUN_STORE)")
@@ -334,7 +335,7 @@ class DefaultsConfig(_Frozen):
 
 
 class _ConfigFile(_Frozen):
-    """runner.yaml: the project's pipelines and where their stores are (README, "runner.yaml reference")."""
+    """runner.yaml: the project's pipelines and where their stores are (docs/reference/config.md)."""
 
     stores: StoresConfig = Field(StoresConfig(), description="where things live")
     defaults: DefaultsConfig = Field(DefaultsConfig(), description="defaults for every step and run")
@@ -498,7 +499,7 @@ def load_config(path: str | Path | None = None) -> Config:
     source = config_path(path)
     if not source.is_file():
         raise ConfigError(
-            "file not found; create runner.yaml in the project root (see README), "
+            "file not found; create runner.yaml in the project root (`runner init` makes a project; docs/getting-started.md), "
             f"pass --config or set {ENV_CONFIG.name}",
             str(source),
         )
@@ -508,7 +509,7 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         parsed = _ConfigFile.model_validate(raw)
     except ValidationError as exc:
-        raise invalid(exc, str(source), "the README's runner.yaml reference") from None
+        raise invalid(exc, str(source), REFERENCE) from None
     root = source.parent
     return Config(
         source=source,

@@ -66,7 +66,7 @@ def test_validate_reports_a_broken_config_in_one_line_with_exit_code_2(project):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {project.config}:pipelines.p.steps.a.retrys: unknown key; check its spelling against the "
-        "README's runner.yaml reference"
+        "runner.yaml reference, docs/reference/config.md"
     ]
 
 

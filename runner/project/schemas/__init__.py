@@ -40,13 +40,13 @@ def generate(kind: str) -> dict[str, Any]:
 
         schema = _ConfigFile.model_json_schema()
         head = {"title": "runner.yaml", "description": "Notebook Runner's project file: pipelines, steps, schedules "
-                "and stores. Reference: the README's runner.yaml reference."}
+                "and stores. Reference: docs/reference/config.md."}
     else:
         from runner.data.dictionary import _DictionaryFile
 
         schema = _with_column_rules(_DictionaryFile.model_json_schema())
         head = {"title": "data dictionary", "description": "Notebook Runner's data dictionary: purposes, tables and "
-                "columns. Reference: the README's data dictionary reference."}
+                "columns. Reference: docs/reference/dictionary.md."}
     return {"$schema": DIALECT, **head, **{key: value for key, value in schema.items() if key not in head}}
 
 
