@@ -22,7 +22,6 @@ run starts.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -31,11 +30,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from runner.config import Config, NotifyConfig
 from runner.errors import ConfigError
+from runner.plugins import Plugins
 
 GROUP = "notebook_runner.notifiers"
 SEVERITY = {"ok": 0, "warn": 1, "alert": 2}
@@ -73,15 +72,12 @@ class Delivery:
 
 # A notifier delivers one event with its channel's options and says how that went.
 Notifier = Callable[[Event, Mapping[str, Any]], Delivery]
-_BUILT_IN: dict[str, Notifier] = {}
-_loaded: dict[str, Notifier] = {}  # plugins imported so far
-
-
-def register(name: str, notifier: Notifier) -> None:
-    """Add a built-in notifier (a third party uses the entry point group instead)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"a notifier named {name!r} is registered already")
-    _BUILT_IN[name] = notifier
+# An unknown or broken notifier is a ConfigError without a file: check() names runner.yaml's key.
+NOTIFIERS: Plugins[Notifier] = Plugins(
+    "notifier", GROUP, "a function (event, options) -> Delivery", "remove the channel", ConfigError, ConfigError)
+register = NOTIFIERS.register  # a built-in notifier (a third party uses the entry point group instead)
+find = NOTIFIERS.find  # the notifier of a name, importing its plugin if it comes from one
+known = NOTIFIERS.known  # the notifiers there are, for a message
 
 
 def channels(config: NotifyConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -118,62 +114,6 @@ def check(config: Config) -> None:
                 raise ConfigError(exc.message, str(config.source), f"{key}.channels.{name}") from None
 
 
-def find(name: str) -> Notifier:
-    """The notifier named ``name``, importing its plugin if it comes from one; a :class:`ConfigError` (without a
-    file: :func:`check` names it) if there is none or its plugin cannot be used."""
-    if name in _BUILT_IN:
-        return _BUILT_IN[name]
-    if name in _loaded:
-        return _loaded[name]
-    found = _group().get(name)
-    if not found:
-        raise ConfigError(f"no notifier named {name!r}; known: {known()}. A plugin's notifier is known once the "
-                          f"distribution that provides it (entry point group {GROUP}) is installed here")
-    if len(found) > 1:
-        raise ConfigError(f"notifier {name!r} is provided by {' and by '.join(_origin(ep) for ep in found)}; "
-                          "uninstall all but one of them")
-    [entry] = found
-    try:
-        loaded = entry.load()
-    except Exception as exc:  # noqa: BLE001 - whatever the plugin's import raised, told in one line
-        raise ConfigError(f"notifier {name!r} (plugin of {_origin(entry)}) could not be imported ({entry.value}): "
-                          f"{type(exc).__name__}: {exc}; reinstall {_distribution(entry)} here, or remove the "
-                          "channel") from exc
-    if not callable(loaded):
-        raise ConfigError(f"notifier {name!r} (plugin of {_origin(entry)}) is {type(loaded).__name__} "
-                          f"({entry.value}), not a function (event, options) -> Delivery; tell its authors")
-    _loaded[name] = loaded
-    return loaded
-
-
-def known() -> str:
-    """The notifiers there are, for a message: built-in ones first, then the plugins with their distribution."""
-    group = _group()
-    names = list(_BUILT_IN) + [f"{name} ({_origin(found[0])})" for name, found in sorted(group.items())
-                               if name not in _BUILT_IN]
-    ignored = [f"{entry.name!r} of {_origin(entry)}" for name, found in group.items() if name in _BUILT_IN
-               for entry in found]
-    return ", ".join(names) + (f"; ignored, as a built-in's name: {', '.join(ignored)}" if ignored else "")
-
-
-@functools.cache
-def _group() -> dict[str, list[EntryPoint]]:
-    """The entry points of the group, by name; read the first time they are needed."""
-    group: dict[str, list[EntryPoint]] = {}
-    for entry in entry_points(group=GROUP):
-        group.setdefault(entry.name, []).append(entry)
-    return group
-
-
-def _origin(entry: EntryPoint) -> str:
-    dist = entry.dist
-    return f"{dist.name} {dist.version}" if dist is not None else "an unnamed distribution"
-
-
-def _distribution(entry: EntryPoint) -> str:
-    return entry.dist.name if entry.dist is not None else "the distribution that provides it"
-
-
 def _deliver(name: str, options: dict[str, Any], event: Event, timeout: float) -> Delivery:
     """One channel's delivery, whatever its notifier does: raises, hangs, returns something else."""
     try:
@@ -188,7 +128,7 @@ def _deliver(name: str, options: dict[str, Any], event: Event, timeout: float) -
         except Exception as exc:  # noqa: BLE001 - a notifier's failure is its delivery's detail
             outcome.append(exc)
 
-    if name in _BUILT_IN:  # bounds its own time
+    if name in NOTIFIERS.built_in:  # bounds its own time
         send()
     else:  # gets notify.timeout, in a thread of its own that may hang without holding up the run
         sender = threading.Thread(target=send, name=f"notify-{name}", daemon=True)

@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import step
 
-from runner import notify
+from runner import notify, plugins
 from runner.config import NotifyConfig, load_config
 from runner.errors import ConfigError, ExecutorError
 from runner.notify import Event
@@ -135,13 +134,11 @@ def importable(site, tmp_path, monkeypatch):
     """The plugin importable in this process, with the registries' caches of the entry point groups reset."""
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("NR_PLUGIN_LOG", str(tmp_path / "executor.log"))
-    monkeypatch.setattr(executors, "_loaded", {})
-    monkeypatch.setattr(notify, "_loaded", {})
-    executors._group.cache_clear()
-    notify._group.cache_clear()
+    monkeypatch.setattr(executors.EXECUTORS, "_loaded", {})
+    monkeypatch.setattr(notify.NOTIFIERS, "_loaded", {})
+    plugins._entry_points.cache_clear()
     yield
-    executors._group.cache_clear()
-    notify._group.cache_clear()
+    plugins._entry_points.cache_clear()
 
 
 def run_json(project, pipeline: str = "p") -> dict:
@@ -222,7 +219,7 @@ def test_runner_validate_refuses_a_channel_no_notifier_has(project, installed):
 # -- in this process, the plugin on sys.path ------------------------------------------------------
 
 def test_a_plugin_cannot_replace_the_built_in_local(importable):
-    assert executors.find("local") is executors._BUILT_IN["local"]  # the package's entry point 'local' is not used
+    assert executors.find("local") is executors.EXECUTORS.built_in["local"]  # the package's entry point 'local' is not used
     with executors.get_executor("local", 1) as pool:
         assert pool.submit(lambda: __import__("threading").current_thread().name).result().startswith("runner-step")
     assert f"ignored, as a built-in's name: 'local' of {DISTRIBUTION}" in executors.known()
