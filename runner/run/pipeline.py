@@ -1,8 +1,9 @@
 """A pipeline run: the steps of a :class:`~runner.run.plan.Plan` in dependency order.
 
-:func:`run` takes the pipeline's lock, creates the run record and MLflow runs, and executes the steps
-through an executor, each in a process of its own (:mod:`runner.run.stepproc`). A failed step's downstream
-steps are skipped; a reference to an upstream scrap is resolved when its step is about to start.
+:func:`run` takes the pipeline's lock, creates the run record and executes the steps through an executor,
+each in a process of its own (:mod:`runner.run.stepproc`). A failed step's downstream steps are skipped; a
+reference to an upstream scrap is resolved when its step is about to start. MLflow tracking, keeping the
+run's files in the store and failure notices attach to the run as lifecycle hooks (:mod:`runner.run.hooks`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner import references
-from runner.config import Config, current_user
+from runner.config import Config
 from runner.errors import ParameterError, RunnerError, StoreError, TrackingError
 from runner.notebook import adapter
-from runner.notify import Event, notify, wanted
 from runner.run.executors import get_executor
+from runner.run.hooks import Hook, RunState, StepResult, default_hooks, describe
 from runner.run.plan import Plan, PlannedStep, RunRequest, check_recordable, plan_run
 from runner.run.retries import run_with_retries
 from runner.run.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
@@ -27,7 +29,6 @@ from runner.store.locks import PipelineLock
 from runner.store.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
-    REGISTERED_SCRAP,
     SNAPSHOTS_SCRAP,
     Attempt,
     ChildProcess,
@@ -41,8 +42,6 @@ from runner.store.records import (
     store_errors,
     utcnow,
 )
-from runner.tracking.tracker import Tracker, http_settings, unreachable
-from runner.tracking.registry import Registry
 
 WRITABLE = "make the run store writable and give it room (RUNNER_RUN_STORE or stores.runs in runner.yaml)"
 
@@ -64,6 +63,7 @@ def run(
     stop: StopRequest | None = None,
     processes: StepProcesses | None = None,
     locked: bool = False,
+    hooks: Sequence[Hook] = (),
 ) -> RunRecord:
     """Run a pipeline and return its final record.
 
@@ -75,7 +75,8 @@ def run(
 
     The run holds the pipeline's lock (:class:`PipelineBusy` if another process has it) unless
     ``locked``: its caller (a backfill) holds the lock already. ``processes`` lets a caller
-    that runs many pipelines (a replay, the scheduler) keep step processes warm across runs.
+    that runs many pipelines (a replay, the scheduler) keep step processes warm across runs. ``hooks`` attach
+    to the run before (outside) the built-in ones: MLflow tracking, the run's files, failure notices.
     """
     owned = processes is None
     processes = processes or step_processes(config)
@@ -91,7 +92,8 @@ def run(
             except StoreError as exc:
                 raise StoreError(f"{exc}; nothing ran: {WRITABLE}") from exc.__cause__
         try:
-            return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes).execute()
+            return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes,
+                                [*hooks, *default_hooks()]).execute()
         finally:
             if lock is not None:
                 with contextlib.suppress(OSError):  # a lock left behind is taken over once this process is gone
@@ -121,6 +123,9 @@ def _result(future: Future) -> tuple[StepOutcome, list[Attempt]]:
 
 
 class _PipelineRun:
+    """The step loop: starts the steps whose upstream succeeded, settles them, writes the record, and calls
+    the run's hooks at each point of its life (:class:`runner.run.hooks.Hook`)."""
+
     def __init__(
         self,
         config: Config,
@@ -129,15 +134,16 @@ class _PipelineRun:
         observer: RunObserver | None,
         stop: StopRequest,
         processes: StepProcesses,
+        hooks: Sequence[Hook],
     ):
         self.config, self.plan, self.observer, self.stop, self.processes = config, plan, observer, stop, processes
+        self.hooks = list(hooks)  # before_* in this order, after_* in reverse
         self.max_workers = request.max_workers or config.defaults.max_workers
         self.executor_name = request.executor
         self.store = RunStore(config.stores.runs)
-        self.tracker = Tracker(config.stores.tracking_uri, config.stores.artifacts)
         self.kernel = processes.kernel_name
         run_id = new_run_id()
-        self.workdir = Path(
+        workdir = Path(
             self.store.run_dir(plan.pipeline, run_id)
             if self.store.is_local
             else config.stores.home / "staging" / plan.pipeline / run_id
@@ -165,17 +171,16 @@ class _PipelineRun:
             origin=request.origin,
             config=str(config.source),
             git=git_state(config.root),
-            tracking_uri=config.stores.tracking_uri,
             process=current_process(),
             steps=steps,
         )
+        self.state = RunState(self.record, config, self.store, workdir,
+                              {name: planned.notebook for name, planned in plan.steps.items()})
+        self.workdir = workdir
         self.started = time.monotonic()
         self.step_started: dict[str, float] = {}
         self.scraps = {name: dict(step.scraps) for name, step in request.reuse.items()}
         self.running: dict[Future, str] = {}  # steps in flight
-        self.open_runs: dict[str, str] = {}  # MLflow runs started and not ended: run id -> step ("" for the run)
-        self.tracking_down: TrackingError | None = None  # MLflow stopped answering: later calls are not made
-        self.stopped_by: BaseException | None = None  # what ended the run before its steps were done
         self.written = self.final_written = False  # whether run.json exists; whether it holds the end
         self.write_failed: StoreError | None = None  # a record write of a worker thread that failed
         self.alarm: Future = Future()  # wakes the run's loop when that happens
@@ -187,31 +192,50 @@ class _PipelineRun:
     def execute(self) -> RunRecord:
         """Run the steps and return the final record.
 
-        Whatever happens once the run's MLflow run exists (a run store that cannot be written, MLflow
+        Whatever happens once every hook's ``before_run`` returned (a run store that cannot be written, MLflow
         gone, a second Ctrl-C, a bug), the run ends: its steps are stopped, its record is written as
-        ``failed`` (``interrupted`` after Ctrl-C), its MLflow runs are ended FAILED (KILLED), its
-        failure notice is sent and its temporary files are removed; only then is the error raised.
+        ``failed`` (``interrupted`` after Ctrl-C) once its hooks' ``after_run`` (MLflow runs ended FAILED or
+        KILLED, failure notice, temporary files removed) are done; only then is the error raised.
         """
-        record = self.record
-        record.mlflow_experiment_id = self.tracker.experiment(record.pipeline)
-        record.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, record.run_id, self._tags())
-        self.open_runs[record.mlflow_run_id] = ""
+        record, state = self.record, self.state
+        self._before_run()
         try:
-            self._keep_sources()
+            self._stop_if_asked()
             self._write()
             if self.observer:
                 self.observer.run_started(record)
             self._run_steps()
         except BaseException as exc:  # ended below, then raised
-            if self.stopped_by is None:
-                self.stopped_by = exc
+            if state.stopped_by is None:
+                state.stopped_by = exc
         self._end()
-        failure = self.stopped_by
+        failure = state.stopped_by
         if failure is None:
             return record
         if isinstance(failure, RunnerError):
             raise self._stopped(failure) from failure
         raise failure
+
+    def _before_run(self) -> None:
+        """Every hook's ``before_run``; one that raises refuses the run: those before it get ``after_run``, and
+        the error is raised with nothing recorded."""
+        opened: list[Hook] = []
+        try:
+            for hook in self.hooks:
+                hook.before_run(self.state)
+                opened.append(hook)
+        except BaseException as exc:
+            self.record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            for hook in reversed(opened):
+                hook.after_run(self.state)
+            raise
+        self.state.started = True
+
+    def _stop_if_asked(self) -> None:
+        """Raise the error a hook stopped the run with (:meth:`RunState.stop`)."""
+        error, self.state.stopping = self.state.stopping, None
+        if error is not None:
+            raise error
 
     def _run_steps(self) -> None:
         running = self.running
@@ -219,6 +243,7 @@ class _PipelineRun:
         try:
             while True:
                 self._start_ready(executor, running)
+                self._stop_if_asked()  # a hook's before_step may stop the run
                 if not running:
                     break
                 done, _ = wait([*running, self.alarm], timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
@@ -234,7 +259,7 @@ class _PipelineRun:
                 self._finish(name, _result(future))
                 del running[future]
         except BaseException as exc:
-            self.stopped_by = exc  # the running steps stop now rather than run on unrecorded
+            self.state.stopped_by = exc  # the running steps stop now rather than run on unrecorded
             self.stop.stop()
             raise
         finally:
@@ -266,6 +291,8 @@ class _PipelineRun:
         self.processes.warm(min(self.max_workers, waiting))  # ready before the next steps are
 
     def _start(self, executor, planned: PlannedStep) -> Future | None:
+        """Start a step: resolve its parameters, call the hooks' ``before_step`` for its kernel's environment
+        and send its task. A parameter that does not fit, or a hook that raises, fails it as not started."""
         record, step = self.record, self.record.steps[planned.name]
         step.started_at = utcnow()
         self.step_started[planned.name] = time.monotonic()
@@ -276,18 +303,14 @@ class _PipelineRun:
             self._settle(step, "failed", StepError(ename="ParameterError", evalue=str(exc)))
             return None
         step.parameters = parameters
-        tags = {**self._tags(), "runner.step": planned.name, "runner.notebook.sha256": step.notebook_sha256}
-        error = self.tracking_down
-        if error is None:
-            try:
-                step.mlflow_run_id = self.tracker.start_run(record.mlflow_experiment_id, planned.name, tags,
-                                                            parent=record.mlflow_run_id)
-            except TrackingError as exc:
-                error = self._tracking_failed(exc)
-        if error is not None or step.mlflow_run_id is None:
-            self._settle(step, "failed", StepError(ename="TrackingError", evalue=f"not started: {error}"))
+        env: dict[str, str] = {}
+        try:
+            for hook in self.hooks:
+                env.update(hook.before_step(self.state, step))
+        except RunnerError as exc:
+            self._settle(step, "failed", StepError(ename=type(exc).__name__, evalue=f"not started: {exc}"))
             return None
-        self.open_runs[step.mlflow_run_id] = planned.name
+        env.update(self._kernel_env(planned.name))
         step.status = "running"
         step.output, step.html = f"{planned.name}.ipynb", f"{planned.name}.html"
         timeout = planned.config.timeout or self.config.defaults.timeout
@@ -305,7 +328,7 @@ class _PipelineRun:
             cwd=str(self.config.notebook_path(planned.config).parent),  # also when rerunning recorded bytes
             cell_timeout=planned.config.cell_timeout or self.config.defaults.cell_timeout,
             timeout=timeout,
-            env=self._kernel_env(planned.name, step.mlflow_run_id),
+            env=env,
         )
         self._write()
         if self.observer:
@@ -330,8 +353,8 @@ class _PipelineRun:
         return parameters
 
     def _finish(self, name: str, result: tuple[StepOutcome, list[Attempt]]) -> None:
-        """Record a step's outcome, keep its files and end its MLflow run. A step whose files could not be
-        kept fails, and the store's error is raised once the step is settled."""
+        """Record a step's outcome, let the hooks' ``after_step`` judge it (its files kept, its MLflow run
+        ended), settle it; then raise the error a hook stopped the run with, if one did."""
         outcome, attempts = result
         step = self.record.steps[name]
         step.attempts = attempts
@@ -340,44 +363,14 @@ class _PipelineRun:
         step.models = list(step.scraps.get(MODELS_SCRAP, []))
         self.scraps[name] = step.scraps
         status, error = outcome.status, StepError(**outcome.error) if outcome.error else None
-        if status == "interrupted" and self._failed_by is not None:  # stopped by a failure of the run, not a person
+        if status == "interrupted" and self.state.failed_by is not None:  # stopped by the run's failure, not a person
             status, error = "failed", self._stopped_step_error()
         produced = [self.workdir / file for file in step.outputs() if (self.workdir / file).is_file()]
-        lost = None
-        try:
-            for path in produced:
-                self.store.put(str(path), self.record.pipeline, self.record.run_id)
-        except StoreError as exc:
-            lost = exc
-            status, error = "failed", StepError(ename="StoreError", evalue=f"its files could not be kept: {exc}")
-        failed = self._track(self.tracker.log_step, step.mlflow_run_id, step.parameters, step.scraps,
-                             [str(path) for path in produced if path.suffix in (".ipynb", ".html")])
-        if failed is not None and status == "succeeded":
-            status, error = "failed", StepError(
-                ename="TrackingError",
-                evalue=f"the notebook ran, but its results could not be logged: {failed}; `runner resume "
-                       f"{self.record.run_id}` runs it again")
-        self._end_mlflow_run(step.mlflow_run_id, status)
-        self._conclude_registrations(step, status == "succeeded")
-        self._settle(step, status, error)
-        if lost is not None:
-            raise lost
-
-    def _conclude_registrations(self, step: StepRecord, succeeded: bool) -> None:
-        """Model versions the step registered get their alias only now that it succeeded (``nb.save_model``
-        defers it); a failed step's versions are tagged failed and never get one."""
-        registered = step.scraps.get(REGISTERED_SCRAP) or []
-        if not registered:
-            return
-        if self.tracking_down is not None:
-            self.record.warnings.append(f"step {step.name}: the model versions it registered keep no alias: "
-                                        f"{self.tracking_down}")
-            return
-        try:
-            warnings = Registry(self.config.stores.tracking_uri).conclude(registered, succeeded, current_user())
-        except TrackingError as exc:
-            warnings = [f"the model versions it registered keep no alias: {self._tracking_failed(exc)}"]
-        self.record.warnings.extend(f"step {step.name}: {warning}" for warning in warnings)
+        verdict = StepResult(status, error, produced)
+        for hook in reversed(self.hooks):
+            hook.after_step(self.state, step, verdict)
+        self._settle(step, verdict.status, verdict.error)
+        self._stop_if_asked()
 
     def _settle(self, step: StepRecord, status: str, error: StepError | None) -> None:
         step.status = status
@@ -391,40 +384,34 @@ class _PipelineRun:
             self.observer.step_finished(step)
 
     def _end(self) -> None:
-        """End the run, however it went: settle its steps, its status, its MLflow runs, its notice, its
-        temporary files, and write its final record (a :class:`StoreError` when that cannot be done)."""
-        record = self.record
-        if self.stopped_by is not None:
+        """End the run, however it went: settle its steps and its status, call the hooks' ``after_run``, and
+        write its final record (a :class:`StoreError` when that cannot be done)."""
+        record, state = self.record, self.state
+        if state.stopped_by is not None:
             self._settle_stopped()
         statuses = [step.status for step in record.steps.values()]
-        if isinstance(self.stopped_by, KeyboardInterrupt) or (
-                self.stopped_by is None and ("interrupted" in statuses or self.stop.requested)):
+        if isinstance(state.stopped_by, KeyboardInterrupt) or (
+                state.stopped_by is None and ("interrupted" in statuses or self.stop.requested)):
             record.status = "interrupted"
-        elif self.stopped_by is None and all(status == "succeeded" for status in statuses):
+        elif state.stopped_by is None and all(status == "succeeded" for status in statuses):
             record.status = "succeeded"
         else:
             record.status = "failed"
-        if self._failed_by is not None:
-            record.warnings.append(f"the run stopped: {_describe(self._failed_by)}")
+        if state.failed_by is not None:
+            record.warnings.append(f"the run stopped: {describe(state.failed_by)}")
         record.ended_at = utcnow()
         record.duration_s = round(time.monotonic() - self.started, 3)
-        ending = sorted(self.open_runs.items(), key=lambda item: item[1] == "")  # the steps' runs, then the run's
-        for run_id, step in ending:
-            self._end_mlflow_run(run_id, record.steps[step].status if step else record.status)
-        left = [run_id for run_id, _ in ending if run_id in self.open_runs]
-        if left:
-            record.warnings.append(f"MLflow runs left RUNNING (they could not be ended): {', '.join(left)}")
-        if record.status != "succeeded":
-            self._notify_failure()
-        self._remove_temporary_files()
+        for hook in reversed(self.hooks):
+            hook.after_run(state)
         try:
             self._write()
             self.final_written = True
         except StoreError as exc:
             if record.status == "succeeded":  # its record says running: tell someone
                 record.status = "failed"
-                self._notify_failure(f"its record could not be written: {exc}")
-            self.stopped_by = self.stopped_by if isinstance(self.stopped_by, KeyboardInterrupt) else exc
+                for hook in reversed(self.hooks):
+                    hook.on_record_error(state, exc)
+            state.stopped_by = state.stopped_by if isinstance(state.stopped_by, KeyboardInterrupt) else exc
 
     def _settle_stopped(self) -> None:
         """After the run stopped early: settle the steps that were running when it did, and those not started."""
@@ -432,7 +419,7 @@ class _PipelineRun:
             if future.done() and self.record.steps[name].status == "running":
                 with contextlib.suppress(RunnerError):  # settled first; the run's failure is reported already
                     self._finish(name, _result(future))
-        interrupted = isinstance(self.stopped_by, KeyboardInterrupt)
+        interrupted = isinstance(self.state.stopped_by, KeyboardInterrupt)
         for step in self.record.steps.values():
             if step.status == "running":  # its outcome never came
                 self._settle(step, "interrupted" if interrupted else "failed",
@@ -441,15 +428,10 @@ class _PipelineRun:
             elif step.status == "pending":  # never started (resume starts it)
                 step.status = "interrupted"
 
-    @property
-    def _failed_by(self) -> BaseException | None:
-        """What stopped the run, unless it was Ctrl-C (or SIGTERM): then the run is interrupted, not failed."""
-        return None if isinstance(self.stopped_by, KeyboardInterrupt) else self.stopped_by
-
     def _stopped_step_error(self) -> StepError:
-        cause = self.stopped_by
+        cause = self.state.stopped_by
         return StepError(ename=type(cause).__name__, evalue=f"the run stopped before this step finished: "
-                                                            f"{_describe(cause)}")
+                                                            f"{describe(cause)}")
 
     def _stopped(self, cause: RunnerError) -> RunnerError:
         """The one line that says why the run stopped, where its record is and what to do."""
@@ -467,81 +449,7 @@ class _PipelineRun:
             else RunnerError
         return kind(f"{cause}; {where}")
 
-    def _notify_failure(self, reason: str = "") -> None:
-        """The failure notice, through the same notifier as monitoring alerts; a failed delivery is recorded."""
-        record = self.record
-        settings = self.config.notify_for(record.pipeline)
-        if not wanted(settings, "failure"):
-            return
-        bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
-        reasons = tuple(
-            f"{step.name} {step.status}: {step.error.ename}: {step.error.evalue}" if step.error else f"{step.name} {step.status}"
-            for step in bad
-        )
-        if reason or self._failed_by is not None:
-            reasons = (reason or f"the run stopped: {_describe(self._failed_by)}", *reasons)
-        event = Event(
-            "failure", record.pipeline, record.run_id, as_of=record.as_of, step=bad[0].name if bad else "",
-            summary=f"run {record.run_id} of {record.pipeline} (as_of {record.as_of}, {record.trigger}) {record.status}",
-            reasons=reasons,
-            details={"status": record.status, "trigger": record.trigger, "scheduled_for": record.scheduled_for,
-                     "run_dir": self.store.run_dir(record.pipeline, record.run_id),
-                     "resume": f"runner resume {record.run_id}"},
-        )
-        for delivery in notify(settings, event):
-            record.notifications.append(delivery.as_dict())
-            if not delivery.ok:
-                record.warnings.append(f"failure notice to {delivery.channel} {delivery.target} not sent: {delivery.detail}")
-
-    # -- MLflow ---------------------------------------------------------------------------------
-
-    def _track(self, call, *args: Any) -> TrackingError | None:
-        """Make one tracking call; its error, if any (also recorded as a warning)."""
-        if self.tracking_down is not None:
-            return self.tracking_down
-        try:
-            call(*args)
-        except TrackingError as exc:
-            return self._tracking_failed(exc)
-        return None
-
-    def _tracking_failed(self, exc: TrackingError) -> TrackingError:
-        """Record a tracking error; once MLflow does not answer, later calls of the run are not made (each
-        would wait ``RUNNER_MLFLOW_TIMEOUT`` for it) and fail with this error."""
-        self.record.warnings.append(str(exc))
-        if unreachable(exc):
-            self.tracking_down = exc
-        return exc
-
-    def _end_mlflow_run(self, run_id: str | None, status: str) -> None:
-        if run_id is None or run_id not in self.open_runs:
-            return
-        if self._track(self.tracker.end_run, run_id, status) is None:
-            del self.open_runs[run_id]
-
     # -- helpers -------------------------------------------------------------------------------
-
-    def _keep_sources(self) -> None:
-        """Keep each step's notebook as run (``<step>.source.ipynb``) for `runner rerun`; copy reused steps' files."""
-        record = self.record
-        for name, planned in self.plan.steps.items():
-            step = record.steps[name]
-            if step.reused_from:
-                files = [step.source, *step.outputs()] if step.source else step.outputs()
-                self.store.copy_files(record.pipeline, step.reused_from, record.run_id, files)
-                continue
-            step.source = f"{name}.source.ipynb"
-            with store_errors("write", str(self.workdir / step.source)):
-                self.workdir.mkdir(parents=True, exist_ok=True)
-                (self.workdir / step.source).write_bytes(planned.notebook.read_bytes())
-            self.store.put(str(self.workdir / step.source), record.pipeline, record.run_id)
-
-    def _remove_temporary_files(self) -> None:
-        """Temporary files of writes the run's end cut short (``*.tmp``: a record, a notebook, a page)."""
-        with contextlib.suppress(OSError):
-            for path in self.workdir.glob("*.tmp"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
 
     def _write(self) -> None:
         with self._writing:
@@ -566,26 +474,10 @@ class _PipelineRun:
                     if not self.alarm.done():
                         self.alarm.set_result(None)
 
-    def _tags(self) -> dict[str, str]:
+    def _kernel_env(self, step: str) -> dict[str, str]:
+        """The run's context in the step kernel's environment (the hooks add theirs: MLflow's run)."""
         record = self.record
         return {
-            "runner.run_id": record.run_id,
-            "runner.pipeline": record.pipeline,
-            "runner.trigger": record.trigger,
-            "runner.as_of": record.as_of,
-            **({"runner.origin": record.origin} if record.origin else {}),
-            "mlflow.source.git.commit": record.git.commit,
-        }
-
-    def _kernel_env(self, step: str, mlflow_run_id: str) -> dict[str, str]:
-        """The environment of the step's kernel: the run context and its MLflow run."""
-        record = self.record
-        return {
-            **http_settings(),  # the notebook's MLflow calls wait no longer than the runner's
-            "MLFLOW_TRACKING_URI": self.config.stores.tracking_uri,
-            "MLFLOW_RUN_ID": mlflow_run_id,  # for the notebook's own mlflow calls (consumed by their first start_run)
-            "RUNNER_MLFLOW_RUN_ID": mlflow_run_id,  # for runner.nb, which logs to the step's run by id
-            "MLFLOW_EXPERIMENT_ID": record.mlflow_experiment_id or "",
             "RUNNER_CONFIG": str(self.config.source),
             "RUNNER_HOME": str(self.config.stores.home),
             "RUNNER_RUN_ID": record.run_id,
@@ -594,10 +486,6 @@ class _PipelineRun:
             "RUNNER_AS_OF": record.as_of,
             "RUNNER_GIT_COMMIT": record.git.commit or "",
         }
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
 
 
 def _display_path(path: Path, root: Path) -> str:
