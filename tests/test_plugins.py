@@ -206,7 +206,6 @@ def test_an_executor_plugin_that_fails_to_import_is_one_line_naming_it(project, 
     assert not list(project.home.glob("runs/*/*/run.json")), "nothing ran"
 
 
-@pytest.mark.xfail(strict=True, reason="needs runner.run.plan.plan_run to call notify.check(config)")
 def test_runner_validate_refuses_a_channel_no_notifier_has(project, installed):
     project.write({"p": {"steps": {"hello": step("ok")}}}, notify={"channels": {"jsonfiel": {"path": "x"}}})
     done = project.cli_process("validate")

@@ -29,11 +29,9 @@ def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: 
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.notebook.contract import parse_assignments
-    from runner.run.executors import choose as choose_executor
     from runner.run.plan import RunRequest
 
     config = load_config(config_path)
-    executor = choose_executor(executor, config)  # an unknown name or a broken plugin stops here: nothing ran
     run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
                                       executor=executor, trigger=trigger))
 

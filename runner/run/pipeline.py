@@ -139,7 +139,7 @@ class _PipelineRun:
         self.config, self.plan, self.observer, self.stop, self.processes = config, plan, observer, stop, processes
         self.hooks = list(hooks)  # before_* in this order, after_* in reverse
         self.max_workers = request.max_workers or config.defaults.max_workers
-        self.executor_name = request.executor
+        self.executor_name = plan.executor
         self.store = RunStore(config.stores.runs)
         self.kernel = processes.kernel_name
         run_id = new_run_id()

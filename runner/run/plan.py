@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import references, secrets
+from runner import notify, references, secrets
 from runner.config import Config, PipelineConfig, StepConfig, upstream_of
 from runner.errors import ParameterError
 from runner.notebook import adapter
 from runner.notebook.contract import Parameter, ParameterContract, coerce_value
+from runner.run import executors
 from runner.store.records import StepRecord
 
 AS_OF = Parameter("as_of", "date", None)
@@ -33,7 +34,7 @@ class RunRequest:
     as_of: str | None = None
     trigger: str = "manual"
     max_workers: int | None = None
-    executor: str = "local"
+    executor: str | None = None  # None: runner.yaml's defaults.executor
     scheduled_for: str | None = None  # the cron tick a scheduled or backfilled run is for
     # Rerun and resume: run these notebook files instead of runner.yaml's, take the parameters as
     # given instead of merging them into runner.yaml's, and start from the origin run's steps.
@@ -58,12 +59,15 @@ class Plan:
     config: PipelineConfig
     as_of: str
     steps: dict[str, PlannedStep]
+    executor: str = "local"  # checked: it exists and its plugin, if any, imports
 
 
 def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -> Plan:
     """Check the request against the config and every notebook's parameter contract (and, with
     ``environment``, that the environment variables its secrets name are set here)."""
     pipeline = config.pipeline(request.pipeline)
+    executor = executors.choose(request.executor, config)
+    notify.check(config)
     unknown = set(request.parameters) - set(pipeline.steps)
     if unknown:
         raise ParameterError(
@@ -85,7 +89,7 @@ def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -
         static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
         steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
     _check_planned(pipeline, steps)
-    return Plan(request.pipeline, pipeline, as_of, steps)
+    return Plan(request.pipeline, pipeline, as_of, steps, executor)
 
 
 def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:
