@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once.
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --site-dir build/docs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The documentation site (mkdocs.yml, docs/) into build/docs; --strict fails on any warning.
 docs: $(STAMP)
