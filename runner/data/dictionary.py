@@ -430,10 +430,12 @@ def sql_dialect(backend: str) -> str:
     return name
 
 
-def parse_condition(where: str, table: str, dialect: str) -> Condition:
+def parse_condition(where: str, table: str, dialect: str, columns: Iterable[str] = ()) -> Condition:
     """``where`` as a condition over ``table``'s own columns (see :data:`CONDITION_NODES`), or a
     :class:`DataContractError` naming what it may not hold: a sub-query, UNION/INTERSECT/EXCEPT, ``;``,
-    another table's column, a function outside :data:`CONDITION_FUNCTIONS`, a positional parameter."""
+    another table's column, a function outside :data:`CONDITION_FUNCTIONS`, a positional parameter.
+    The columns it uses are spelled as ``columns`` (the table's declared ones) spell them: the database
+    folds the case of an unquoted name (PostgreSQL's ``GENDER`` is ``gender``), so the rule must too."""
     import sqlglot
     from sqlglot import exp
     from sqlglot.dialects.dialect import Dialect
@@ -461,7 +463,7 @@ def parse_condition(where: str, table: str, dialect: str) -> Condition:
     except SqlglotError as exc:
         raise DataContractError(f"{said} is not one condition ({_first_line(exc)}); it may hold "
                                 f"{CONDITION_ALLOWS}") from None
-    columns = []
+    declared, used = list(columns), []
     for node in tree.walk():
         kind = type(node).__name__
         if isinstance(node, (exp.Query, exp.Subquery)):
@@ -472,7 +474,7 @@ def parse_condition(where: str, table: str, dialect: str) -> Condition:
                                         f"condition may only use columns of {table}")
             if isinstance(node.this, exp.Star):
                 raise DataContractError(f"{said} holds {node.sql(dialect or None)}: a condition names columns")
-            columns.append(node.name)
+            used.append(_spelled(node.name, declared))
         elif isinstance(node, exp.Placeholder) and node.this is None or isinstance(node, exp.Parameter):
             raise DataContractError(f"{said} holds the parameter {node.sql(dialect or None)}: give parameters by name "
                                     "(:name, with params={'name': value})")
@@ -484,7 +486,7 @@ def parse_condition(where: str, table: str, dialect: str) -> Condition:
         else:
             raise DataContractError(f"{said} holds {node.sql(dialect or None)!r} ({kind}): a condition may only hold "
                                     f"{CONDITION_ALLOWS}")
-    return Condition(_written(tree, dialect), tuple(dict.fromkeys(columns)))
+    return Condition(_written(tree, dialect), tuple(dict.fromkeys(used)))
 
 
 def parse_query(sql: str, dialect: str) -> Query:

@@ -211,8 +211,8 @@ class Warehouse:
             self._unchecked(unchecked, f"{table} columns={columns} where={where!r} order_by={order_by}")
             return self._read(table, columns, sa.text(where) if where else None, params, chunksize, order_by)
         purpose = self._purpose_for(purpose)
-        self._declaration(table, "read")
-        condition = parse_condition(where, table, self._dialect) if where else None
+        declared = self._declaration(table, "read").table(table).columns
+        condition = parse_condition(where, table, self._dialect, declared) if where else None
         names = self._columns(table) if columns is None else list(columns)
         order = list(order_by) if order_by is not None else list(self._contract(table).table(table).key) or names
         self._check_read(table, [*names, *(condition.columns if condition else ()), *order], purpose)

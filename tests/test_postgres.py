@@ -1,0 +1,222 @@
+"""The warehouse on a real PostgreSQL (issue 14): the dictionary's writes and purpose-checked reads, predictions all
+or none, two writers at once, and a pipeline run through the CLI. The server is a throwaway cluster of this test
+session (tests/postgres_server.py); every test gets a database of its own. What the tests assert is read back with
+a psycopg connection of the test's own, never through the warehouse under test."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy as sa
+from postgres_server import postgres_url  # noqa: F401 (a fixture)
+
+from runner.data import DataDictionary, Warehouse
+from runner.demo.generate import generate_month
+from runner.errors import DataContractError, RunnerError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORING = "credit_scoring"
+GENDER_RULE = ("applications.gender may be used for ['analytics'] only, not for 'credit_scoring' (GDPR Art. 9 / fair "
+               "lending: not to be used for credit decisions, only for fairness analysis); leave these columns out of "
+               "the request")
+
+
+@pytest.fixture(scope="module")
+def dictionary() -> DataDictionary:
+    return DataDictionary.load(ROOT / "data" / "dictionary.yaml")
+
+
+@pytest.fixture(scope="module")
+def month() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate_month("2026-02", n=120, drift=None)
+
+
+@pytest.fixture
+def url(postgres_url) -> Iterator[str]:  # noqa: F811
+    """A database of this test's own on the session's server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_conninfo(postgres_url), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(_conninfo(postgres_url), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _conninfo(url: str) -> str:
+    parsed = sa.make_url(url)
+    return f"host={parsed.host} port={parsed.port} user={parsed.username} dbname={parsed.database}"
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    """What the database holds, read with a connection of the test's own ([] when the table was never created)."""
+    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+        try:
+            return db.execute(sql).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def scores(ids, value: float = 0.5) -> pd.DataFrame:
+    return pd.DataFrame({"entity_id": list(ids), "score": value})
+
+
+def refusal(call) -> str:
+    with pytest.raises(DataContractError) as raised:
+        call()
+    assert "\n" not in str(raised.value)
+    return str(raised.value)
+
+
+# -- writes through the dictionary -----------------------------------------------------------------
+
+
+def test_a_round_trip_keeps_the_dictionary_types_and_a_violation_writes_nothing(url, dictionary, month):
+    apps, outcomes = month
+    store = Warehouse(url, dictionary)
+    assert store.write_table("applications", apps) == len(apps)
+    assert store.write_table("outcomes", outcomes) == len(outcomes)
+    back = store.read_table("applications", unchecked="test: the round trip of every column")
+    pd.testing.assert_frame_equal(back.reset_index(drop=True), dictionary.validate("applications", apps)
+                                  .sort_values("application_id").reset_index(drop=True))
+    assert str(store.read_table("outcomes", purpose=SCORING)["defaulted"].dtype) == "int64"
+    assert store.tables() == ["applications", "outcomes"]
+    types = dict(rows(url, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = "
+                           "'applications'"))
+    assert types["applied_on"] == "date" and types["income"] == "double precision" and types["age"] == "bigint"
+
+    bad = generate_month("2026-03", n=30, drift=None)[0]
+    bad.loc[[0, 1], "income"] = -5.0
+    for mode in ("append", "replace"):
+        with pytest.raises(DataContractError, match="income: greater_than_or_equal_to"):
+            store.write_table("applications", bad, mode=mode)
+        assert rows(url, "SELECT COUNT(*) FROM applications") == [(len(apps),)]
+
+    store.write_table("applications", apps.head(10).assign(income=1234.0))  # a re-ingest replaces rows by key
+    assert rows(url, "SELECT COUNT(*), SUM((income = 1234)::int) FROM applications") == [(len(apps), 10)]
+    store.write_table("applications", apps.head(7), mode="replace")
+    assert rows(url, "SELECT COUNT(*) FROM applications") == [(7,)]
+    indexes = rows(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'applications'")
+    assert indexes == [("ux_applications_key",)]
+
+
+# -- reads for a purpose: where= and read_sql parsed in PostgreSQL's dialect --------------------------
+
+
+@pytest.fixture
+def scoring(url, dictionary, month) -> Warehouse:
+    plain = Warehouse(url, dictionary)
+    plain.write_table("applications", month[0])
+    plain.write_table("outcomes", month[1])
+    plain.write_predictions(scores(["A1"]), run_id="r", model_name="m", model_version="1", as_of="2026-02-28")
+    return plain.for_purpose(SCORING)
+
+
+def test_reads_for_a_purpose_refuse_what_it_may_not_use(scoring, month):
+    apps, outcomes = month
+    assert refusal(lambda: scoring.read_table("applications", ["application_id", "gender"])) == GENDER_RULE
+    assert refusal(lambda: scoring.read_table("applications", ["income"], where='"gender" = :g',
+                                              params={"g": "f"})) == GENDER_RULE
+    assert refusal(lambda: scoring.read_table("applications", ["income"], where="GENDER ILIKE 'f%'")) == GENDER_RULE
+    for where, words in [
+        ("income > 0 UNION SELECT gender FROM applications", "holds UNION"),
+        ("application_id IN (SELECT application_id FROM applications WHERE gender = 'female')", "holds a sub-query"),
+        ("income > 0; DROP TABLE outcomes", "holds ';'"),
+        ("public.applications.gender = 'f'", "a column of another table"),
+        ("pg_sleep(1) IS NULL", "calls pg_sleep()"),
+        ("income::text = '1'", "calls cast()"),
+    ]:
+        assert words in refusal(lambda: scoring.read_table("applications", ["income"], where=where)), where
+    for sql in [
+        "SELECT income FROM applications WHERE application_id IN (SELECT application_id FROM applications "
+        "WHERE gender = 'female')",
+        "SELECT income FROM applications UNION SELECT gender FROM applications",
+        'SELECT "Gender" FROM applications',
+        "SELECT AVG(CASE WHEN gender = 'female' THEN income END) AS gap FROM applications",
+    ]:
+        assert GENDER_RULE in refusal(lambda: scoring.read_sql(sql)) or "could not be resolved" in refusal(
+            lambda: scoring.read_sql(sql)), sql
+    for sql, words in [
+        ("SELECT income FROM public.applications", "names a table of another schema or database"),
+        ("SELECT usename FROM pg_user", "table 'pg_user' is not declared"),
+        ("SELECT pg_read_file('/etc/passwd')", "pg_read_file() is a function the SQL parser does not know"),
+        ("SELECT * FROM generate_series(1, 3)", "reads from a function"),
+        ("SELECT income FROM applications FOR UPDATE", "read_sql"),
+    ]:
+        assert words in refusal(lambda: scoring.read_sql(sql)), sql
+
+    old = scoring.read_table("applications", ["application_id", "age"], where="age >= :age AND region ILIKE :r",
+                             params={"age": 50, "r": "%"})
+    assert sorted(old["application_id"]) == sorted(apps.loc[apps["age"] >= 50, "application_id"])
+    late = scoring.read_sql("WITH late AS (SELECT application_id FROM outcomes WHERE defaulted = :d) "
+                            "SELECT a.application_id, a.income FROM applications a JOIN late USING (application_id) "
+                            "ORDER BY a.application_id", {"d": 1})
+    assert list(late["application_id"]) == sorted(outcomes.loc[outcomes["defaulted"] == 1, "application_id"])
+    first = scoring.read_sql("SELECT MIN(applied_on) AS first FROM applications")["first"].iloc[0]
+    assert str(first) == apps["applied_on"].min().date().isoformat()
+    assert scoring.read_sql("SELECT COUNT(*) AS n FROM predictions")["n"].iloc[0] == 1
+    chunks = scoring.read_table("applications", ["application_id", "applied_on"], chunksize=50)
+    assert [len(chunk) for chunk in chunks] == [50, 50, 20]
+
+
+# -- predictions: all or none, a rerun replaces the earlier run's rows --------------------------------
+
+
+def test_predictions_are_written_all_or_none_and_a_rerun_replaces_the_earlier_runs(url, dictionary, month):
+    apps, _ = month
+    store = Warehouse(url, dictionary)
+    ids = list(apps["application_id"])
+    store.write_table("applications", apps)
+
+    def scored():  # the scoring notebook's shape: chunks read while the predictions transaction is open
+        for chunk in store.read_table("applications", ["application_id"], chunksize=50, purpose=SCORING):
+            yield scores(chunk["application_id"], 0.25)
+
+    assert store.write_predictions(scored(), run_id="r1", model_name="m", model_version="1",
+                                   as_of="2026-02-28") == len(ids)
+
+    def breaks_midway():
+        yield scores(ids[:50])
+        raise RuntimeError("model crashed")
+
+    with pytest.raises(RuntimeError, match="model crashed"):
+        store.write_predictions(breaks_midway(), run_id="r2", model_name="m", model_version="1", as_of="2026-02-28")
+    with pytest.raises(DataContractError, match="score: less_than_or_equal_to"):
+        store.write_predictions([scores(ids, 0.3), scores(ids, 1.5)], run_id="r2", model_name="m", model_version="1",
+                                as_of="2026-02-28")
+    assert rows(url, "SELECT run_id, COUNT(*), MIN(score) FROM predictions GROUP BY run_id") == [("r1", len(ids), 0.25)]
+
+    replaced = []
+    assert store.write_predictions(scores(ids[:30], 0.75), run_id="r2", model_name="m", model_version="1",
+                                   as_of="2026-02-28", on_replaced=replaced.append) == 30
+    assert replaced == [{"r1": len(ids)}]
+    store.write_predictions(scores(ids[:5]), run_id="by-hand", model_name="m", model_version="1", as_of="2026-02-28",
+                            namespace="user:ada")
+    assert rows(url, "SELECT run_id, namespace, as_of::text, COUNT(*) FROM predictions GROUP BY 1, 2, 3 ORDER BY 1") \
+        == [("by-hand", "user:ada", "2026-02-28", 5), ("r2", "production", "2026-02-28", 30)]
+    back = store.read_predictions(as_of="2026-02-28")
+    assert set(back["run_id"]) == {"r2"} and str(back["as_of"].dtype) == "datetime64[ns]"
+    assert str(back["scored_at"].dtype) == "datetime64[ns]"
+    indexes = {name for name, in rows(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'predictions'")}
+    assert indexes == {"ix_predictions_run_id", "ix_predictions_as_of"}
+
+
+def test_a_predictions_table_from_before_namespaces_gets_the_column_and_is_production(url):
+    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+        db.execute("CREATE TABLE predictions (run_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT "
+                   "NULL, as_of DATE NOT NULL, entity_id TEXT NOT NULL, score FLOAT NOT NULL, scored_at TIMESTAMP NOT "
+                   "NULL)")
+        db.execute("INSERT INTO predictions VALUES ('old', 'm', '1', '2026-01-31', 'a', 0.5, '2026-01-31 06:00:00')")
+    store = Warehouse(url)
+    old = store.read_predictions()
+    assert list(old["run_id"]) == ["old"] and list(old["namespace"]) == ["production"]
+    store.write_predictions(scores(["b"]), run_id="new", model_name="m", model_version="1", as_of="2026-02-28")
+    assert rows(url, "SELECT run_id, namespace FROM predictions ORDER BY run_id") == [("new", "production"),
+                                                                                      ("old", "production")]
