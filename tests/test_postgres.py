@@ -220,3 +220,118 @@ def test_a_predictions_table_from_before_namespaces_gets_the_column_and_is_produ
     store.write_predictions(scores(["b"]), run_id="new", model_name="m", model_version="1", as_of="2026-02-28")
     assert rows(url, "SELECT run_id, namespace FROM predictions ORDER BY run_id") == [("new", "production"),
                                                                                       ("old", "production")]
+
+
+# -- two writers at once: another connection holds a lock ---------------------------------------------
+
+ORDERS = DataDictionary.from_dict({
+    "purposes": {"fulfilment": "Shipping what was ordered."},
+    "tables": {"orders": {
+        "description": "orders, one row each", "owner": "shop", "key": ["order_id"],
+        "columns": {
+            "order_id": {"type": "int", "description": "id of the order", "nullable": False, "pii": False,
+                         "allowed_purposes": ["any"]},
+            "customer": {"type": "string", "description": "who ordered", "nullable": False, "pii": False,
+                         "allowed_purposes": ["any"]},
+        },
+    }},
+}, source="tests/test_postgres.py")
+LOCKS = {  # what the other connection holds, inside its open transaction
+    "table": "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE",
+    "row": "SELECT * FROM {table} WHERE {key} = '1' FOR UPDATE",
+}
+
+
+class Holder:
+    """Another connection (psycopg, a thread of its own) that takes a lock in an open transaction and holds it until
+    ``release`` is set (or ``hold`` seconds passed); then it commits."""
+
+    def __init__(self, url: str, sql: str, hold: float):
+        self.held, self.release = threading.Event(), threading.Event()
+        self.committed_at: float | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._hold, args=(url, sql, hold), daemon=True)
+
+    def _hold(self, url: str, sql: str, hold: float) -> None:
+        try:
+            with psycopg.connect(_conninfo(url)) as other:  # a transaction begins with the first statement
+                other.execute(sql)
+                self.held.set()
+                self.release.wait(hold)
+                other.commit()
+                self.committed_at = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 (said by the test)
+            self.error = exc
+            self.held.set()
+
+
+@contextmanager
+def holding(url: str, sql: str, hold: float) -> Iterator[Holder]:
+    holder = Holder(url, sql, hold)
+    holder.thread.start()
+    assert holder.held.wait(10) and holder.error is None, f"the other connection never got the lock: {holder.error}"
+    try:
+        yield holder
+    finally:
+        holder.release.set()
+        holder.thread.join(10)
+
+
+def first_write(url: str, kind: str) -> tuple[Warehouse, str, str]:
+    """A warehouse with the table written once (order or entity 1); the table and its key column."""
+    store = Warehouse(url, ORDERS)
+    if kind == "table":
+        store.write_table("orders", pd.DataFrame({"order_id": [1], "customer": "first"}))
+        return store, "orders", "order_id"
+    store.write_predictions(scores(["1"]), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")
+    return store, "predictions", "entity_id"
+
+
+def second_write(store: Warehouse, kind: str) -> int:
+    if kind == "table":  # order 1 again (its row is deleted and written anew), and two new ones
+        return store.write_table("orders", pd.DataFrame({"order_id": [1, 2, 3], "customer": "second"}))
+    return store.write_predictions([scores(["1"]), scores(["2", "3"])], run_id="r2", model_name="m",
+                                   model_version="1", as_of="2026-02-28")  # replaces r1's row
+
+
+def written(url: str, kind: str) -> list[tuple]:
+    if kind == "table":
+        return rows(url, "SELECT order_id, customer FROM orders ORDER BY order_id")
+    return rows(url, "SELECT entity_id, run_id FROM predictions ORDER BY entity_id")
+
+
+@pytest.mark.parametrize("kind", ["table", "predictions"])
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_a_write_waits_for_another_connections_lock_and_succeeds_when_it_is_released(url, kind, lock):
+    store, table, key = first_write(url, kind)
+    store = Warehouse(url, ORDERS, busy_timeout=10, write_attempts=1)  # no retry: it must wait
+    with holding(url, LOCKS[lock].format(table=table, key=key), hold=0.5) as holder:
+        assert second_write(store, kind) == 3
+        done = time.monotonic()
+    assert holder.committed_at is not None and done > holder.committed_at  # it waited for the other's commit
+    assert written(url, kind) == ([(1, "second"), (2, "second"), (3, "second")] if kind == "table"
+                                  else [("1", "r2"), ("2", "r2"), ("3", "r2")])
+
+
+@pytest.mark.parametrize("kind", ["table", "predictions"])
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_a_lock_never_released_fails_after_the_attempts_naming_the_lock_and_writes_nothing(url, monkeypatch, kind,
+                                                                                           lock):
+    store, table, key = first_write(url, kind)
+    before = written(url, kind)
+    monkeypatch.setenv("RUNNER_WAREHOUSE_BUSY_TIMEOUT", "0.2s")
+    monkeypatch.setenv("RUNNER_WAREHOUSE_WRITE_ATTEMPTS", "3")
+    store = Warehouse(url, ORDERS)
+    with holding(url, LOCKS[lock].format(table=table, key=key), hold=60):
+        started = time.monotonic()
+        with pytest.raises(RunnerError) as raised:
+            second_write(store, kind)
+        took = time.monotonic() - started
+    message = str(raised.value)
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    assert message.startswith(f"the warehouse {shown} is locked by another writer: writing table {table!r} waited ")
+    assert "over 3 attempts (canceling statement due to lock timeout); nothing was written" in message
+    assert message.endswith("or raise RUNNER_WAREHOUSE_BUSY_TIMEOUT (now 0.2 s per attempt)")
+    assert "\n" not in message and "check the table's columns" not in message
+    assert took >= 0.6  # three waits of 0.2 s for the lock, not an error at once
+    assert written(url, kind) == before
