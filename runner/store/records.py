@@ -288,11 +288,15 @@ class RunStore:
         return f"{self.run_dir(pipeline, run_id)}/run.json"
 
     def put(self, local_path: str, pipeline: str, run_id: str) -> None:
-        """Copy a file produced locally (an executed notebook) into a remote run folder."""
+        """Keep a file produced locally (an executed notebook) in its run folder: on a remote store it is
+        put there and its staged copy removed, so a run leaves no files behind on its host (a local
+        store's run folder is where the file was written: nothing to do)."""
         if not self.is_local:
             target = f"{self.run_dir(pipeline, run_id)}/{os.path.basename(local_path)}"
             with store_errors("write", target):
                 self.fs.put_file(local_path, target)
+            with contextlib.suppress(OSError):
+                os.unlink(local_path)
 
     def copy_files(self, pipeline: str, from_run: str, to_run: str, names: list[str]) -> None:
         """Copy files of one run's folder into another's (a resume keeps the steps it reuses)."""

@@ -1,0 +1,105 @@
+"""The run store and snapshots in an S3 bucket, against a real S3 endpoint (moto's server, tests/s3_server.py).
+
+The runner reaches the bucket through the environment only (AWS_ENDPOINT_URL and credentials), as it
+would reach S3; what it left there is checked by listing the bucket with s3fs, not through the runner.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from conftest import step
+from s3_server import bucket, s3, s3_endpoint, s3_env  # noqa: F401  (fixtures)
+
+from runner.store.locks import PipelineLock
+from runner.store.records import RunStore
+
+
+@pytest.fixture
+def s3_project(project, bucket, monkeypatch):
+    """A project whose run store is ``s3://<bucket>/runs``."""
+    monkeypatch.setenv("RUNNER_RUN_STORE", f"s3://{bucket}/runs")
+    project.bucket = bucket
+    return project
+
+
+def keys(bucket: str, under: str = "") -> set[str]:
+    """The objects of the bucket (below ``under``), relative to it."""
+    return {path.removeprefix(f"{bucket}/") for path in s3().find(f"{bucket}/{under}")}
+
+
+def the_run(project, status: str | None = None):
+    records = RunStore(f"s3://{project.bucket}/runs").list(status=status)
+    assert len(records) == 1, records
+    return records[0]
+
+
+@pytest.mark.slow  # about 25 s: two kernels
+def test_a_run_keeps_its_record_and_files_in_the_bucket_and_nothing_locally(s3_project):
+    s3_project.write({"p": {"steps": {"first": step("ok", parameters={"x": 2}), "second": step("glues_values")}}})
+    result = s3_project.cli("run", "p")
+    assert result.exit_code == 0, result.output
+    record = the_run(s3_project)
+    folder = f"runs/p/{record.run_id}"
+    assert keys(s3_project.bucket, "runs/p") == {f"{folder}/{name}" for name in (
+        "run.json", "first.ipynb", "first.html", "first.log", "first.source.ipynb",
+        "second.ipynb", "second.html", "second.log", "second.source.ipynb")}
+    stored = json.loads(s3().cat_file(f"{s3_project.bucket}/{folder}/run.json"))
+    assert stored["status"] == "succeeded" and stored["steps"]["first"]["scraps"]["result"] == 4
+    executed = nbformat.reads(s3().cat_file(f"{s3_project.bucket}/{folder}/first.ipynb").decode(), as_version=4)
+    assert any("x = 2" in cell.source for cell in executed.cells)
+    assert "<html" in s3().cat_file(f"{s3_project.bucket}/{folder}/second.html").decode()
+    assert not keys(s3_project.bucket, "runs/.locks")  # the lock was released
+    staging = s3_project.home / "staging"
+    assert not staging.exists() or not any(path.is_file() for path in staging.rglob("*")), list(staging.rglob("*"))
+    assert not (s3_project.home / "runs").exists()  # nothing went to the local default store
+
+    listed = s3_project.cli("runs")
+    assert listed.exit_code == 0 and record.run_id in listed.stdout and "succeeded" in listed.stdout
+    shown = s3_project.cli("show", record.run_id)
+    assert shown.exit_code == 0 and "first" in shown.stdout and "second" in shown.stdout, shown.output
+
+
+@pytest.mark.slow  # about 50 s: three kernels
+def test_resume_reuses_the_succeeded_step_by_copying_inside_the_bucket(s3_project, tmp_path):
+    fixed = tmp_path / "fixed"
+    s3_project.write({"p": {"steps": {
+        "first": step("glues_values"),
+        "second": step("fails_unless", needs=["first"], parameters={"needs": str(fixed)}),
+    }}})
+    assert s3_project.cli("run", "p").exit_code == 1
+    failed = the_run(s3_project, "failed")
+    assert failed.steps["second"].status == "failed"
+    fixed.write_text("")
+    result = s3_project.cli("resume", failed.run_id)
+    assert result.exit_code == 0, result.output
+    resumed = the_run(s3_project, "succeeded")
+    assert resumed.origin == failed.run_id and resumed.steps["first"].reused_from == failed.run_id
+    names = {key.rsplit("/", 1)[1] for key in keys(s3_project.bucket, f"runs/p/{resumed.run_id}")}
+    assert {"first.ipynb", "first.html", "first.log", "first.source.ipynb", "second.ipynb", "run.json"} <= names
+    assert "reused from run" in s3_project.cli("show", resumed.run_id).stdout
+
+
+def test_a_second_run_is_refused_while_the_lock_in_the_bucket_is_held(s3_project):
+    s3_project.write({"p": {"steps": {"a": step("glues_values")}}})
+    store = RunStore(f"s3://{s3_project.bucket}/runs")
+    with PipelineLock(store, "p", "a manual run"):
+        assert keys(s3_project.bucket, "runs/.locks") == {"runs/.locks/p.lock"}
+        result = s3_project.cli("run", "p")
+    assert result.exit_code != 0
+    assert "pipeline 'p' is already running (a manual run" in result.stderr, result.output
+    assert not keys(s3_project.bucket, "runs/.locks")
+    assert store.list() == []
+
+
+def test_review_build_reads_the_bucket_and_writes_the_site_locally(s3_project, tmp_path):
+    s3_project.write({"p": {"steps": {"a": step("glues_values")}}})
+    assert s3_project.cli("run", "p").exit_code == 0
+    record = the_run(s3_project)
+    out = tmp_path / "site"
+    result = s3_project.cli("review", "build", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert record.run_id in (out / "index.html").read_text()
+    assert any(record.run_id in path.name or record.run_id in str(path) for path in out.rglob("*.html"))
