@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 from conftest import step
 from s3_server import bucket, s3, s3_endpoint, s3_env  # noqa: F401  (fixtures)
@@ -103,3 +104,24 @@ def test_review_build_reads_the_bucket_and_writes_the_site_locally(s3_project, t
     assert result.exit_code == 0, result.output
     assert record.run_id in (out / "index.html").read_text()
     assert any(record.run_id in path.name or record.run_id in str(path) for path in out.rglob("*.html"))
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+def test_snapshots_in_the_bucket_are_content_addressed_like_local_ones(bucket, tmp_path):
+    from runner.data.snapshots import SnapshotStore
+
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    remote, local = SnapshotStore(f"s3://{bucket}/snapshots"), SnapshotStore(tmp_path / "snapshots")
+    digest = remote.save(frame)
+    assert digest == local.save(frame)  # the same address wherever it is kept
+    assert keys(bucket) == {f"snapshots/{digest[:2]}/{digest}.parquet"}
+    assert remote.save(frame) == digest and len(keys(bucket)) == 1  # written once
+    assert remote.list() == [digest]
+    assert remote.resolve(digest[:8]) == digest
+    pd.testing.assert_frame_equal(remote.load(digest[:8]), frame)
+    out = remote.export(digest[:8], tmp_path / "out" / "training.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), frame)
+    from runner.errors import NotFound
+
+    with pytest.raises(NotFound, match="no snapshot starts with"):
+        remote.resolve("0" * 6 if not digest.startswith("000000") else "f" * 6)

@@ -3,15 +3,17 @@
 A frame is written as Parquet under its digest (:func:`canonical_digest`: a sha256 over the Arrow IPC stream of
 its schema and rows, so equal data gives the same digest whatever its source); a snapshot never changes once
 written, and writing the same data again is free. ``runner data snapshot DIGEST`` exports one, a unique prefix
-of at least :attr:`SnapshotStore.MIN_PREFIX` characters naming it.
+of at least :attr:`SnapshotStore.MIN_PREFIX` characters naming it. The store is a local folder or any fsspec URL
+(``s3://bucket/snapshots``), laid out the same way (``<root>/<2 hex>/<digest>.parquet``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import posixpath
 import re
-import shutil
 import uuid
 from pathlib import Path
 
@@ -36,7 +38,15 @@ class SnapshotStore:
     MIN_PREFIX = 6  # hex characters a digest prefix must have (`runner models` shows 12)
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.fs, base = fsspec.core.url_to_fs(str(root))
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self._base = base.rstrip("/")  # the root as the filesystem names it (no protocol)
+        # A local store is named by its path, as before; a remote one by its URL.
+        self.root: Path | str = (Path(root) if "://" not in str(root) else Path(base)) if self.is_local \
+            else str(root).rstrip("/")
 
     def save(self, frame: pd.DataFrame) -> str:
         """Store ``frame`` (once per content) and return its digest."""
@@ -44,22 +54,30 @@ class SnapshotStore:
 
         table = _arrow_table(frame)
         digest = canonical_digest(table, self.BATCH_ROWS)
-        path = self.path(digest)
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-            try:
-                pq.write_table(table, partial)
-                os.replace(partial, path)
-            finally:
-                partial.unlink(missing_ok=True)
+        key = self._key(digest)
+        if self.fs.isfile(key):
+            return digest
+        if not self.is_local:  # one object put: readers see the whole snapshot or none
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            self.fs.pipe_file(key, buffer.getvalue())
+            return digest
+        path = Path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            pq.write_table(table, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return digest
 
     def load(self, digest: str) -> pd.DataFrame:
         """The frame stored under ``digest`` or a unique prefix of it."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self._existing(digest)).to_pandas()
+        with self.fs.open(self._key(self.resolve(digest)), "rb") as handle:
+            return pq.read_table(handle).to_pandas()
 
     def resolve(self, prefix: str) -> str:
         """The full digest of the one stored snapshot whose digest starts with ``prefix`` (at least
@@ -67,9 +85,9 @@ class SnapshotStore:
         if not re.fullmatch(rf"[0-9a-f]{{{self.MIN_PREFIX},64}}", prefix or ""):
             raise NotFound(f"{prefix!r} is not a snapshot digest: give the digest or its first {self.MIN_PREFIX} or "
                            "more characters (lowercase hex), as `runner models MODEL` shows them")
-        if len(prefix) == 64 and self.path(prefix).is_file():
+        if len(prefix) == 64 and self.fs.isfile(self._key(prefix)):
             return prefix
-        matches = sorted(path.stem for path in (self.root / prefix[:2]).glob(f"{prefix}*.parquet"))
+        matches = self._digests(f"{prefix[:2]}/{prefix}*.parquet")
         if not matches:
             raise NotFound(f"no snapshot starts with {prefix} in the snapshot store {self.root} (stores.snapshots, "
                            "RUNNER_SNAPSHOTS); `runner models MODEL` shows the digest of each version's training "
@@ -79,23 +97,34 @@ class SnapshotStore:
             raise NotFound(f"{len(matches)} snapshots start with {prefix}: {shown}; give more of its characters")
         return matches[0]
 
-    def path(self, digest: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
-            raise RunnerError(f"{digest!r} is not a snapshot digest (64 lowercase hex characters)")
-        return self.root / digest[:2] / f"{digest}.parquet"
+    def path(self, digest: str) -> Path | str:
+        """Where the snapshot ``digest`` is (or would be) kept: a path in a local store, a URL in a remote one."""
+        relative = self._relative(digest)
+        return self.root / relative if isinstance(self.root, Path) else f"{self.root}/{relative}"
 
     def export(self, digest: str, out: str | Path) -> Path:
-        """Copy the snapshot stored under ``digest`` or a unique prefix of it to the parquet file ``out``."""
+        """Copy the snapshot stored under ``digest`` or a unique prefix of it to the local parquet file ``out``."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._existing(digest), out)
+        self.fs.get_file(self._key(self.resolve(digest)), str(out))
         return out
 
     def list(self) -> list[str]:
-        return sorted(path.stem for path in self.root.glob("??/*.parquet"))
+        return self._digests("??/*.parquet")
 
-    def _existing(self, digest: str) -> Path:
-        return self.path(self.resolve(digest))
+    def _relative(self, digest: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
+            raise RunnerError(f"{digest!r} is not a snapshot digest (64 lowercase hex characters)")
+        return f"{digest[:2]}/{digest}.parquet"
+
+    def _key(self, digest: str) -> str:
+        """The snapshot's path as the filesystem names it."""
+        return f"{self._base}/{self._relative(digest)}"
+
+    def _digests(self, pattern: str) -> list[str]:
+        """The digests of the stored snapshots whose files match ``pattern`` (below the root), sorted."""
+        found = (posixpath.basename(path).removesuffix(".parquet") for path in self.fs.glob(f"{self._base}/{pattern}"))
+        return sorted(name for name in found if re.fullmatch(r"[0-9a-f]{64}", name))
 
 
 def _arrow_table(frame: pd.DataFrame):
