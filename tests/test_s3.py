@@ -95,6 +95,7 @@ def test_a_second_run_is_refused_while_the_lock_in_the_bucket_is_held(s3_project
     assert store.list() == []
 
 
+@pytest.mark.slow  # 11 s alone, over 20 s beside another worker
 def test_review_build_reads_the_bucket_and_writes_the_site_locally(s3_project, tmp_path):
     s3_project.write({"p": {"steps": {"a": step("glues_values")}}})
     assert s3_project.cli("run", "p").exit_code == 0
