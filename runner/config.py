@@ -45,7 +45,8 @@ ENV_MLFLOW_TIMEOUT = EnvVar("RUNNER_MLFLOW_TIMEOUT", "the longest one request to
                             "retries included: seconds or '30s', '2m'", "60s")
 ENV_ARTIFACTS = EnvVar("RUNNER_ARTIFACTS", "MLflow artifact root for new experiments", "<home>/mlartifacts")
 ENV_WAREHOUSE = EnvVar("RUNNER_WAREHOUSE_URL", "SQLAlchemy URL of the warehouse", "sqlite:///<home>/warehouse.db")
-ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "folder of content-addressed data snapshots", "<home>/snapshots")
+ENV_SNAPSHOTS = EnvVar("RUNNER_SNAPSHOTS", "content-addressed data snapshots: a folder or an fsspec URL (s3://...)",
+                       "<home>/snapshots")
 ENV_USER = EnvVar("RUNNER_USER", "who is recorded as training or promoting a model", "the login name")
 ENV_NAMESPACE = EnvVar("RUNNER_NAMESPACE", "where a notebook run by hand writes: 'production' only as an explicit "
                        "opt-in", "user:<login name> by hand; production under the runner")
@@ -308,7 +309,7 @@ class StoresConfig(_Frozen):
     tracking: str | None = Field(None, description="MLflow tracking URI ($RUNNER_TRACKING_URI)")
     artifacts: str | None = Field(None, description="MLflow artifact root of new experiments ($RUNNER_ARTIFACTS)")
     warehouse: str | None = Field(None, description="SQLAlchemy URL of the warehouse ($RUNNER_WAREHOUSE_URL)")
-    snapshots: str | None = Field(None, description="folder of data snapshots ($RUNNER_SNAPSHOTS)")
+    snapshots: str | None = Field(None, description="data snapshots: a folder or an fsspec URL ($RUNNER_SNAPSHOTS)")
 
 
 class ModelPolicy(_Frozen):
@@ -363,7 +364,7 @@ class Stores:
     tracking_uri: str
     artifacts: str
     warehouse_url: str
-    snapshots: Path
+    snapshots: str  # a folder or an fsspec URL
 
 
 @dataclass(frozen=True)
@@ -555,7 +556,7 @@ def _resolve_stores(stores: StoresConfig, root: Path) -> Stores:
         tracking_uri=_sqlite_in(root, ENV_TRACKING_URI.get() or stores.tracking or f"sqlite:///{home / 'mlflow.db'}"),
         artifacts=local(ENV_ARTIFACTS.get() or stores.artifacts, home / "mlartifacts"),
         warehouse_url=_sqlite_in(root, ENV_WAREHOUSE.get() or stores.warehouse or f"sqlite:///{home / 'warehouse.db'}"),
-        snapshots=Path(local(ENV_SNAPSHOTS.get() or stores.snapshots, home / "snapshots")),
+        snapshots=local(ENV_SNAPSHOTS.get() or stores.snapshots, home / "snapshots"),
     )
 
 

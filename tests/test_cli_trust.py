@@ -31,7 +31,7 @@ def snapshot_cli(project, *args: str):
 def store(project) -> SnapshotStore:
     project.write({"p": {"steps": {"s": step("ok")}}})
     snapshots = load_config(project.config).stores.snapshots
-    assert snapshots == project.home / "snapshots"
+    assert snapshots == str(project.home / "snapshots")
     return SnapshotStore(snapshots)
 
 

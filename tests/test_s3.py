@@ -126,3 +126,19 @@ def test_snapshots_in_the_bucket_are_content_addressed_like_local_ones(bucket, t
 
     with pytest.raises(NotFound, match="no snapshot starts with"):
         remote.resolve("0" * 6 if not digest.startswith("000000") else "f" * 6)
+
+
+def test_runner_data_snapshot_exports_from_the_bucket_runner_yaml_names(project, bucket, tmp_path, monkeypatch):
+    """RUNNER_SNAPSHOTS may be a bucket: the config keeps the URL as it is, and the CLI exports from there."""
+    from runner.config import load_config
+    from runner.data.snapshots import SnapshotStore
+
+    project.write({"p": {"steps": {"s": step("ok")}}})
+    monkeypatch.setenv("RUNNER_SNAPSHOTS", f"s3://{bucket}/snapshots")
+    assert load_config(project.config).stores.snapshots == f"s3://{bucket}/snapshots"
+    frame = pd.DataFrame({"income": [1200.5, 3100.0], "purpose": ["car", "home"]})
+    digest = SnapshotStore(f"s3://{bucket}/snapshots").save(frame)
+    result = project.cli("data", "snapshot", digest[:8], "--out", str(tmp_path / "training.parquet"))
+    assert result.exit_code == 0, result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "training.parquet"), frame)
+    assert keys(bucket) == {f"snapshots/{digest[:2]}/{digest}.parquet"}

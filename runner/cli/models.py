@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from runner.cli.group import config_option, handles_errors, json_option, main, out, usage_error
+from runner.cli.group import config_option, group_config, handles_errors, json_option, main, out, usage_error
 
 @main.command()
 @click.argument("model")
@@ -69,8 +69,11 @@ def models(model: str, every: bool, as_json: bool, config_path: str | None) -> N
 
 
 @main.group()
-def data() -> None:
+@config_option
+@click.pass_context
+def data(ctx: click.Context, config_path: str | None) -> None:
     """The warehouse and data snapshots."""
+    ctx.obj = {"config_path": config_path}
 
 
 @data.command("snapshot")
@@ -82,8 +85,7 @@ def data_snapshot(digest: str, out_path: str, config_path: str | None) -> None:
     """Write the data stored under DIGEST (e.g. a model's training frame) to a parquet file.
 
     DIGEST may be any unique prefix of at least 6 characters, such as the 12 `runner models` shows."""
-    from runner.config import load_config
     from runner.data.snapshots import SnapshotStore
 
-    written = SnapshotStore(load_config(config_path).stores.snapshots).export(digest, out_path)
+    written = SnapshotStore(group_config(config_path).stores.snapshots).export(digest, out_path)
     out.print(f"wrote {written}")

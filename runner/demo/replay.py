@@ -60,8 +60,9 @@ def reset(config: Config) -> list[str]:
     stores = config.stores
     removed = []
     home = stores.home
+    snapshots = [] if "://" in stores.snapshots else [Path(stores.snapshots)]  # a bucket is nobody's demo store
     for path in (home / "mlflow.db", home / "warehouse.db", home / "warehouse.db-wal", home / "warehouse.db-shm",
-                 home / "mlartifacts", home / "runs", home / "logs", stores.snapshots):
+                 home / "mlartifacts", home / "runs", home / "logs", *snapshots):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
