@@ -54,6 +54,7 @@ def test_a_run_keeps_its_record_and_files_in_the_bucket_and_nothing_locally(s3_p
     assert "<html" in s3().cat_file(f"{s3_project.bucket}/{folder}/second.html").decode()
     assert not keys(s3_project.bucket, "runs/.locks")  # the lock was released
     staging = s3_project.home / "staging"
+    assert not (staging / "p" / record.run_id).exists()  # the run's staging folder went with its end
     assert not staging.exists() or not any(path.is_file() for path in staging.rglob("*")), list(staging.rglob("*"))
     assert not (s3_project.home / "runs").exists()  # nothing went to the local default store
 

@@ -260,11 +260,13 @@ class RunFiles(Hook):
             run.stop(exc)
 
     def after_run(self, run: RunState) -> None:
-        """Remove temporary files of writes the run's end cut short (``*.tmp``: a record, a notebook, a page)."""
+        """Remove temporary files of writes the run's end cut short (``*.tmp``: a record, a notebook, a page),
+        and on a remote store the run's staging folder (its files are in the store by now)."""
         with contextlib.suppress(OSError):
             for path in run.workdir.glob("*.tmp"):
                 with contextlib.suppress(OSError):
                     path.unlink()
+        run.store.discard(run.workdir)
 
 
 class FailureNotices(Hook):

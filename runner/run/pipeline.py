@@ -143,11 +143,7 @@ class _PipelineRun:
         self.store = RunStore(config.stores.runs)
         self.kernel = processes.kernel_name
         run_id = new_run_id()
-        workdir = Path(
-            self.store.run_dir(plan.pipeline, run_id)
-            if self.store.is_local
-            else config.stores.home / "staging" / plan.pipeline / run_id
-        )
+        workdir = self.store.workdir(plan.pipeline, run_id, config.stores.home / "staging")
         steps = {}
         for name, step in plan.steps.items():
             reused = request.reuse.get(name)

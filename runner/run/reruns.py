@@ -10,7 +10,6 @@ Both take the parameters as the old run requested them (``${...}`` resolved agai
 
 from __future__ import annotations
 
-import os
 
 from runner.notebook import adapter
 from runner.config import Config
@@ -63,13 +62,8 @@ def _source(config: Config, store: RunStore, record: RunRecord, name: str) -> st
     """A local file with the step's notebook bytes as the old run ran them."""
     step = record.steps[name]
     if step.source:
-        remote = f"{store.run_dir(record.pipeline, record.run_id)}/{step.source}"
-        if store.is_local:
-            return remote
-        local = config.stores.home / "staging" / "rerun" / record.run_id / step.source
-        os.makedirs(local.parent, exist_ok=True)
-        store.fs.get_file(remote, str(local))
-        return str(local)
+        return store.local_copy(f"{store.run_dir(record.pipeline, record.run_id)}/{step.source}",
+                                config.stores.home / "staging" / "rerun")
     current = config.notebook_path(config.pipeline(record.pipeline).steps[name])
     if current.is_file() and adapter.sha256_file(current) == step.notebook_sha256:
         return str(current)  # an older record without the bytes, but the file has not changed

@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import uuid
@@ -262,6 +263,26 @@ class RunStore:
 
     def run_dir(self, pipeline: str, run_id: str) -> str:
         return f"{self.root.rstrip('/')}/{pipeline}/{run_id}"
+
+    def workdir(self, pipeline: str, run_id: str, staging: Path) -> Path:
+        """Where a run writes its files on this host: its run folder on a local store; else a folder under
+        ``staging`` whose files :meth:`put` sends to the store (and :meth:`discard` removes once the run ended)."""
+        return Path(self.run_dir(pipeline, run_id)) if self.is_local else staging / pipeline / run_id
+
+    def discard(self, workdir: Path) -> None:
+        """Remove a run's staging folder, once it ended (a local store's run folder is the record: kept)."""
+        if not self.is_local:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def local_copy(self, path: str, staging: Path) -> str:
+        """A file of the store as a local file: itself on a local store, else downloaded under ``staging``."""
+        if self.is_local:
+            return path
+        local = staging / os.path.relpath(path, self.root)
+        with store_errors("read", path):
+            os.makedirs(local.parent, exist_ok=True)
+            self.fs.get_file(path, str(local))
+        return str(local)
 
     def write(self, record: RunRecord) -> None:
         """Write ``run.json`` atomically, with the credentials of any URL in it masked."""
