@@ -96,6 +96,16 @@ def test_a_second_run_is_refused_while_the_lock_in_the_bucket_is_held(s3_project
     assert store.list() == []
 
 
+def test_two_hosts_taking_the_lock_at_once_in_the_bucket_get_it_once(bucket, monkeypatch):
+    """Both saw no lock (the window between looking and writing): the bucket's conditional write lets one in."""
+    first, second = (PipelineLock(RunStore(f"s3://{bucket}/runs"), "p", f"host {n}") for n in (1, 2))
+    monkeypatch.setattr(second.store.fs, "exists", lambda path: False)  # the second looked before the first wrote
+    with first:
+        assert second._create() is False
+        assert second.holder()["token"] == first.token  # the first's lock, untouched
+    assert not keys(bucket, "runs/.locks")
+
+
 @pytest.mark.slow  # 11 s alone, over 20 s beside another worker
 def test_review_build_reads_the_bucket_and_writes_the_site_locally(s3_project, tmp_path):
     s3_project.write({"p": {"steps": {"a": step("glues_values")}}})

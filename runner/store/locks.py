@@ -168,7 +168,12 @@ class PipelineLock:
             return True
         if fs.exists(self.path):
             return False
-        fs.pipe_file(self.path, self._content())
+        try:  # an exclusive create where the store has one (S3's conditional write: If-None-Match)
+            fs.pipe_file(self.path, self._content(), mode="create")
+        except FileExistsError:
+            return False  # another host created it since we looked
+        except TypeError:  # a filesystem without exclusive creates: write, then read back who holds it
+            fs.pipe_file(self.path, self._content())
         holder = self.holder()
         return holder is not None and holder.get("token") == self.token
 
