@@ -22,10 +22,12 @@ from runner.cli.group import config_option, err, handles_errors, json_option, ma
               help="Where the steps run: local, or an executor a plugin provides (default: defaults.executor, local).")
 @click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", show_default=True,
               help="Recorded with the run; `runner export` writes 'schedule' for cron and systemd.")
+@click.option("--allow-environment-drift", is_flag=True,
+              help="Run steps even where the Python packages differ from those the run was planned with.")
 @config_option
 @handles_errors
 def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, executor: str | None,
-        trigger: str, config_path: str | None) -> None:
+        trigger: str, allow_environment_drift: bool, config_path: str | None) -> None:
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.notebook.contract import parse_assignments
@@ -33,7 +35,8 @@ def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: 
 
     config = load_config(config_path)
     run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
-                                      executor=executor, trigger=trigger))
+                                      executor=executor, trigger=trigger,
+                                      check_environment=not allow_environment_drift))
 
 
 @main.command()

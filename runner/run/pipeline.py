@@ -20,6 +20,7 @@ from runner import references
 from runner.config import Config
 from runner.errors import ParameterError, RunnerError, StoreError, TrackingError
 from runner.notebook import adapter
+from runner.run import environment
 from runner.run.executors import get_executor
 from runner.run.hooks import Hook, RunState, StepResult, default_hooks, describe
 from runner.run.plan import Plan, PlannedStep, RunRequest, check_recordable, plan_run
@@ -139,6 +140,8 @@ class _PipelineRun:
         self.config, self.plan, self.observer, self.stop, self.processes = config, plan, observer, stop, processes
         self.hooks = list(hooks)  # before_* in this order, after_* in reverse
         self.max_workers = request.max_workers or config.defaults.max_workers
+        self.environment = environment.current()  # what each step process checks its own against
+        self.check_environment = request.check_environment
         self.executor_name = plan.executor
         self.store = RunStore(config.stores.runs)
         self.kernel = processes.kernel_name
@@ -169,6 +172,7 @@ class _PipelineRun:
             git=git_state(config.root),
             process=current_process(),
             steps=steps,
+            environment=environment.summary(self.environment),
         )
         self.state = RunState(self.record, config, self.store, workdir,
                               {name: planned.notebook for name, planned in plan.steps.items()})
@@ -325,6 +329,7 @@ class _PipelineRun:
             cell_timeout=planned.config.cell_timeout or self.config.defaults.cell_timeout,
             timeout=timeout,
             env=env,
+            environment=self.environment if self.check_environment else {},
         )
         self._write()
         if self.observer:

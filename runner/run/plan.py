@@ -41,6 +41,7 @@ class RunRequest:
     notebooks: Mapping[str, str] = field(default_factory=dict)
     exact_parameters: bool = False
     origin: str | None = None
+    check_environment: bool = True  # each step process refuses a Python environment other than the run's
     reuse: Mapping[str, StepRecord] = field(default_factory=dict)  # succeeded steps a resume keeps
 
 

@@ -63,6 +63,7 @@ class StepTask:
     cell_timeout: float | None = None
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # the run's (runner.run.environment); {}: unchecked
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,14 @@ def _child() -> int:
         emit(event="result", status="failed", error={"ename": "ImportError", "evalue": broken.splitlines()[-1],
                                                      "cell_index": None})
         return 1
+    if task.environment:
+        from runner.run.environment import mismatch
+
+        if (why := mismatch(task.environment)) is not None:  # before the notebook runs on other code
+            print(why, file=sys.stderr)
+            emit(event="result", status="failed", error={"ename": "EnvironmentMismatch", "evalue": why,
+                                                         "cell_index": None})
+            return 1
 
     def stop_with(ename: str, evalue: str) -> Callable[[int, Any], None]:
         def handler(signum: int, frame: Any) -> None:

@@ -165,6 +165,7 @@ class RunRecord(BaseModel):
     steps: dict[str, StepRecord] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     notifications: list[dict[str, Any]] = Field(default_factory=list)  # deliveries of the failure notice
+    environment: dict[str, Any] = Field(default_factory=dict)  # python, digest of the distributions, how many
 
     @property
     def effective_status(self) -> str:
