@@ -106,6 +106,28 @@ def test_two_hosts_taking_the_lock_at_once_in_the_bucket_get_it_once(bucket, mon
     assert not keys(bucket, "runs/.locks")
 
 
+def test_a_lock_taken_again_while_it_is_broken_in_the_bucket_stays(bucket, monkeypatch):
+    """Breaking a dead holder's lock deletes it only if it is still the object that was judged dead (If-Match):
+    a lock refreshed between the breaker's read and its delete survives."""
+    store = RunStore(f"s3://{bucket}/runs")
+    holder, breaker = PipelineLock(store, "p", "host 1"), PipelineLock(RunStore(f"s3://{bucket}/runs"), "p", "host 2")
+    with holder:
+        seen = s3().cat_file(f"{bucket}/runs/.locks/p.lock")
+        fs = breaker.store.fs
+        read = fs.cat_file
+
+        def refreshed_meanwhile(path, *args, **kwargs):  # the holder's heartbeat lands after the ETag was read
+            s3().pipe_file(f"{bucket}/runs/.locks/p.lock", seen + b" ")
+            monkeypatch.setattr(fs, "cat_file", read)
+            return seen
+
+        monkeypatch.setattr(fs, "cat_file", refreshed_meanwhile)
+        breaker._break(seen)
+        assert "runs/.locks/p.lock" in keys(bucket, "runs/.locks")  # not deleted: it changed
+        breaker._break(s3().cat_file(f"{bucket}/runs/.locks/p.lock"))  # judged again, unchanged: it goes
+        assert not keys(bucket, "runs/.locks")
+
+
 @pytest.mark.slow  # 11 s alone, over 20 s beside another worker
 def test_review_build_reads_the_bucket_and_writes_the_site_locally(s3_project, tmp_path):
     s3_project.write({"p": {"steps": {"a": step("glues_values")}}})

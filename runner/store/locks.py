@@ -193,8 +193,28 @@ class PipelineLock:
                     os.link(stale, self.path)
             os.unlink(stale)
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.store.fs.rm_file(self.path)
+        self._break_remote(seen)
+
+    def _break_remote(self, seen: bytes) -> None:
+        """On S3 the delete is conditional on the object's ETag (If-Match), so a lock that another host took or
+        refreshed after we read ``seen`` stays; other fsspec stores re-read the lock, then delete it."""
+        fs = self.store.fs
+        try:
+            etag = fs.info(self.path).get("ETag")
+            if fs.cat_file(self.path) != seen:
+                return  # its owner wrote it (a heartbeat) or a live process took it after our read
+            if etag and hasattr(fs, "call_s3"):
+                bucket, key, _ = fs.split_path(self.path)
+                fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+                fs.invalidate_cache(self.path)
+            else:
+                fs.rm_file(self.path)
+        except FileNotFoundError:
+            return  # broken by someone else first
+        except OSError as exc:
+            if _precondition_failed(exc):
+                return  # changed between our read and the delete: not ours to break
+            raise
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -244,3 +264,15 @@ def _run_id_prefix(when: str | None) -> str | None:
         return datetime.fromisoformat(when or "").astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
     except ValueError:
         return None  # an older lock without the time: look at every run
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether S3 refused a conditional request (412 PreconditionFailed), as s3fs reports it or as botocore did."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        code = (getattr(seen, "response", None) or {}).get("Error", {}).get("Code")
+        if code == "PreconditionFailed" or "pre-conditions you specified did not hold" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
