@@ -59,9 +59,9 @@ def differences(planned: dict[str, Any], here: dict[str, Any]) -> list[str]:
     return found
 
 
-def mismatch(planned: dict[str, Any]) -> str | None:
-    """Why this process may not run a step planned in ``planned``, or None when its environment is the same."""
-    here = current()
+def mismatch(planned: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """Why a process whose environment is ``here`` may not run a step planned in ``planned``, or None when
+    they are the same."""
     if here["digest"] == planned["digest"]:
         return None
     found = differences(planned, here)

@@ -341,6 +341,9 @@ def _child() -> int:
             traceback.print_exc()
     with contextlib.suppress(BrokenPipeError):  # the runner is gone; we follow it
         reported = _report_processes(emit, set())  # the warm kernel, recorded once we get a step
+    from runner.run.environment import current
+
+    here = current()  # read while waiting for a step, not after one arrived
     raw = sys.stdin.read()
     if not raw.strip():  # a warm process that was not needed
         if kernel is not None:
@@ -358,7 +361,7 @@ def _child() -> int:
     if task.environment:
         from runner.run.environment import mismatch
 
-        if (why := mismatch(task.environment)) is not None:  # before the notebook runs on other code
+        if (why := mismatch(task.environment, here)) is not None:  # before the notebook runs on other code
             print(why, file=sys.stderr)
             emit(event="result", status="failed", error={"ename": "EnvironmentMismatch", "evalue": why,
                                                          "cell_index": None})
