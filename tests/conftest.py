@@ -95,6 +95,20 @@ def step(name: str, **fields) -> dict:
     return {"notebook": notebook(name), **fields}
 
 
+# -- the reference data dictionary (data/dictionary.yaml) and the rule it sets on applications.gender ------
+CREDIT_DICTIONARY = Path(__file__).resolve().parents[1] / "data" / "dictionary.yaml"
+GENDER_RULE = ("applications.gender may be used for ['analytics'] only, not for 'credit_scoring' (GDPR Art. 9 / fair "
+               "lending: not to be used for credit decisions, only for fairness analysis); leave these columns out of "
+               "the request")
+
+
+@pytest.fixture(scope="module")
+def credit_dictionary():
+    from runner.data import DataDictionary
+
+    return DataDictionary.load(CREDIT_DICTIONARY)
+
+
 # -- the review site: `runner review serve` and a real browser ---------------------------------
 @pytest.fixture(scope="module")
 def review_server(review_project: Project):

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import GENDER_RULE
 from postgres_server import postgres_url  # noqa: F401 (a fixture)
 
 from runner.cli import main
@@ -27,14 +28,11 @@ from runner.errors import DataContractError, RunnerError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORING = "credit_scoring"
-GENDER_RULE = ("applications.gender may be used for ['analytics'] only, not for 'credit_scoring' (GDPR Art. 9 / fair "
-               "lending: not to be used for credit decisions, only for fairness analysis); leave these columns out of "
-               "the request")
 
 
 @pytest.fixture(scope="module")
-def dictionary() -> DataDictionary:
-    return DataDictionary.load(ROOT / "data" / "dictionary.yaml")
+def dictionary(credit_dictionary) -> DataDictionary:
+    return credit_dictionary
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import step
+from conftest import CREDIT_DICTIONARY, GENDER_RULE, step
 from nbformat.v4 import new_code_cell, new_notebook
 
 from runner import nb
@@ -26,16 +26,13 @@ from runner.errors import ConfigError, DataContractError
 from runner.store.records import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
-DICTIONARY = ROOT / "data" / "dictionary.yaml"
+DICTIONARY = CREDIT_DICTIONARY
 SCORING = "credit_scoring"
-GENDER_RULE = ("applications.gender may be used for ['analytics'] only, not for 'credit_scoring' (GDPR Art. 9 / fair "
-               "lending: not to be used for credit decisions, only for fairness analysis); leave these columns out of "
-               "the request")
 
 
 @pytest.fixture(scope="module")
-def dictionary() -> DataDictionary:
-    return DataDictionary.load(DICTIONARY)
+def dictionary(credit_dictionary) -> DataDictionary:
+    return credit_dictionary
 
 
 @pytest.fixture(scope="module")
