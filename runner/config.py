@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -345,6 +346,10 @@ class _ConfigFile(_Frozen):
         default_factory=dict, description="per registered model: when a new version may replace the champion")
     monitoring: MonitoringConfig = Field(MonitoringConfig(), description="monitoring thresholds and fail_on")
     notify: NotifyConfig = Field(NotifyConfig(), description="where warn, alert and failure notices go")
+    executors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": PLUGIN_NAME}},
+        description="options of each executor, by name: {dask: {address: 'tcp://scheduler:8786'}}; the run's "
+        "executor (defaults.executor or --executor) gets its own")
     pipelines: dict[str, PipelineConfig] = Field(json_schema_extra=NAMED, description="the pipelines, by name")
 
     @model_validator(mode="after")
@@ -366,6 +371,13 @@ class Stores:
     warehouse_url: str
     snapshots: str  # a folder or an fsspec URL
 
+    def env(self) -> dict[str, str]:
+        """These locations as the environment variables that set them: a process given them (a step's kernel,
+        on whatever machine) resolves the very stores this one did, whatever its own runner.yaml says."""
+        return {ENV_HOME.name: str(self.home), ENV_RUN_STORE.name: self.runs, ENV_TRACKING_URI.name: self.tracking_uri,
+                ENV_ARTIFACTS.name: self.artifacts, ENV_WAREHOUSE.name: self.warehouse_url,
+                ENV_SNAPSHOTS.name: self.snapshots}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -378,6 +390,7 @@ class Config:
     models: dict[str, ModelPolicy]
     monitoring: MonitoringConfig = MonitoringConfig()
     notify: NotifyConfig = NotifyConfig()
+    executors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # options by executor name
 
     def notify_for(self, pipeline: str) -> NotifyConfig:
         """The pipeline's own ``notify`` if it has one, else the project's."""
@@ -522,6 +535,7 @@ def load_config(path: str | Path | None = None) -> Config:
         models=parsed.models,
         monitoring=parsed.monitoring,
         notify=parsed.notify,
+        executors=parsed.executors,
     )
 
 

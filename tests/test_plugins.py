@@ -177,10 +177,10 @@ def test_a_failure_notice_reaches_a_plugin_notifier(project, installed, tmp_path
 
 def test_an_unknown_executor_is_one_line_listing_the_known_ones(project, installed):
     project.write({"p": {"steps": {"hello": step("ok")}}})
-    done = project.cli_process("run", "p", "--executor", "dask")
+    done = project.cli_process("run", "p", "--executor", "spark")
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
-    assert line.startswith("error: no executor named 'dask'; known: local, broken (nr-plugin-demo 0.1), ")
+    assert line.startswith("error: no executor named 'spark'; known: local, dask, broken (nr-plugin-demo 0.1), ")
     assert f"recording ({DISTRIBUTION})" in line and f"ignored, as a built-in's name: 'local' of {DISTRIBUTION}" in line
     assert not list(project.home.glob("runs/*/*/run.json")), "nothing ran"
 

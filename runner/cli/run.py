@@ -19,7 +19,9 @@ from runner.cli.group import config_option, err, handles_errors, json_option, ma
 @click.option("--max-workers", type=click.IntRange(min=1), default=None,
               help="Run up to N independent steps at once (default: defaults.max_workers, 1).")
 @click.option("--executor", metavar="NAME", default=None,
-              help="Where the steps run: local, or an executor a plugin provides (default: defaults.executor, local).")
+              help="Where the steps run: local, dask, or an executor a plugin provides (default: defaults.executor, local).")
+@click.option("--address", metavar="URL", default=None,
+              help="The executor's address, e.g. the Dask scheduler's tcp://host:8786 (default: executors.NAME.address).")
 @click.option("--trigger", type=click.Choice(["manual", "schedule"]), default="manual", show_default=True,
               help="Recorded with the run; `runner export` writes 'schedule' for cron and systemd.")
 @click.option("--allow-environment-drift", is_flag=True,
@@ -27,7 +29,7 @@ from runner.cli.group import config_option, err, handles_errors, json_option, ma
 @config_option
 @handles_errors
 def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: int | None, executor: str | None,
-        trigger: str, allow_environment_drift: bool, config_path: str | None) -> None:
+        address: str | None, trigger: str, allow_environment_drift: bool, config_path: str | None) -> None:
     """Run PIPELINE: check everything, then execute its steps in dependency order."""
     from runner.config import load_config
     from runner.notebook.contract import parse_assignments
@@ -35,8 +37,8 @@ def run(pipeline: str, params: tuple[str, ...], as_of: str | None, max_workers: 
 
     config = load_config(config_path)
     run_and_report(config, RunRequest(pipeline, parse_assignments(params), as_of=as_of, max_workers=max_workers,
-                                      executor=executor, trigger=trigger,
-                                      check_environment=not allow_environment_drift))
+                                      executor=executor, executor_options={"address": address} if address else {},
+                                      trigger=trigger, check_environment=not allow_environment_drift))
 
 
 @main.command()

@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,8 +24,9 @@ from runner.run import environment
 from runner.run.executors import get_executor
 from runner.run.hooks import Hook, RunState, StepResult, default_hooks, describe
 from runner.run.plan import Plan, PlannedStep, RunRequest, check_recordable, plan_run
+from runner.run.remote import RemoteExecutor
 from runner.run.retries import run_with_retries
-from runner.run.stepproc import StepOutcome, StepProcesses, StepTask, StopRequest
+from runner.run.stepproc import Launcher, StepOutcome, StepProcesses, StepTask, StopRequest
 from runner.store.locks import PipelineLock
 from runner.store.records import (
     HEARTBEAT_SECONDS,
@@ -143,6 +144,7 @@ class _PipelineRun:
         self.environment = environment.current()  # what each step process checks its own against
         self.check_environment = request.check_environment
         self.executor_name = plan.executor
+        self.launcher: Launcher = processes  # where attempts run: this host's step processes, or a remote executor
         self.store = RunStore(config.stores.runs)
         self.kernel = processes.kernel_name
         run_id = new_run_id()
@@ -195,16 +197,23 @@ class _PipelineRun:
         Whatever happens once every hook's ``before_run`` returned (a run store that cannot be written, MLflow
         gone, a second Ctrl-C, a bug), the run ends: its steps are stopped, its record is written as
         ``failed`` (``interrupted`` after Ctrl-C) once its hooks' ``after_run`` (MLflow runs ended FAILED or
-        KILLED, failure notice, temporary files removed) are done; only then is the error raised.
+        KILLED, failure notice, temporary files removed) are done; only then is the error raised. Before that, the
+        executor is reached: one that cannot be (a Dask scheduler that does not answer) is an error, nothing recorded.
         """
         record, state = self.record, self.state
-        self._before_run()
+        executor = get_executor(self.executor_name, self.max_workers, self.plan.executor_options)  # reached first
+        self.launcher = executor if isinstance(executor, RemoteExecutor) else self.processes
+        try:
+            self._before_run()
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
         try:
             self._stop_if_asked()
             self._write()
             if self.observer:
                 self.observer.run_started(record)
-            self._run_steps()
+            self._run_steps(executor)
         except BaseException as exc:  # ended below, then raised
             if state.stopped_by is None:
                 state.stopped_by = exc
@@ -237,9 +246,8 @@ class _PipelineRun:
         if error is not None:
             raise error
 
-    def _run_steps(self) -> None:
+    def _run_steps(self, executor: Executor) -> None:
         running = self.running
-        executor = get_executor(self.executor_name, self.max_workers)
         try:
             while True:
                 self._start_ready(executor, running)
@@ -268,7 +276,7 @@ class _PipelineRun:
             if step.status == "pending":  # never started: the run was stopped (resume starts them)
                 step.status = "interrupted"
 
-    def _start_ready(self, executor, running: dict[Future, str]) -> None:
+    def _start_ready(self, executor: Executor, running: dict[Future, str]) -> None:
         """Start every step whose upstream steps succeeded; skip those whose upstream did not."""
         steps = self.record.steps
         changed = True
@@ -288,9 +296,9 @@ class _PipelineRun:
                         running[future] = name
                     changed = True
         waiting = sum(step.status == "pending" for step in steps.values())
-        self.processes.warm(min(self.max_workers, waiting))  # ready before the next steps are
+        self.launcher.warm(min(self.max_workers, waiting))  # ready before the next steps are
 
-    def _start(self, executor, planned: PlannedStep) -> Future | None:
+    def _start(self, executor: Executor, planned: PlannedStep) -> Future | None:
         """Start a step: resolve its parameters, call the hooks' ``before_step`` for its kernel's environment
         and send its task. A parameter that does not fit, or a hook that raises, fails it as not started."""
         record, step = self.record, self.record.steps[planned.name]
@@ -336,7 +344,7 @@ class _PipelineRun:
             self.observer.step_started(planned.name)
         on_cell = self.observer.cell_started if self.observer else None
         on_retry = getattr(self.observer, "step_retrying", None)
-        return executor.submit(run_with_retries, task, planned.config, on_cell, self.stop, self.processes, on_retry)
+        return executor.submit(run_with_retries, task, planned.config, self.launcher, on_cell, self.stop, on_retry)
 
     def _resolve(self, planned: PlannedStep) -> dict[str, Any]:
         """The step's parameters with every ``${...}`` resolved, coerced to its contract and recordable as JSON;
@@ -479,8 +487,8 @@ class _PipelineRun:
         """The run's context in the step kernel's environment (the hooks add theirs: MLflow's run)."""
         record = self.record
         return {
+            **self.config.stores.env(),
             "RUNNER_CONFIG": str(self.config.source),
-            "RUNNER_HOME": str(self.config.stores.home),
             "RUNNER_RUN_ID": record.run_id,
             "RUNNER_PIPELINE": record.pipeline,
             "RUNNER_STEP": step,

@@ -35,6 +35,7 @@ class RunRequest:
     trigger: str = "manual"
     max_workers: int | None = None
     executor: str | None = None  # None: runner.yaml's defaults.executor
+    executor_options: Mapping[str, Any] = field(default_factory=dict)  # over runner.yaml's executors.<name>
     scheduled_for: str | None = None  # the cron tick a scheduled or backfilled run is for
     # Rerun and resume: run these notebook files instead of runner.yaml's, take the parameters as
     # given instead of merging them into runner.yaml's, and start from the origin run's steps.
@@ -61,6 +62,7 @@ class Plan:
     as_of: str
     steps: dict[str, PlannedStep]
     executor: str = "local"  # checked: it exists and its plugin, if any, imports
+    executor_options: Mapping[str, Any] = field(default_factory=dict)  # checked by the executor where it can
 
 
 def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -> Plan:
@@ -68,6 +70,7 @@ def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -
     ``environment``, that the environment variables its secrets name are set here)."""
     pipeline = config.pipeline(request.pipeline)
     executor = executors.choose(request.executor, config)
+    executor_options = executors.options(executor, config, request.executor_options)
     notify.check(config)
     unknown = set(request.parameters) - set(pipeline.steps)
     if unknown:
@@ -90,7 +93,7 @@ def plan_run(config: Config, request: RunRequest, *, environment: bool = True) -
         static = contract.coerce({key: value for key, value in values.items() if key not in deferred})
         steps[name] = PlannedStep(name, step, notebook, contract, {**static, **deferred})
     _check_planned(pipeline, steps)
-    return Plan(request.pipeline, pipeline, as_of, steps, executor)
+    return Plan(request.pipeline, pipeline, as_of, steps, executor, executor_options)
 
 
 def validate(config: Config, pipelines: list[str] | None = None) -> list[Plan]:

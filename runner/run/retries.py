@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from runner.config import StepConfig
 from runner.store.records import Attempt, StepError
-from runner.run.stepproc import CellProgress, StepOutcome, StepProcesses, StepTask, StopRequest, run_step
+from runner.run.stepproc import OUTPUTS, CellProgress, Launcher, StepOutcome, StepTask, StopRequest
 
 KINDS = {
     "dead_kernel": ("DeadKernelError", "StepProcessDied"),
@@ -43,52 +43,47 @@ def delay_before(config: StepConfig, attempt: int) -> float:
 def run_with_retries(
     task: StepTask,
     config: StepConfig,
+    launcher: Launcher,
     on_cell: CellProgress | None = None,
     stop: StopRequest | None = None,
-    processes: StepProcesses | None = None,
     on_retry: RetryNotice | None = None,
 ) -> tuple[StepOutcome, list[Attempt]]:
-    """Run ``task`` until it succeeds, fails for good or runs out of retries."""
+    """Run ``task`` through ``launcher`` until it succeeds, fails for good or runs out of retries."""
     stop = stop or StopRequest()
     attempts: list[Attempt] = []
     number = 1
     while True:
-        outcome = run_step(task, on_cell, stop, processes)
-        attempts.append(_attempt(number, outcome, task))
+        outcome = launcher.attempt(task, on_cell, stop)
+        attempts.append(_attempt(number, outcome))
         kind = failure_kind(outcome.error) if outcome.status == "failed" else None
         if kind is None or kind not in config.retry_on or number > config.retries:
             return outcome, attempts
-        attempts[-1] = _set_aside(attempts[-1], task)
+        attempts[-1] = _set_aside(attempts[-1], task, launcher)
         number += 1
         wait = delay_before(config, number)
         if on_retry is not None:
             on_retry(task.step, number, wait, f"{outcome.error['ename']}: {outcome.error['evalue']}")
-        if processes is not None:
-            processes.warm(1)  # the next attempt's process imports while we wait
+        launcher.warm(1)  # the next attempt's process imports while we wait
         if stop.stopping.wait(wait):  # set by a drain or a stop
             interrupted = {"ename": "Interrupted", "cell_index": None,
                            "evalue": f"the run was stopped before attempt {number} of this step"}
             return replace(outcome, status="interrupted", error=interrupted), attempts
 
 
-def _attempt(number: int, outcome: StepOutcome, task: StepTask) -> Attempt:
-    def name(path: str) -> str | None:
-        return os.path.basename(path) if os.path.isfile(path) else None
-
+def _attempt(number: int, outcome: StepOutcome) -> Attempt:
     return Attempt(
         number=number, status=outcome.status, started_at=outcome.started_at, ended_at=outcome.ended_at,
-        error=StepError(**outcome.error) if outcome.error else None,
-        output=name(task.output), html=name(task.html), log=name(task.log),
+        error=StepError(**outcome.error) if outcome.error else None, worker=outcome.worker,
+        **{field: outcome.files.get(field) for field in OUTPUTS},
     )
 
 
-def _set_aside(attempt: Attempt, task: StepTask) -> Attempt:
+def _set_aside(attempt: Attempt, task: StepTask, launcher: Launcher) -> Attempt:
     """Rename a failed attempt's files so the next attempt writes fresh ones."""
     moved = {}
-    for field, path in (("output", task.output), ("html", task.html), ("log", task.log)):
-        if getattr(attempt, field):
-            base, ext = os.path.splitext(path)
-            target = f"{base}.attempt{attempt.number}{ext}"
-            os.replace(path, target)
-            moved[field] = os.path.basename(target)
+    for field in OUTPUTS:
+        if name := getattr(attempt, field):
+            base, ext = os.path.splitext(name)
+            moved[field] = f"{base}.attempt{attempt.number}{ext}"
+            launcher.rename(task, name, moved[field])
     return attempt.model_copy(update=moved)

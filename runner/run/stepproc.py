@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 GRACE_SECONDS = 20.0  # after a deadline or stop request, how long a step gets before it is killed
 RUNNER_PID = "RUNNER_STEP_PARENT"  # in a step process's environment: the pid of the runner it must die with
@@ -73,6 +73,33 @@ class StepOutcome:
     ended_at: str
     error: dict[str, Any] | None = None
     scraps: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # what the attempt left: {"output"|"html"|"log": file name}
+    worker: str | None = None  # where it ran, when not on the runner's host (an executor's worker)
+
+
+OUTPUTS = ("output", "html", "log")  # the files of a step attempt, as fields of StepTask
+
+
+def files_left(task: StepTask) -> dict[str, str]:
+    """The files of ``task`` that are there, by field: ``{"output": "score.ipynb", ...}``."""
+    return {name: os.path.basename(path) for name in OUTPUTS if os.path.isfile(path := getattr(task, name))}
+
+
+class Launcher(Protocol):
+    """Where a step's attempts run; a thread of the runner waits on each one (:mod:`runner.run.retries`).
+
+    :class:`StepProcesses` runs them on this host; an executor whose steps run on other machines is one too
+    (:class:`runner.run.executors.RemoteExecutor`).
+    """
+
+    def attempt(self, task: StepTask, on_cell: CellProgress | None, stop: StopRequest) -> StepOutcome:
+        """Run ``task`` once and say how it went (never raises for a failing step)."""
+
+    def rename(self, task: StepTask, name: str, new_name: str) -> None:
+        """Rename a file an attempt left in the step's run folder (a failed attempt's, set aside for the next)."""
+
+    def warm(self, count: int) -> None:
+        """Have ``count`` attempts' processes ready ahead of need, where that helps."""
 
 
 CellProgress = Callable[[str, int, int], None]  # (step, cell index, number of cells)
@@ -124,6 +151,15 @@ class StopRequest:
             backstop = self._backstops.pop(proc, None)
         if backstop is not None:
             backstop.cancel()  # it ended in time; its pid may be reused later
+
+    def kill(self) -> None:
+        """End every step process now, with its kernel (SIGKILL: what a kernel has not committed, it never will)."""
+        self.stopping.set()
+        with self._lock:
+            self.requested = True
+            procs = list(self._procs)
+        for proc in procs:
+            kill_tree(proc.pid, grace=0)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -241,6 +277,13 @@ class StepProcesses:
             self._logs[proc.pid] = log
         return proc
 
+    def attempt(self, task: StepTask, on_cell: CellProgress | None, stop: StopRequest) -> StepOutcome:
+        return run_step(task, on_cell, stop, self)
+
+    def rename(self, task: StepTask, name: str, new_name: str) -> None:
+        folder = os.path.dirname(task.output)
+        os.replace(os.path.join(folder, name), os.path.join(folder, new_name))
+
     def close(self) -> None:
         """End the idle processes and their kernels: they never got a step, so nothing of them is
         needed, and stopping them outright lets an early error (a bad parameter) return at once."""
@@ -300,7 +343,7 @@ def run_step(
     if result is None and stop is not None and stop.requested:
         error = {"ename": "Interrupted", "cell_index": None,
                  "evalue": f"the run was stopped while this step was starting; see {task.log}"}
-        return StepOutcome("interrupted", started, utcnow(), error)
+        return StepOutcome("interrupted", started, utcnow(), error, files=files_left(task))
     if result is None:
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         error = {
@@ -308,9 +351,9 @@ def run_step(
             "evalue": f"the step's process ended without a result ({why}); see {task.log}",
             "cell_index": None,
         }
-        return StepOutcome("failed", started, utcnow(), error)
+        return StepOutcome("failed", started, utcnow(), error, files=files_left(task))
     return StepOutcome(result["status"], started, utcnow(), redactor.value(result["error"]),
-                       redactor.value(result.get("scraps", {})))
+                       redactor.value(result.get("scraps", {})), files_left(task))
 
 
 def _child() -> int:

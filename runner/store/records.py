@@ -83,6 +83,7 @@ class Attempt(BaseModel):
     output: str | None = None
     html: str | None = None
     log: str | None = None
+    worker: str | None = None  # the executor's worker it ran on (a remote executor), e.g. tcp://10.0.0.7:40123
 
 
 class StepRecord(BaseModel):
@@ -319,6 +320,30 @@ class RunStore:
                 self.fs.put_file(local_path, target)
             with contextlib.suppress(OSError):
                 os.unlink(local_path)
+
+    def keep_project(self, digest: str, data: bytes) -> None:
+        """Keep a copy of the project's files (:mod:`runner.run.bundle`) under ``.projects/``, once per version:
+        a remote executor's workers take it from here, whatever becomes of the machines in between."""
+        path = self._project_path(digest)
+        with store_errors("write", path):
+            if not self.fs.exists(path):
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.pipe_file(path, data)
+
+    def project(self, digest: str) -> bytes:
+        """The copy of the project kept as ``digest``."""
+        path = self._project_path(digest)
+        with store_errors("read", path):
+            return self.fs.cat_file(path)
+
+    def _project_path(self, digest: str) -> str:
+        return f"{self.root.rstrip('/')}/.projects/{digest}.tar.gz"  # no pipeline's name starts with a dot
+
+    def rename(self, pipeline: str, run_id: str, name: str, new_name: str) -> None:
+        """Rename a file of a run's folder (a failed attempt's notebook, set aside for the next attempt)."""
+        folder = self.run_dir(pipeline, run_id)
+        with store_errors("write", f"{folder}/{new_name}"):
+            self.fs.mv(f"{folder}/{name}", f"{folder}/{new_name}")
 
     def copy_files(self, pipeline: str, from_run: str, to_run: str, names: list[str]) -> None:
         """Copy files of one run's folder into another's (a resume keeps the steps it reuses)."""
