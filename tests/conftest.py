@@ -13,6 +13,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+# The services some tests need, as fixtures of this conftest, so that each pytest-xdist worker starts each of them
+# once (a fixture imported into two test modules would be two fixtures, each started for its module). Each starts
+# only when a test asks for it.
+from dask_cluster import dask_cluster  # noqa: F401
+from mlflow_server import shared_mlflow  # noqa: F401
+from postgres_server import postgres_url  # noqa: F401
+from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401
+
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 RUNNER_VARS = ("RUNNER_CONFIG", "RUNNER_HOME", "RUNNER_RUN_STORE", "RUNNER_TRACKING_URI", "RUNNER_ARTIFACTS")
 CHROMIUM = Path("/usr/bin/chromium")

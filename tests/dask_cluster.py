@@ -1,9 +1,10 @@
 """A Dask cluster for the tests: distributed's ``LocalCluster`` with two worker processes (each under a nanny that
 starts it again when it dies), in a process of its own, as a cluster the runner reaches only by its address.
 
-Import the fixture into a test module (``from dask_cluster import dask_cluster  # noqa: F401``). The workers get the
-environment given to :func:`start` (a bucket's endpoint and credentials, nothing of the runner's); each test module
-gets its own cluster. A cluster that cannot start fails the tests that need it, with its log; never a skip.
+conftest imports the fixture: a test asks for ``dask_cluster`` by name, and each pytest-xdist worker starts one cluster
+for its session. The workers get the moto S3 server's endpoint and credentials in their environment (what a worker
+machine of a team has), nothing of the runner's. A cluster that cannot start fails the tests that need it, with its
+log; never a skip.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from s3_server import CREDENTIALS
 
 START_TIMEOUT = 90.0
 # Runs in the cluster's process: two workers, one thread each (a step at a time per worker), no dashboard;
@@ -81,11 +83,10 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory, cluster_env) -> Iterator[Cluster]:
-    """A LocalCluster with two worker processes, for the test module; ``cluster_env`` (a fixture of the module)
-    is the workers' environment."""
-    cluster = start(tmp_path_factory.mktemp("dask"), cluster_env)
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory, s3_endpoint) -> Iterator[Cluster]:
+    """A LocalCluster with two worker processes whose machine reaches the S3 endpoint."""
+    cluster = start(tmp_path_factory.mktemp("dask"), {"AWS_ENDPOINT_URL": s3_endpoint, **CREDENTIALS})
     try:
         yield cluster
     finally:

@@ -3,9 +3,8 @@ of the session's PostgreSQL cluster (tests/postgres_server.py), its artifacts in
 (tests/s3_server.py), proxied by the server (``--artifacts-destination s3://<bucket>/mlflow``): a client needs only
 the server's URL, never the bucket's credentials.
 
-A test module uses it with ``from mlflow_server import shared_mlflow, postgres_url, s3_endpoint  # noqa: F401``
-(the fixture and the two it needs; pytest finds fixtures only in the test's own module and conftest). One server per
-pytest-xdist worker, started once for the session: MLflow migrates a new PostgreSQL database in 10 to 30 s. Its
+conftest imports the fixture (a test asks for ``shared_mlflow`` by name). One server per pytest-xdist worker, started
+once for the session: MLflow migrates a new PostgreSQL database in 10 to 30 s. Its
 tests share it, so each keeps to experiments (pipelines) and models of its own names.
 
 The server reaches the bucket the way the runner reaches S3, through the environment only: ``AWS_ENDPOINT_URL``
@@ -30,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from postgres_server import postgres_url  # noqa: F401 (a fixture this one needs, re-exported for test modules)
-from s3_server import CREDENTIALS, s3_endpoint  # noqa: F401 (the same)
+from s3_server import CREDENTIALS
 
 START_TIMEOUT = 180.0  # seconds: migrations on PostgreSQL, beside another worker doing the same
 STOP_TIMEOUT = 15.0
@@ -122,19 +120,15 @@ def _server_env(endpoint: str) -> dict[str, str]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """The server and its workers (its process group): SIGTERM, then SIGKILL if they linger."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """The server and its workers (its process group), killed outright: nothing of it outlives the session, and
+    its graceful stop takes seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=STOP_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
-def shared_mlflow(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[SharedMlflow]:  # noqa: F811
+def shared_mlflow(postgres_url, s3_endpoint, tmp_path_factory) -> Iterator[SharedMlflow]:
     """``mlflow server`` on a new database ``mlflow_<hex>`` of the session's PostgreSQL cluster (psycopg 3's driver)
     and a new bucket of the moto server; stopped, and its database dropped, at the end of the session."""
     import psycopg

@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL cluster for a test session: ``initdb`` into a temporary folder, ``pg_ctl start``, stopped
-at the end. Import the ``postgres_url`` fixture into a test module (``from postgres_server import postgres_url``).
+at the end. conftest imports the ``postgres_url`` fixture: a test asks for it by name.
 
 The server binaries are found on PATH (``initdb``, ``pg_ctl``) or under ``/usr/lib/postgresql/*/bin`` (Debian's
 ``postgresql`` package, which ``.ci/run`` installs). PostgreSQL refuses to run as root: as root the cluster belongs to

@@ -1,8 +1,8 @@
 """A real S3 endpoint for tests: moto's standalone server in a process of its own, one per pytest worker.
 
 The runner, its step processes and kernels reach it as they would reach S3: through the environment only
-(``AWS_ENDPOINT_URL``, which botocore, and so s3fs, honours; keys and a region). A test module uses it with
-``from s3_server import s3_endpoint, s3_env, bucket  # noqa: F401`` (fixtures) and gets a bucket of its own.
+(``AWS_ENDPOINT_URL``, which botocore, and so s3fs, honours; keys and a region). conftest imports the fixtures: a
+test asks for ``s3_env`` and ``bucket`` by name and gets a bucket of its own.
 """
 
 from __future__ import annotations

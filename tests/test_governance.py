@@ -104,3 +104,23 @@ def test_promote_moves_the_champion_records_who_and_why_and_rolls_back(governed)
     assert aliases == {"1": ["champion"], "2": []}
     missing = governed.cli("promote", "credit", "9", "--reason", "x")
     assert missing.exit_code == 2 and "has no version 9" in missing.stderr  # a usage error
+
+
+def test_a_version_pins_what_it_needs_to_load_not_what_the_kernel_had_imported(registered):
+    """The model's requirements are given (the installed versions of what loading and predicting needs), not
+    inferred: MLflow's inference loads the model in subprocesses for seconds and lists whatever else was
+    imported (pytest, rich, dask ...)."""
+    from importlib.metadata import version
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    home, first, _ = registered
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    source = client.get_model_version("credit", first["version"]).source  # models:/<logged model id>
+    location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/requirements.txt",
+                                               dst_path=str(home.parent / "requirements"))
+    listed = set(Path(path).read_text().split())
+    assert listed == {f"mlflow=={version('mlflow')}", *(f"{name}=={version(name)}" for name in
+                      ("scikit-learn", "skops", "numpy", "scipy", "pandas"))}

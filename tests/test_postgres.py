@@ -19,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import GENDER_RULE
-from postgres_server import postgres_url  # noqa: F401 (a fixture)
 
 from runner.cli import main
 from runner.data import DataDictionary, Warehouse
@@ -41,7 +40,7 @@ def month() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture
-def url(postgres_url) -> Iterator[str]:  # noqa: F811
+def url(postgres_url) -> Iterator[str]:
     """A database of this test's own on the session's server."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_conninfo(postgres_url), autocommit=True) as admin:

@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 from conftest import step
-from s3_server import bucket, s3, s3_endpoint, s3_env  # noqa: F401  (fixtures)
+from s3_server import s3
 
 from runner.store.locks import PipelineLock
 from runner.store.records import RunStore

@@ -15,9 +15,8 @@ import uuid
 import nbformat
 import pytest
 from conftest import step
+from s3_server import s3
 from mlflow import MlflowClient
-from mlflow_server import postgres_url, s3_endpoint, shared_mlflow  # noqa: F401  (fixtures)
-from s3_server import bucket, s3, s3_env  # noqa: F401  (fixtures)
 
 from runner.config import load_config
 from runner.store.records import REGISTERED_SCRAP, RunStore

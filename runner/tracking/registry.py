@@ -26,6 +26,24 @@ NAMESPACE_TAG = "runner.namespace"  # production, or user:<name> for work by han
 STATUS_TAG = "runner.step_status"  # running while the training step runs, then succeeded or failed
 
 
+MODEL_REQUIREMENTS = ("scikit-learn", "skops", "numpy", "scipy", "pandas")  # what loading a registered version needs
+
+
+def requirements() -> list[str]:
+    """What a registered version needs to load and predict, pinned to this environment's versions (MLflow adds
+    itself). Given, not inferred: MLflow's inference loads the model in subprocesses (seconds per version) and
+    lists whatever else the kernel had imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for name in MODEL_REQUIREMENTS:
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
+
+
 class Registry:
     """Model governance on the MLflow registry: versions, the champion and challenger aliases,
     and who moved the champion, when and why. Older versions stay registered as benchmarks."""
@@ -95,14 +113,15 @@ class Registry:
         positive = str(model.classes_[1]) if hasattr(model, "classes_") and len(model.classes_) == 2 else "1"
         with tempfile.TemporaryDirectory() as tmp, self.tracker.wrapped(f"register a version of model {name!r} in"):
             estimator = str(Path(tmp) / pyfunc_model.ESTIMATOR)
-            mlflow.sklearn.save_model(model, estimator, serialization_format="skops", skops_trusted_types=trusted)
+            mlflow.sklearn.save_model(model, estimator, serialization_format="skops", skops_trusted_types=trusted,
+                                      pip_requirements=requirements())
             with warnings.catch_warnings(), quiet("mlflow.pyfunc"):
                 for noise in NOISE:
                     warnings.filterwarnings("ignore", message=noise)
                 logged = Model.log(
                     artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id,
                     python_model=pyfunc_model.__file__, artifacts={pyfunc_model.ESTIMATOR: estimator},
-                    signature=signature, input_example=example,
+                    signature=signature, input_example=example, pip_requirements=requirements(),
                     metadata={"predict": f"probability of the positive class ({positive!r})"},
                 )
             try:
