@@ -132,3 +132,13 @@ nb("scores_then_fails", "scores_then_fails: writes the month's predictions, then
     'nb.glue("written", written)',
     'if not os.path.exists(needs):\n    raise RuntimeError(f"{needs} is missing")',
 ])
+nb("saves_model", "saves_model: trains a tiny classifier and registers it with nb.save_model", [
+    (P, 'model_name = "tiny"\nrows = 200\nseed = 0\nnoise = 1.0'),
+    "import numpy as np\nimport pandas as pd\nfrom sklearn.linear_model import LogisticRegression\n\nfrom runner import nb",
+    "def data(seed):\n    rng = np.random.default_rng(seed)\n"
+    '    X = pd.DataFrame({"signal": rng.normal(size=rows), "other": rng.normal(size=rows)})\n'
+    '    y = (X["signal"] + rng.normal(scale=noise, size=rows) > 0).astype(int)\n    return X, y\n\n\n'
+    "X, y = data(seed)\nholdout = data(seed + 1000)\nmodel = LogisticRegression().fit(X, y)",
+    'decision = nb.save_model(model, model_name, X, holdout, reference=X)\n'
+    'nb.glue("auc", round(float(decision["value"]), 6))\ndecision',
+])
