@@ -6,6 +6,7 @@ except the tests' own notebooks (the notebooks' bytes travel with each attempt a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 import os
 import signal
@@ -47,8 +48,8 @@ def record_of(project, run_id: str) -> dict:
 
 
 def run_id_of(stdout: str) -> str:
-    """The run id of `runner run`'s last line: "run <id> <status> in ..."."""
-    return stdout.strip().splitlines()[-1].split()[1]
+    """The run id of `runner run`'s summary line: "run <id> <status> in ..."."""
+    return re.search(r"^run (\S+) (?:succeeded|failed|interrupted) in ", stdout, re.MULTILINE).group(1)
 
 
 def test_dask_needs_an_address_and_stores_its_workers_can_reach(project):
@@ -242,3 +243,33 @@ def test_a_runner_killed_mid_step_leaves_no_step_running_on_the_worker_and_no_ro
     assert rows(warehouse, "SELECT to_regclass('public.predictions')") == [(None,)]
     listed = json.loads(project.cli("runs", "--json").stdout)
     assert [entry["status"] for entry in listed] == ["interrupted"]
+
+
+@pytest.mark.slow
+def test_a_worker_whose_packages_differ_refuses_the_step_naming_them(project, s3_env, s3_endpoint, bucket, warehouse,
+                                                                     shared_mlflow, monkeypatch, tmp_path):
+    """A cluster whose workers have one more distribution than the runner's host: the step is refused on the
+    worker before its notebook runs, with the package named, and not retried."""
+    import dask_cluster as clusters
+    from s3_server import CREDENTIALS
+
+    site = tmp_path / "site" / "nr_drift-1.0.dist-info"
+    site.mkdir(parents=True)
+    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: nr-drift\nVersion: 1.0\n")
+    other = clusters.start(tmp_path, {"AWS_ENDPOINT_URL": s3_endpoint, **CREDENTIALS, "PYTHONPATH": str(site.parent)})
+    try:
+        monkeypatch.setenv("RUNNER_RUN_STORE", f"s3://{bucket}/runs")
+        monkeypatch.setenv("RUNNER_SNAPSHOTS", f"s3://{bucket}/snapshots")
+        monkeypatch.setenv("RUNNER_WAREHOUSE_URL", warehouse)
+        monkeypatch.setenv("RUNNER_TRACKING_URI", shared_mlflow.url)
+        project.write({"p": {"steps": {"a": step("ok", retries=2, retry_delay=0)}}},
+                      executors={"dask": {"address": other.address}})
+        done = project.cli("run", "p", "--executor", "dask")
+    finally:
+        clusters.stop(other.process)
+    assert done.exit_code == 1
+    record = record_of(project, run_id_of(done.stdout))
+    [attempt] = record["steps"]["a"]["attempts"]
+    assert attempt["error"]["ename"] == "EnvironmentMismatch" and "nr-drift 1.0 here, not planned" in \
+        attempt["error"]["evalue"]
+    assert attempt["worker"] and attempt["output"] is None
