@@ -4,7 +4,7 @@
 exit code; each other module adds its commands to that group, and importing this package imports them all.
 """
 
-from runner.cli import demo, models, project, review, run, schedule, schema  # noqa: F401 - each adds its commands
+from runner.cli import demo, models, project, review, run, schedule, schema, serve  # noqa: F401 - each adds its commands
 from runner.cli.group import main
 
 __all__ = ["main"]

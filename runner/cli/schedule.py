@@ -18,6 +18,7 @@ from runner.cli.group import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     config_option,
+    duration,
     err,
     group_config,
     handles_errors,
@@ -29,14 +30,6 @@ from runner.cli.group import (
     status_text,
     usage_error,
 )
-from runner.config import parse_duration
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @main.group()
@@ -97,11 +90,11 @@ def schedule_list(count: int, as_json: bool, config_path: str | None) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, help="Run what is due now, wait for it, and exit (for cron or a systemd timer).")
-@click.option("--grace", default="10m", show_default=True, callback=_duration,
+@click.option("--grace", default="10m", show_default=True, callback=duration,
               help="On SIGTERM, how long running steps may take to finish before they are stopped.")
 @click.option("--max-runs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Pipelines running at once (each pipeline runs one tick at a time).")
-@click.option("--poll", default="30s", show_default=True, callback=_duration,
+@click.option("--poll", default="30s", show_default=True, callback=duration,
               help="How often a waiting scheduler looks again (edits to runner.yaml, busy pipelines).")
 @config_option
 @handles_errors

@@ -218,6 +218,25 @@ class DataDictionary:
         rejected = frame.loc[reasons.index].assign(reason=reasons.to_numpy())
         return self.validate(table, frame.drop(index=reasons.index)), rejected
 
+    def row_problems(self, table: str, frame: pd.DataFrame) -> dict[int, list[str]]:
+        """What breaks ``table``'s declaration of the columns ``frame`` has (types, ranges, levels, nulls), by
+        row position: ``{3: ["income: greater_than_or_equal_to(0) (got -5.0)"]}``; empty when every row fits."""
+        pa = _pandera()
+        frame = frame.reset_index(drop=True)
+        try:
+            self.schema(table, list(frame.columns)).validate(frame, lazy=True)
+            return {}
+        except pa.errors.SchemaErrors as exc:
+            failures = exc.failure_cases
+        found: dict[int, list[str]] = {}
+        for case in failures.itertuples(index=False):
+            row = -1 if pd.isna(case.index) else int(case.index)
+            got = "" if pd.isna(case.failure_case) else f" (got {_show(case.failure_case)})"
+            reason = f"{case.column}: {case.check}{got}"
+            if reason not in found.setdefault(row, []):
+                found[row].append(reason)
+        return dict(sorted(found.items()))
+
     def check_purpose(self, table: str, columns: Iterable[str], purpose: str) -> None:
         """Refuse (:class:`DataContractError`) any column whose allowed purposes exclude ``purpose``."""
         spec = self.table(table)

@@ -37,7 +37,7 @@ from runner.data.dictionary import ANY as ANY_PURPOSE
 from runner.data.dictionary import DataDictionary, TableSpec, parse_condition, parse_query, sql_dialect
 from runner.errors import ConfigError, DataContractError, RunnerError
 
-__all__ = ["Warehouse", "PREDICTIONS", "MONITORING_METRICS"]
+__all__ = ["Warehouse", "PREDICTIONS", "MONITORING_METRICS", "REQUESTS"]
 
 PREDICTIONS = "predictions"
 CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
@@ -78,6 +78,21 @@ _MONITORING_COLUMNS = {  # name: (type, description, nullable)
     "computed_at": ("datetime", "when the run wrote the value (UTC)", False),
     "namespace": ("string", "production, or user:<name> for a notebook run by hand", False),
 }
+REQUESTS = "requests"
+_REQUEST_COLUMNS = {  # name: (type, description, nullable); one row per scored row of a request to `runner serve`
+    "request_id": ("string", "the request's id (its X-Request-ID header), shared by its rows", False),
+    "row": ("int", "the row's position in the request, from 0", False),
+    "received_at": ("datetime", "when the server received the request (UTC)", False),
+    "model_name": ("string", "registered model that answered", False),
+    "model_version": ("string", "its version", False),
+    "alias": ("string", "the alias served (champion)", False),
+    "inputs": ("string", "the row's input columns as JSON (the whole body, cut short, when it could not be read)", True),
+    "score": ("float", "the score answered (the positive class's probability)", True),
+    "latency_ms": ("float", "the request's time in the server, parsing to answer", False),
+    "status": ("string", "ok, rejected (422: the inputs broke the signature or the dictionary) or error", False),
+    "error": ("string", "why it was rejected or failed", True),
+    "flags": ("string", "what was scored but is worth a look: levels the model never saw in training", True),
+}
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -95,6 +110,12 @@ BUILTIN = DataDictionary.from_dict({
             "columns": {name: {"type": kind, "description": text, "nullable": nullable, "pii": False,
                                "allowed_purposes": ["any"]}
                         for name, (kind, text, nullable) in _MONITORING_COLUMNS.items()},
+        },
+        REQUESTS: {
+            "description": "every request `runner serve` answered, one row per scored row", "owner": "runner",
+            "columns": {name: {"type": kind, "description": text, "nullable": nullable, "pii": False,
+                               "allowed_purposes": ["any"]}
+                        for name, (kind, text, nullable) in _REQUEST_COLUMNS.items()},
         },
     },
 }, source="runner.data.warehouse (built-in tables)")
@@ -360,6 +381,29 @@ class Warehouse:
             conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
         return self._read_run_table(PREDICTIONS, conditions)
 
+    def write_requests(self, frame: pd.DataFrame) -> int:
+        """Append rows of served requests (:data:`REQUESTS`) in one transaction; returns rows written."""
+        spec = BUILTIN.table(REQUESTS)
+
+        def write(conn: sa.Connection) -> int:
+            self._ensure_table(conn, REQUESTS, spec)
+            return self._insert(conn, REQUESTS, BUILTIN.validate(REQUESTS, frame[list(spec.columns)]), spec)
+
+        return self._in_transaction(REQUESTS, write)
+
+    def read_requests(self, model_name: str | None = None, since: str | None = None,
+                      until: str | None = None) -> pd.DataFrame:
+        """Rows of served requests, of a model (all when None), received at or after ``since`` and before
+        ``until`` (ISO times or dates; no bound when None)."""
+        conditions = []
+        if model_name is not None:
+            conditions.append(sa.column("model_name", sa.Text) == model_name)
+        for bound, compare in ((since, "__ge__"), (until, "__lt__")):
+            if bound is not None:
+                conditions.append(getattr(sa.column("received_at", sa.DateTime), compare)(
+                    pd.Timestamp(bound).tz_localize(None).to_pydatetime()))
+        return self._read_run_table(REQUESTS, conditions)
+
     def _read_run_table(self, table: str, conditions: list) -> pd.DataFrame:
         """Rows of a built-in run table (empty, with its columns, before anything was written)."""
         spec = self._contract(table).table(table)
@@ -368,7 +412,8 @@ class Warehouse:
         # a table written by an older runner gets the columns read below; usually this only reads, so it
         # starts deferred and takes the write lock only if it must write
         self._in_transaction(table, lambda conn: self._ensure_table(conn, table, spec), write=False)
-        order = ["run_id", "entity_id"] if table == PREDICTIONS else ["as_of", "run_id", "step", "feature", "statistic"]
+        order = {PREDICTIONS: ["run_id", "entity_id"], REQUESTS: ["received_at", "request_id", "row"]}.get(
+            table, ["as_of", "run_id", "step", "feature", "statistic"])
         return self._read(table, None, sa.and_(*conditions) if conditions else None, None, None, order)
 
     # -- internals -------------------------------------------------------------------------------
@@ -593,10 +638,12 @@ class Warehouse:
         ))
         if spec.key:
             sa.Index(f"ux_{table}_key", *(sql_table.c[name] for name in spec.key), unique=True)
-        for names in RUN_TABLE_INDEXES if table in (PREDICTIONS, MONITORING_METRICS) else ():
+        indexes = RUN_TABLE_INDEXES if table in (PREDICTIONS, MONITORING_METRICS) else \
+            (("received_at",), ("model_name",)) if table == REQUESTS else ()
+        for names in indexes:
             sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
         sql_table.create(conn, checkfirst=True)
-        if table in BUILTIN.tables:
+        if table in (PREDICTIONS, MONITORING_METRICS):
             _add_namespace(conn, sql_table)
         for index in sql_table.indexes:
             index.create(conn, checkfirst=True)
