@@ -328,3 +328,17 @@ def test_sigterm_answers_the_requests_in_flight_and_writes_the_log_before_exitin
     for n in range(4):
         assert len(requests_rows(root, f"request_id = 'flight-{n}'")) == 2000  # written before the process ended
     assert "request log flushed" in running.log.read_text()
+
+
+def test_a_model_without_the_alias_or_a_malformed_name_is_one_line_before_listening(project):
+    from conftest import step
+
+    project.write({"p": {"steps": {"a": step("ok")}}})
+    done = project.cli("serve", "nosuch")
+    assert done.exit_code == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: no version of model 'nosuch' holds the alias 'champion'; `runner models nosuch` lists the versions, "
+        "`runner promote` sets the alias")
+    assert "on http://" not in done.stderr  # it never said it was listening
+    done = project.cli("serve", "retain@")
+    assert done.exit_code == 2 and "MODEL must be NAME or NAME@ALIAS" in done.stderr

@@ -42,16 +42,15 @@ def serve(model: str, host: str, port: int, workers: int, refresh: float, sample
     config = load_config(config_path)
     settings = Settings(model=name, alias=alias or "champion", config=str(config.source), refresh=refresh,
                         sample=sample)
-    err.print(f"runner serve {name}@{settings.alias} on http://{host}:{port} ({workers} worker(s)); "
-              "SIGTERM or Ctrl-C stops it")
     logs = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # uvicorn's, plus the server's own (alias switches, log)
     logs["loggers"]["runner.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     logging.config.dictConfig(logs)
     options = {"host": host, "port": port, "log_config": logs, "timeout_graceful_shutdown": 30}
+    app = create_app(settings)  # fails here, in one line, when the model or its stores cannot be reached
+    err.print(f"runner serve {name}@{settings.alias} on http://{host}:{port} ({workers} worker(s)); "
+              "SIGTERM or Ctrl-C stops it")
     if workers == 1:
-        app = create_app(settings)  # fails here, in one line, when the model or its stores cannot be reached
         uvicorn.run(app, **options)
         return
-    create_app(settings)  # the same checks once, before the worker processes start
     os.environ["RUNNER_SERVE_SETTINGS"] = settings.to_json()
     uvicorn.run("runner.serving.app:from_environment", factory=True, workers=workers, **options)
