@@ -226,6 +226,11 @@ class Thresholds(_Frozen):
                                      description="relative rise of latency over the median of recent runs")
     performance_drop: Levels = Field(Levels(warn=0.02, alert=0.05),
                                      description="champion's AUC below its training holdout AUC")
+    api_error_rate: Levels = Field(Levels(warn=0.01, alert=0.05),
+                                   description="share of the API's requests not answered with scores (rejected "
+                                   "or failed)")
+    api_latency_p99_ms: Levels = Field(Levels(warn=500.0, alert=2000.0),
+                                       description="99th percentile of the API's request latency, in milliseconds")
 
 
 class MonitoringConfig(_Frozen):

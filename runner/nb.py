@@ -486,6 +486,72 @@ def predictions(run_id: str | None = None, as_of: str | None = None, model_name:
                                         namespace=namespace)
 
 
+def served_requests(model_name: str, since: str | None = None, until: str | None = None, *,
+                    version: str | None = None, table: str | None = None, columns: Iterable[str] | None = None):
+    """What ``runner serve`` answered for ``model_name`` between ``since`` (included) and ``until`` (excluded),
+    from the warehouse's ``requests`` table: ``(inputs, scores, usage)``.
+
+    ``inputs`` is a frame of the rows answered ``ok`` (their ``inputs`` JSON), typed by ``table`` in the data
+    dictionary (and checked against this pipeline's purpose, as :func:`load` is), with ``columns`` in that order
+    (all that the JSON holds when None); ``scores`` the scores answered for them. With ``version``, only the rows
+    that version answered; what other versions answered is counted in ``usage["other_versions"]``. ``usage`` is
+    :func:`runner.monitoring.usage.request_usage` over every request of the model in the window (rejected and
+    failed ones too), with ``since`` and ``until``.
+    """
+    import json
+
+    import pandas as pd
+
+    from runner.monitoring.usage import request_usage
+
+    store = warehouse()
+    rows = store.read_requests(model_name, since, until)
+    usage = {**request_usage(rows), "since": since, "until": until}
+    ok = rows[rows["status"] == "ok"]
+    if version is not None:
+        answered = ok["model_version"].astype(str)
+        usage["other_versions"] = {str(v): int(n) for v, n in answered[answered != str(version)].value_counts().items()}
+        ok = ok[answered == str(version)]
+    records = [json.loads(text) if isinstance(text, str) and text else {} for text in ok["inputs"]]
+    inputs = pd.DataFrame.from_records(records, index=ok.index, columns=list(columns) if columns is not None else None)
+    if columns is None and not len(inputs.columns) and table is not None:
+        columns = [name for name in _spec(table).columns]
+    if columns is not None:
+        inputs = inputs.reindex(columns=list(columns))
+    if table is not None:
+        spec = _spec(table)
+        purpose = _current().purpose
+        if purpose is not None and store.dictionary is not None:
+            store.dictionary.check_purpose(table, [c for c in inputs.columns if c in spec.columns], purpose)
+        inputs = _typed(inputs, spec)
+    scores = pd.to_numeric(ok["score"], errors="coerce").astype("float64").rename("score")
+    return inputs.reset_index(drop=True), scores.reset_index(drop=True), usage
+
+
+def _typed(frame, spec):
+    """``frame`` with the dictionary's types on its declared columns, as far as the values allow: a value of
+    another type becomes missing in a numeric or date column (monitoring's missing rate shows it)."""
+    import pandas as pd
+
+    typed = {}
+    for name in frame.columns:
+        column = spec.columns.get(name)
+        if column is None:
+            continue
+        values = frame[name]
+        if column.type in ("int", "float"):
+            values = pd.to_numeric(values, errors="coerce").astype("float64")
+            whole = column.type == "int" and bool((values.dropna() % 1 == 0).all())
+            typed[name] = values.astype("Int64") if whole else values
+        elif column.type in ("date", "datetime"):
+            typed[name] = pd.to_datetime(values, errors="coerce", format="ISO8601").astype("datetime64[ns]")
+        elif column.type == "bool":
+            typed[name] = values.map(lambda v: v if isinstance(v, bool) else pd.NA).astype("boolean")
+        else:
+            typed[name] = values.where(values.isna(), values.astype(str))
+    return frame.assign(**typed) if typed else frame
+
+
 def record_findings(findings, model_name: str, model_version: str) -> int:
     """Store findings in the warehouse's ``monitoring_metrics`` (one row per feature and statistic)."""
     ctx = _current()

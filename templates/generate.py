@@ -166,28 +166,34 @@ print(f"{scoring['rows']:,} scores written, {scoring['ms_per_1k']:.1f} ms per 1,
 MONITOR = [
     ("markdown", """# {{name}}: monitor the `{{model}}` model
 
-Made by `runner new monitor`. Compares the rows of `as_of`'s month and the scores this run's
-`score_step` wrote with the **reference profile** stored with the model version at training time:
-drift (PSI, Jensen-Shannon, Wasserstein), missing values, new categorical levels, values outside the
-data dictionary, the score distribution, and usage (rows against the recent norm, failed runs,
-latency). No rows or no scores is an alert of its own. Findings go to the warehouse table
-`monitoring_metrics`; `warn` and `alert` go to the notifier of `runner.yaml`."""),
+Made by `runner new monitor`. Compares what the model saw with the **reference profile** stored with the
+model version at training time: drift (PSI, Jensen-Shannon, Wasserstein), missing values, new categorical
+levels, values outside the data dictionary, the score distribution, and usage. `source` picks what is
+judged: `"batch"`, the rows of `as_of`'s month and the scores this run's `score_step` wrote (usage: rows
+against the recent norm, failed runs, latency); `"requests"`, what `runner serve` answered in `as_of`'s
+month (the warehouse table `requests`; usage: requests, error rate, latency percentiles; findings named
+`api`, `api:<feature>`); `"both"`. No rows or no scores is an alert of its own. Findings go to the
+warehouse table `monitoring_metrics`; `warn` and `alert` go to the notifier of `runner.yaml`."""),
     ("parameters", """as_of = "{{as_of}}"          # the run's logical date
 model_name = "{{model}}"      # the registered model whose inputs and scores are watched
-alias = "champion"            # by hand: the version to judge (under the runner: the one the score step used)
-table = "{{table}}"           # the warehouse table the model scored
+alias = "champion"            # by hand, or for source="requests": the version to judge (else the score step's)
+table = "{{table}}"           # the warehouse table the model scored (its dictionary types the API's inputs)
 month_column = "month"        # the batch is as_of's month; "" takes every row
 score_step = "{{score_step}}"  # the step of this pipeline that wrote the scores
-history_runs = 12             # earlier runs for the usage norms"""),
+history_runs = 12             # earlier runs for the usage norms
+source = "batch"              # "batch", "requests" (what `runner serve` answered in as_of's month) or "both\""""),
     ("code", """import pandas as pd
 from IPython.display import display
 
 from runner import monitoring, nb
-from runner.monitoring.usage import usage_findings
+from runner.monitoring.usage import from_api, request_findings, usage_findings
 
+if source not in ("batch", "requests", "both"):
+    raise ValueError(f"source = {source!r}: use 'batch', 'requests' (the API's traffic) or 'both'")
 ctx = nb.context(pipeline="{{pipeline}}", as_of=as_of, step="{{name}}")
 thresholds = ctx.config.monitoring.thresholds
-scoring = nb.this_run(score_step)  # what this run's score step recorded, and which run wrote it (empty by hand)
+# what this run's score step recorded, and which run wrote it (empty by hand, and for the API alone)
+scoring = nb.this_run(score_step) if source != "requests" else {}
 production = {v["version"]: v for v in nb.versions(model_name)}
 if scoring.get("model_version"):
     version = production[str(scoring["model_version"])]
@@ -196,45 +202,75 @@ else:
 reference = nb.load_profile(version)
 features = [column for column in reference["columns"] if column != "score"]
 month = as_of[:7]
-where, params = (f"{month_column} = :month", {"month": month}) if month_column else (None, None)
-batch = nb.load(table, columns=features, where=where, params=params)
-if scoring:
-    scored_by = scoring["run_id"]
-else:  # by hand: production's latest scoring of this as_of by the version
-    served = nb.predictions(as_of=as_of, model_name=model_name, model_version=version["version"])
-    scored_by = served.sort_values("scored_at")["run_id"].iloc[-1] if len(served) else None
-scores = nb.predictions(run_id=scored_by)["score"] if scored_by else pd.Series(dtype=float)
-print(f"{month}: {len(batch):,} rows, {len(scores):,} scores by {model_name} v{version['version']}; "
-      f"reference: {reference['rows']:,} training rows")"""),
+judged = {}  # "batch" / "requests": (inputs, scores), each compared with the reference
+if source in ("batch", "both"):
+    where, params = (f"{month_column} = :month", {"month": month}) if month_column else (None, None)
+    batch = nb.load(table, columns=features, where=where, params=params)
+    if scoring:
+        scored_by = scoring["run_id"]
+    else:  # by hand: production's latest scoring of this as_of by the version
+        served = nb.predictions(as_of=as_of, model_name=model_name, model_version=version["version"])
+        scored_by = served.sort_values("scored_at")["run_id"].iloc[-1] if len(served) else None
+    scores = nb.predictions(run_id=scored_by)["score"] if scored_by else pd.Series(dtype=float)
+    judged["batch"] = (batch, scores)
+    print(f"{month}: {len(batch):,} rows, {len(scores):,} scores by {model_name} v{version['version']}")
+if source in ("requests", "both"):  # the API's traffic of as_of's month, by received_at
+    since, until = f"{month}-01", (pd.Period(month, "M") + 1).strftime("%Y-%m-01")
+    api_inputs, api_scores, api_usage = nb.served_requests(model_name, since, until, version=version["version"],
+                                                           table=table, columns=features)
+    judged["requests"] = (api_inputs, api_scores)
+    print(f"{month}: {api_usage['requests']:,} requests to the API, {len(api_inputs):,} rows answered by "
+          f"v{version['version']}")
+print(f"reference: {reference['rows']:,} training rows")"""),
     ("markdown", "## Findings, most severe first"),
-    ("code", """drift = monitoring.compare(reference, batch, thresholds, limits=nb.limits(features, table))
-output = monitoring.score_findings(reference, scores, thresholds)
-usage = usage_findings(len(scores), scoring.get("latency_ms_per_1k"), nb.recent_runs(step=score_step, limit=history_runs),
-                       thresholds)
-findings = monitoring.sort_findings(pd.concat([drift, output, usage], ignore_index=True))
+    ("code", """parts = []
+if "batch" in judged:
+    parts += [monitoring.compare(reference, batch, thresholds, limits=nb.limits(features, table)),
+              monitoring.score_findings(reference, scores, thresholds),
+              usage_findings(len(scores), scoring.get("latency_ms_per_1k"),
+                             nb.recent_runs(step=score_step, limit=history_runs), thresholds)]
+if "requests" in judged:
+    parts.append(request_findings(api_usage, thresholds, window=month))
+    if api_usage["requests"]:  # no requests at all is one finding above, not an input drift
+        parts += [from_api(monitoring.compare(reference, api_inputs, thresholds, limits=nb.limits(features, table))),
+                  from_api(monitoring.score_findings(reference, api_scores, thresholds))]
+findings = monitoring.sort_findings(pd.concat(parts, ignore_index=True))
 status, reasons = monitoring.status(findings), monitoring.reasons(findings)
 # Reasons quote your data (levels, column names): nb.banner escapes them, as pandas' own tables do.
 # Showing data with IPython's HTML() or a pandas Styler? Escape it: html.escape, .format(escape="html").
-display(nb.banner(status, f"{month}, {model_name} v{version['version']}: {len(reasons)} finding(s) at warn or alert",
-                  reasons))
+display(nb.banner(status, f"{month}, {model_name} v{version['version']} ({source}): {len(reasons)} finding(s) at "
+                  "warn or alert", reasons))
 shown = findings[findings["severity"] != "ok"]
 (shown if len(shown) else findings.head(10))[["severity", "feature", "statistic", "value", "p_value", "detail"]]"""),
     ("markdown", "## Distributions against the reference"),
-    ("code", """judged = findings[findings["feature"].isin(features)]
-drifted = list(dict.fromkeys(judged.loc[judged["severity"] != "ok", "feature"]))
-to_plot = drifted[:6] or list(judged.sort_values("value", ascending=False)["feature"].drop_duplicates()[:3])
-nb.log_figure(monitoring.overlay_figure(reference, batch, to_plot), "overlays")
-if len(scores):
-    nb.log_figure(monitoring.score_figure(reference, scores), "scores")"""),
+    ("code", """drifted = []
+for name, (inputs, scored) in judged.items():
+    prefix, figure = ("api:", "api_") if name == "requests" else ("", "")
+    mine = findings[findings["feature"].isin([prefix + feature for feature in features])]
+    bad = list(dict.fromkeys(mine.loc[mine["severity"] != "ok", "feature"]))
+    drifted += bad
+    if not len(inputs):
+        continue
+    top = mine.sort_values("value", ascending=False)["feature"].drop_duplicates()[:3]
+    to_plot = [feature[len(prefix):] for feature in (bad[:6] or list(top))]
+    nb.log_figure(monitoring.overlay_figure(reference, inputs, to_plot), f"{figure}overlays")
+    if len(scored):
+        nb.log_figure(monitoring.score_figure(reference, scored), f"{figure}scores")"""),
     ("markdown", "## Record, notify"),
     ("code", """nb.record_findings(findings, model_name, version["version"])
-input_psi = findings.loc[(findings["statistic"] == "psi") & findings["feature"].isin(features), "value"]
+inputs = [prefix + feature for prefix in ("", "api:") for feature in features]
+input_psi = findings.loc[(findings["statistic"] == "psi") & findings["feature"].isin(inputs), "value"]
 nb.glue("status", status)
 nb.glue("reasons", reasons)
 nb.glue("max_psi", round(float(input_psi.max()), 6) if len(input_psi) else 0.0)
 nb.glue("drifted_features", drifted)
-nb.glue("rows_monitored", len(batch))
-nb.glue("scores_monitored", len(scores))
+nb.glue("rows_monitored", sum(len(rows) for rows, _ in judged.values()))
+nb.glue("scores_monitored", sum(len(scored) for _, scored in judged.values()))
+if "requests" in judged:
+    nb.glue("api_requests", api_usage["requests"])
+    if api_usage["requests"]:
+        nb.glue("api_error_rate", round(api_usage["error_rate"], 6))
+        nb.glue("api_latency_p99_ms", round(api_usage["latency_p99_ms"], 3))
 nb.alert(status, reasons, summary=f"{ctx.pipeline} {month}: {status} ({len(reasons)} findings)")
 nb.fail_on(status)  # fails the step when runner.yaml sets monitoring.fail_on and the status reaches it"""),
 ]
