@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,6 +142,7 @@ class DataDictionary:
     purposes: Mapping[str, str]
     tables: Mapping[str, TableSpec]
     source: str = ""
+    _schemas: dict = field(default_factory=dict, compare=False, repr=False)  # (table, columns) -> pandera schema
 
     @classmethod
     def load(cls, path: str | Path) -> DataDictionary:
@@ -183,10 +184,17 @@ class DataDictionary:
         return self.tables[table]
 
     def schema(self, table: str, columns: list[str] | None = None):
-        """A pandera ``DataFrameSchema`` of ``table`` (or of some of its columns); strict, coercing."""
+        """A pandera ``DataFrameSchema`` of ``table`` (or of some of its columns); strict, coercing. Built once
+        per table and columns (a served model validates every request with the same one)."""
+        names = tuple(self.table(table).columns) if columns is None else tuple(columns)
+        cached = self._schemas.get((table, names))
+        if cached is None:
+            cached = self._schemas[(table, names)] = self._build_schema(table, list(names))
+        return cached
+
+    def _build_schema(self, table: str, names: list[str]):
         pa = _pandera()
         spec = self.table(table)
-        names = list(spec.columns) if columns is None else list(columns)
         self.check_declared(table, names)
         key = list(spec.key) if spec.key and set(spec.key) <= set(names) else None
         return pa.DataFrameSchema(

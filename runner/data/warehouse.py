@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -381,15 +381,21 @@ class Warehouse:
             conditions.append(sa.column("as_of", sa.Date) == pd.Timestamp(as_of).date())
         return self._read_run_table(PREDICTIONS, conditions)
 
-    def write_requests(self, frame: pd.DataFrame) -> int:
-        """Append rows of served requests (:data:`REQUESTS`) in one transaction; returns rows written."""
+    def write_requests(self, rows: list[dict[str, Any]] | pd.DataFrame) -> int:
+        """Append rows of served requests (:data:`REQUESTS`) in one transaction; returns rows written.
+
+        Not validated against the table's declaration: `runner serve` builds these rows itself, and this runs
+        beside its request threads, so it takes as little of the interpreter as it can (one ``executemany``)."""
         spec = BUILTIN.table(REQUESTS)
+        if isinstance(rows, pd.DataFrame):
+            rows = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
 
         def write(conn: sa.Connection) -> int:
-            self._ensure_table(conn, REQUESTS, spec)
-            return self._insert(conn, REQUESTS, BUILTIN.validate(REQUESTS, frame[list(spec.columns)]), spec)
+            sql_table = self._ensure_table(conn, REQUESTS, spec)
+            conn.execute(sql_table.insert(), [{name: row.get(name) for name in spec.columns} for row in rows])
+            return len(rows)
 
-        return self._in_transaction(REQUESTS, write)
+        return self._in_transaction(REQUESTS, write) if rows else 0
 
     def read_requests(self, model_name: str | None = None, since: str | None = None,
                       until: str | None = None) -> pd.DataFrame:

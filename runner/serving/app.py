@@ -88,9 +88,10 @@ class Service:
                 "model_version": served.version, "alias": served.alias}
 
         def refused(status: int, problems: list[str], kind: str) -> tuple[int, dict[str, Any]]:
-            self.log.record([{**base, "row": 0, "inputs": body[:MAX_LOGGED_BODY].decode(errors="replace"),
-                              "score": None, "latency_ms": (time.perf_counter() - started) * 1000, "status": kind,
-                              "error": "; ".join(problems), "flags": None}])
+            row = {**base, "row": 0, "inputs": body[:MAX_LOGGED_BODY].decode(errors="replace"), "score": None,
+                   "latency_ms": (time.perf_counter() - started) * 1000, "status": kind,
+                   "error": "; ".join(problems), "flags": None}
+            self.log.record(1, lambda: [row])
             return status, {"error": problems[0] if len(problems) == 1 else f"{len(problems)} problems",
                             "problems": problems, "model": model, "request_id": request_id}
 
@@ -112,11 +113,14 @@ class Service:
             log.exception("request %s: the model failed", request_id)
             return refused(500, [f"the model could not score these rows: {type(exc).__name__}: {exc}"], "error")
         latency = (time.perf_counter() - started) * 1000
-        inputs = frame[list(served.columns)].to_dict(orient="records")
-        self.log.record([{**base, "row": row, "inputs": json.dumps(values, default=str), "score": score,
-                          "latency_ms": latency, "status": "ok", "error": None,
-                          "flags": "; ".join(flags[row]) or None}
-                         for row, (values, score) in enumerate(zip(inputs, scores))])
+        inputs = frame[list(served.columns)]
+
+        def rows() -> list[dict[str, Any]]:  # in the log's writer thread
+            return [{**base, "row": row, "inputs": json.dumps(values, default=str), "score": score,
+                     "latency_ms": latency, "status": "ok", "error": None, "flags": "; ".join(flags[row]) or None}
+                    for row, (values, score) in enumerate(zip(inputs.to_dict(orient="records"), scores))]
+
+        self.log.record(len(scores), rows)
         answer: dict[str, Any] = {"predictions": scores, "model": model, "request_id": request_id}
         if any(flags):
             answer["flags"] = {str(row): found for row, found in enumerate(flags) if found}

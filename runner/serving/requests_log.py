@@ -19,17 +19,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
-
 log = logging.getLogger("runner.serve")
+Rows = Callable[[], list[dict[str, Any]]]  # a request's rows, made when the writer takes them
 BACKOFF = (0.5, 10.0)  # seconds before trying a failed batch again, doubling, and the most
 
 
 class RequestLog:
-    def __init__(self, write: Callable[[pd.DataFrame], int], *, capacity: int = 10_000, batch: int = 1000,
+    def __init__(self, write: Callable[[list[dict[str, Any]]], int], *, capacity: int = 10_000, batch: int = 1000,
                  interval: float = 0.5, sample: float = 1.0):
         self.write, self.batch, self.interval, self.sample = write, batch, interval, sample
-        self._queue: queue.Queue[list[dict[str, Any]]] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[tuple[int, Rows]] = queue.Queue(maxsize=capacity)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.counts = {"written": 0, "dropped": 0, "lost": 0, "sampled_out": 0, "failed_writes": 0}
@@ -41,17 +40,18 @@ class RequestLog:
     def start(self) -> None:
         self._thread.start()
 
-    def record(self, rows: list[dict[str, Any]]) -> None:
-        """Queue one request's rows (or count them out); never blocks the request."""
+    def record(self, count: int, rows: Rows) -> None:
+        """Queue one request's ``count`` rows (or count them out); never blocks the request. ``rows()`` makes
+        them, in the writer's thread: turning inputs into JSON is no work of the request's."""
         if self.sample < 1.0 and random.random() >= self.sample:
-            self._count("sampled_out", len(rows))
+            self._count("sampled_out", count)
             return
         try:
-            self._queue.put_nowait(rows)
+            self._queue.put_nowait((count, rows))
         except queue.Full:
-            self._count("dropped", len(rows))
+            self._count("dropped", count)
             log.error("the request log's queue is full (the warehouse is slow or down): %d row(s) dropped, %d so far",
-                      len(rows), self.counts["dropped"])
+                      count, self.counts["dropped"])
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -59,7 +59,7 @@ class RequestLog:
                     "last_error": self.last_error}
 
     def _unwritten(self) -> int:
-        return len(self._pending) + sum(len(rows) for rows in list(self._queue.queue))
+        return len(self._pending) + sum(count for count, _ in list(self._queue.queue))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (trying for ``timeout`` seconds); what is left is counted lost and logged."""
@@ -83,11 +83,12 @@ class RequestLog:
         while len(self._pending) < self.batch:
             left = deadline - time.monotonic()
             try:
-                rows = self._queue.get(timeout=max(left, 0.0)) if left > 0 else self._queue.get_nowait()
+                _, rows = self._queue.get(timeout=max(left, 0.0)) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 return
+            made = rows()
             with self._lock:
-                self._pending.extend(rows)
+                self._pending.extend(made)
 
     def _run(self) -> None:
         delay = BACKOFF[0]
@@ -96,7 +97,7 @@ class RequestLog:
             self._take()
             if self._pending:
                 try:
-                    written = self.write(pd.DataFrame(self._pending))
+                    written = self.write(self._pending)
                 except Exception as exc:  # noqa: BLE001 - any failure of the warehouse: keep the rows, try again
                     with self._lock:
                         self.counts["failed_writes"] += 1
