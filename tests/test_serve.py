@@ -157,7 +157,7 @@ ROWS = [{"visits": 3, "spend": 12.5, "plan": "basic"}, {"visits": 25, "spend": 8
 
 
 @pytest.mark.slow
-def test_every_mlflow_format_is_scored_by_the_champion_and_logged(trained, server):
+def test_every_mlflow_format_is_scored_by_the_champion_and_logged(trained, server, monkeypatch):
     root, _ = trained
     from mlflow import MlflowClient
     import mlflow
@@ -165,7 +165,7 @@ def test_every_mlflow_format_is_scored_by_the_champion_and_logged(trained, serve
     tracking = f"sqlite:///{root / '.runner' / 'mlflow.db'}"
     champion = MlflowClient(tracking).get_model_version_by_alias("retain", "champion")
     version = str(champion.version)
-    mlflow.set_tracking_uri(tracking)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)  # not mlflow.set_tracking_uri: it outlives the test
     model = mlflow.pyfunc.load_model(f"models:/retain/{version}")
     import pandas as pd
 
