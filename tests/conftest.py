@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -97,6 +98,18 @@ def project(tmp_path, runner_home) -> Project:
 
 def notebook(name: str) -> str:
     return str(NOTEBOOKS / f"{name}.ipynb")
+
+
+def write_notebook(path: Path, cells) -> None:
+    """A notebook of code cells made by a test; a cell given as (tag, source) carries that tag ("parameters")."""
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in cells:
+        code = nbformat.v4.new_code_cell(cell[1] if isinstance(cell, tuple) else cell)
+        if isinstance(cell, tuple):
+            code.metadata["tags"] = [cell[0]]
+        book.cells.append(code)
+    nbformat.write(book, path)
 
 
 def step(name: str, **fields) -> dict:

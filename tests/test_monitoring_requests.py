@@ -16,6 +16,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_notebook
 import sqlalchemy as sa
 import yaml
 
@@ -52,17 +53,6 @@ TRAIN = [
     "['quarter']), remainder='passthrough'), LogisticRegression(max_iter=500)).fit(X, y)",
     "nb.save_model(model, 'rent_risk', X, flats(2), reference=X, table='flats')",
 ]
-
-
-def write_notebook(path: Path, cells) -> None:
-    book = nbformat.v4.new_notebook()
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in cells:
-        code = nbformat.v4.new_code_cell(cell[1] if isinstance(cell, tuple) else cell)
-        if isinstance(cell, tuple):
-            code.metadata["tags"] = [cell[0]]
-        book.cells.append(code)
-    nbformat.write(book, path)
 
 
 def cli(*args: str, env: dict, ok: bool = True):

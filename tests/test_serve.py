@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import nbformat
 import pytest
 import yaml
+from conftest import write_notebook
 
 DICTIONARY = {
     "purposes": {"retention": "Keeping members: the churn model.", "marketing": "Offers to members."},
@@ -65,17 +65,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def notebook(path: Path, cells) -> None:
-    book = nbformat.v4.new_notebook()
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in cells:
-        code = nbformat.v4.new_code_cell(cell[1] if isinstance(cell, tuple) else cell)
-        if isinstance(cell, tuple):
-            code.metadata["tags"] = [cell[0]]
-        book.cells.append(code)
-    nbformat.write(book, path)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, migrated_mlflow_db):
     """A project whose `train` pipeline (purpose retention) registered `retain` v1 (champion) and v2 (challenger
@@ -88,7 +77,7 @@ def trained(tmp_path_factory, migrated_mlflow_db):
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     (root / "data").mkdir()
     (root / "data" / "dictionary.yaml").write_text(yaml.safe_dump(DICTIONARY, sort_keys=False))
-    notebook(root / "train.ipynb", TRAIN)
+    write_notebook(root / "train.ipynb", TRAIN)
     (root / "runner.yaml").write_text(yaml.safe_dump({
         "models": {"retain": {"metric": "auc", "margin": 0.5}},  # v2 stays challenger: the test promotes it
         "pipelines": {"train": {"purpose": "retention", "steps": {"train": {"notebook": "train.ipynb"}}}},
