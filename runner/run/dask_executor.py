@@ -118,12 +118,12 @@ class DaskExecutor(RemoteExecutor):
         from distributed import Event
 
         started = utcnow()
+        root = str(Path(task.env[ENV_CONFIG.name]).parent)
         try:
-            digest = self._bundle(task)
+            digest = self._bundle(task, root)
             notebook = Path(task.notebook).read_bytes()
         except (RunnerError, OSError) as exc:
             return _failed(started, type(exc).__name__, f"not sent to the cluster: {exc}")
-        root = str(Path(task.env[ENV_CONFIG.name]).parent)
         key = f"runner-{task.pipeline}-{task.run_id}-{task.step}-{uuid.uuid4().hex[:8]}"
         future = self.client.submit(run_on_worker, RemoteStep(task, notebook, digest, root), key=key, pure=False)
         try:
@@ -162,9 +162,9 @@ class DaskExecutor(RemoteExecutor):
                 return _failed(started, DIED, f"lost the Dask scheduler at {self.address} for "
                                               f"{SCHEDULER_LOST_SECONDS:g}s while this step ran")
 
-    def _bundle(self, task: StepTask) -> str:
-        """The digest of the project's files, packed once per run and kept in the run store for the workers."""
-        root = str(Path(task.env[ENV_CONFIG.name]).parent)
+    def _bundle(self, task: StepTask, root: str) -> str:
+        """The digest of the files of the project in ``root``, packed once per run and kept in the run store for
+        the workers."""
         with self._lock:
             if root not in self._bundles:
                 packed = bundle.pack(Path(root), exclude=(Path(task.env[ENV_HOME.name]),))

@@ -30,7 +30,7 @@ from runner.serving.champion import Champion
 from runner.serving.checks import check
 from runner.serving.requests_log import RequestLog
 from runner.tracking.registry import Registry
-from runner.tracking.scoring import BadRequest, ServedVersion, reference_levels
+from runner.tracking.scoring import BadRequest, ServedVersion, parse_request, reference_levels
 
 log = logging.getLogger("runner.serve")
 MAX_LOGGED_BODY = 10_000  # characters of a refused body kept in the request log
@@ -96,8 +96,6 @@ class Service:
                             "problems": problems, "model": model, "request_id": request_id}
 
         try:
-            from runner.tracking.scoring import parse_request
-
             frame = parse_request(body, served.schema)
             table, purpose, levels = self.context(served)
             problems, flags = check(frame, served, self.dictionary, table, purpose, levels)

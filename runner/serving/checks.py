@@ -28,15 +28,15 @@ def check(frame: pd.DataFrame, served: ServedVersion, dictionary: DataDictionary
     problems += [f"column {name!r} is missing: model {served.name} v{served.version} needs "
                  f"{', '.join(served.columns)}" for name in missing]
     for name in frame.columns:
-        if name in served.columns and (spec is None or purpose is None or name not in spec.columns):
-            continue
-        if spec is not None and name in spec.columns:
-            if purpose is not None and not spec.columns[name].allows(purpose):
-                rule = f" ({spec.columns[name].rule})" if spec.columns[name].rule else ""
-                problems.append(f"column {name!r} may be used for {list(spec.columns[name].allowed_purposes)} only, "
-                                f"not for {purpose!r}{rule}; leave it out of the request")
-            continue
-        problems.append(f"column {name!r} is not an input of model {served.name} v{served.version}; leave it out")
+        column = spec.columns.get(name) if spec is not None else None
+        if column is None:  # undeclared: only an input of the model may come
+            if name not in served.columns:
+                problems.append(f"column {name!r} is not an input of model {served.name} v{served.version}; "
+                                "leave it out")
+        elif purpose is not None and not column.allows(purpose):  # declared: the purpose decides, input or not
+            rule = f" ({column.rule})" if column.rule else ""
+            problems.append(f"column {name!r} may be used for {list(column.allowed_purposes)} only, not for "
+                            f"{purpose!r}{rule}; leave it out of the request")
     if problems:
         return problems[:MAX_PROBLEMS], []
     inputs = frame[list(served.columns)]
