@@ -3,16 +3,42 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package .venv gets, each pinned with its hashes: written by `make lock` from pyproject.toml (all extras),
+# read by uv and by pip alike. tests/test_packaging.py fails when pyproject.toml asks for something it lacks.
+LOCK := requirements.lock
+# The installer is uv: the one on PATH, else this release, which pip puts into .venv (one wheel, seconds).
+UV_SPEC ?= uv==0.13.9
+# Prints uv's path, installing it into .venv first when PATH has none; fails when it cannot be had.
+FIND_UV = command -v uv || { { test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet $(UV_SPEC) >&2; } && echo $(BIN)/uv; }
+# `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest release; plain `make lock` keeps the pins
+# that still fit and resolves only what pyproject.toml changed.
+LOCK_FLAGS ?=
 
-.PHONY: venv test test-fast demo bench clean docs
+.PHONY: venv lock test test-fast demo bench clean docs
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The lock's packages first (hash-checked), then the project itself, editable and without dependencies.
+# Without uv (no PATH entry, and pip could not install it), pip installs the same lock, only slower.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@if uv=$$($(FIND_UV)); then \
+	    echo "$$uv pip install --require-hashes -r $(LOCK); $$uv pip install --no-deps -e ."; \
+	    $$uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK) && \
+	    $$uv pip install --quiet --python $(BIN)/python --no-deps -e .; \
+	else \
+	    echo "uv could not be installed: pip installs $(LOCK)"; \
+	    $(BIN)/python -m pip install --quiet --upgrade pip && \
+	    $(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK) && \
+	    $(BIN)/python -m pip install --quiet --no-deps -e .; \
+	fi
 	touch $(STAMP)
+
+# Resolves pyproject.toml with every extra for every platform (markers where they differ) from Python 3.11 up.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	uv=$$($(FIND_UV)) && $$uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	    --generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) --output-file $(LOCK)
 
 # Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once.
 test: $(STAMP)

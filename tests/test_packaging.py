@@ -8,10 +8,13 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(  # every module and package of runner/, dotted
@@ -27,6 +30,73 @@ def test_environment_yml_lists_exactly_the_pyproject_dependencies():
     assert declared == sorted(project["dependencies"])
     python = next(item for item in env["dependencies"] if isinstance(item, str) and item.startswith("python"))
     assert python.removeprefix("python") == project["requires-python"]
+
+
+@dataclass
+class Pin:
+    """One entry of requirements.lock: `name==1.0 ; marker`, its hashes and what it is there for (`# via`)."""
+
+    requirement: Requirement
+    hashes: int = 0
+    via: set[str] = field(default_factory=set)
+
+    @property
+    def version(self) -> str:
+        return next(iter(self.requirement.specifier)).version
+
+
+def locked() -> dict[str, list[Pin]]:
+    """requirements.lock by package name; a package has two entries where it differs by Python version."""
+    entries: dict[str, list[Pin]] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        text = line.strip()
+        if line and not line[0].isspace() and not line.startswith("#"):
+            pin = Pin(Requirement(text.removesuffix("\\").strip()))
+            entries.setdefault(canonicalize_name(pin.requirement.name), []).append(pin)
+        elif not line[:1].isspace():  # the header's comments and blank lines
+            continue
+        elif text.startswith("--hash="):
+            pin.hashes += 1
+        elif text.startswith("#"):  # `# via a`, or `# via` followed by `#   a` lines
+            pin.via.update(filter(None, [text.removeprefix("# via").removeprefix("#").strip()]))
+    return entries
+
+
+def pyproject_requirements() -> list[Requirement]:
+    """What pyproject.toml asks for: the dependencies and every extra's, the project's own extras left out."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] + [dep for deps in project["optional-dependencies"].values() for dep in deps]
+    return [req for req in map(Requirement, listed) if canonicalize_name(req.name) != canonicalize_name(project["name"])]
+
+
+def test_the_lock_pins_every_requirement_of_pyproject_within_its_specifier():
+    """`make lock` has been run since pyproject.toml last changed: else `make venv` installs an old set.
+
+    Every requirement of the dependencies and of every extra (test, postgres, s3, dask: .venv gets them all) is in
+    requirements.lock at a version its specifier allows, and the lock names nothing as pyproject.toml's that
+    pyproject.toml no longer asks for. Offline: the lock is read as text.
+    """
+    lock, wanted = locked(), pyproject_requirements()
+    assert {"psycopg", "s3fs", "distributed", "moto", "pytest"} <= {canonicalize_name(req.name) for req in wanted}
+    stale = []
+    for req in wanted:
+        versions = [pin.version for pin in lock.get(canonicalize_name(req.name), [])]
+        if not versions or not all(req.specifier.contains(version, prereleases=True) for version in versions):
+            stale.append(f"{req} (locked: {', '.join(versions) or 'absent'})")
+    assert not stale, f"requirements.lock is out of date for {stale}: run `make lock` and commit requirements.lock"
+    ours = {name for name, pins in lock.items() for pin in pins if "notebook-runner (pyproject.toml)" in pin.via}
+    dropped = ours - {canonicalize_name(req.name) for req in wanted}
+    assert not dropped, f"requirements.lock still pins {sorted(dropped)} for pyproject.toml: run `make lock`"
+
+
+def test_every_locked_package_is_pinned_exactly_with_its_hashes():
+    """pip's and uv's --require-hashes refuse the whole lock for one unhashed or unpinned line."""
+    lock = locked()
+    assert len(lock) > 100
+    for pin in (pin for pins in lock.values() for pin in pins):
+        specifiers = list(pin.requirement.specifier)
+        assert len(specifiers) == 1 and specifiers[0].operator == "==", pin
+        assert pin.hashes > 0 and pin.via, pin
 
 
 def test_every_module_imports_alone_in_a_fresh_interpreter():
