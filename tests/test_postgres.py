@@ -367,3 +367,30 @@ def test_the_starter_projects_ingest_writes_to_postgresql(url, tmp_path):
                                         "FROM customers")[0]
     assert customers > 0 and months == 12 and keys == customers
     assert not (tmp_path / ".runner" / "warehouse.db").exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_served_requests_are_written_through_the_driver_with_their_values_intact(backend, url, tmp_path):
+    """write_requests hands rows to the driver's executemany itself (SQLAlchemy's conversions, none of its
+    per-row work): times, nulls, hostile text and floats come back as written on both databases."""
+    target = url if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
+    warehouse = Warehouse(target)
+    at = pd.Timestamp("2026-03-01 12:00:00")  # no microseconds: sqlite's text form must still read back
+    hostile = "it's \"quoted\"; DROP TABLE requests; -- é ✓ " + "x" * 5000
+    written = warehouse.write_requests([
+        {"request_id": "a", "row": 0, "received_at": at.to_pydatetime(), "model_name": "m", "model_version": "3",
+         "alias": "champion", "inputs": json.dumps({"text": hostile}), "score": 0.1234567890123456,
+         "latency_ms": 2.5, "status": "ok", "error": None, "flags": "plan: new level 'gold'"},
+        {"request_id": "b", "row": 0, "received_at": at + pd.Timedelta(microseconds=7), "model_name": "m",
+         "model_version": "3", "alias": "champion", "inputs": None, "score": None, "latency_ms": 1.0,
+         "status": "rejected", "error": hostile, "flags": None},
+    ])
+    assert written == 2
+    back = warehouse.read_requests("m").set_index("request_id")
+    assert back.loc["a", "received_at"] == at
+    assert back.loc["b", "received_at"] == at + pd.Timedelta(microseconds=7)
+    assert json.loads(back.loc["a", "inputs"]) == {"text": hostile}
+    assert back.loc["a", "score"] == 0.1234567890123456
+    assert pd.isna(back.loc["b", "score"]) and back.loc["b", "error"] == hostile
+    assert back.loc["a", "flags"] == "plan: new level 'gold'"
+    assert len(warehouse.read_requests("other")) == 0

@@ -392,7 +392,7 @@ class Warehouse:
 
         def write(conn: sa.Connection) -> int:
             sql_table = self._ensure_table(conn, REQUESTS, spec)
-            conn.execute(sql_table.insert(), [{name: row.get(name) for name in spec.columns} for row in rows])
+            conn.exec_driver_sql(*_driver_insert(conn, sql_table, rows))
             return len(rows)
 
         return self._in_transaction(REQUESTS, write) if rows else 0
@@ -688,6 +688,19 @@ class Warehouse:
 
 def _in_namespace(namespace: str | None) -> list:
     return [] if namespace is None else [sa.column("namespace", sa.Text) == namespace]
+
+
+def _driver_insert(conn: sa.Connection, sql_table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list]:
+    """(the INSERT in the driver's own words, its parameters): one ``executemany`` with SQLAlchemy's conversions
+    of the values (its bind processors: e.g. sqlite's text for a datetime) and none of its per-row bookkeeping."""
+    compiled = sql_table.insert().compile(dialect=conn.dialect)
+    names = list(compiled.positiontup) if compiled.positional else [column.name for column in sql_table.columns]
+    convert = {name: sql_table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+               for name in names}
+    values = [[convert[name](row.get(name)) if convert[name] else row.get(name) for name in names] for row in rows]
+    if compiled.positional:
+        return compiled.string, [tuple(value) for value in values]
+    return compiled.string, [dict(zip(names, value)) for value in values]
 
 
 def _add_namespace(conn: sa.Connection, sql_table: sa.Table) -> None:

@@ -101,7 +101,8 @@ class Service:
             problems, flags = check(frame, served, self.dictionary, table, purpose, levels)
             if problems:
                 return refused(422, problems, "rejected")
-            scores = served.scores(frame)
+            inputs = served.inputs(frame)
+            scores = served.scores(inputs)
         except BadRequest as exc:
             return refused(400, [str(exc)], "rejected")
         except RunnerError as exc:
@@ -111,12 +112,13 @@ class Service:
             log.exception("request %s: the model failed", request_id)
             return refused(500, [f"the model could not score these rows: {type(exc).__name__}: {exc}"], "error")
         latency = (time.perf_counter() - started) * 1000
-        inputs = frame[list(served.columns)]
 
-        def rows() -> list[dict[str, Any]]:  # in the log's writer thread
-            return [{**base, "row": row, "inputs": json.dumps(values, default=str), "score": score,
+        def rows() -> list[dict[str, Any]]:  # in the log's writer thread; column lists, not to_dict: a quarter the work
+            names = served.columns
+            return [{**base, "row": row, "inputs": json.dumps(dict(zip(names, values)), default=str), "score": score,
                      "latency_ms": latency, "status": "ok", "error": None, "flags": "; ".join(flags[row]) or None}
-                    for row, (values, score) in enumerate(zip(inputs.to_dict(orient="records"), scores))]
+                    for row, (values, score) in enumerate(zip(zip(*(inputs[name].tolist() for name in names)),
+                                                              scores))]
 
         self.log.record(len(scores), rows)
         answer: dict[str, Any] = {"predictions": scores, "model": model, "request_id": request_id}

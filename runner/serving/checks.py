@@ -39,9 +39,10 @@ def check(frame: pd.DataFrame, served: ServedVersion, dictionary: DataDictionary
                             f"{purpose!r}{rule}; leave it out of the request")
     if problems:
         return problems[:MAX_PROBLEMS], []
-    inputs = frame[list(served.columns)]
+    inputs = served.inputs(frame)
     if spec is not None:
-        rows = dictionary.row_problems(table, inputs[[name for name in served.columns if name in spec.columns]])
+        declared = [name for name in served.columns if name in spec.columns]
+        rows = dictionary.row_problems(table, inputs if len(declared) == len(served.columns) else inputs[declared])
         for row, reasons in list(rows.items())[:MAX_PROBLEMS]:
             problems += [f"row {row}: {reason}" if row >= 0 else reason for reason in reasons]
         if len(rows) > MAX_PROBLEMS:

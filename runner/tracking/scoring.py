@@ -31,9 +31,14 @@ class ServedVersion:
     schema: Any = None  # MLflow's input schema (None: the version has no signature)
     tags: dict[str, str] = field(default_factory=dict)
 
-    def scores(self, frame: pd.DataFrame) -> list[float]:
-        """The positive class's probability for each row."""
-        return self.estimator.predict_proba(frame[list(self.columns)])[:, 1].tolist()
+    def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s columns that the model takes, in the signature's order (``frame`` itself when it is so
+        already: a selection costs a tenth of a millisecond, a tenth of a small request's work)."""
+        return frame if tuple(frame.columns) == self.columns else frame[list(self.columns)]
+
+    def scores(self, inputs: pd.DataFrame) -> list[float]:
+        """The positive class's probability for each row of ``inputs`` (:meth:`inputs`)."""
+        return self.estimator.predict_proba(inputs)[:, 1].tolist()
 
 
 def load_served(registry: Registry, name: str, alias: str) -> ServedVersion | None:
