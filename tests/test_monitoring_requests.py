@@ -205,3 +205,37 @@ def test_a_month_without_requests_says_so(lettings):
     metrics = lettings.sql(f"SELECT feature, statistic, value, severity FROM monitoring_metrics "
                            f"WHERE run_id = '{record['run_id']}'")
     assert metrics.values.tolist() == [["api", "requests", 0.0, "warn"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_one_monitoring_report_covers_the_batch_and_the_api(lettings):
+    """source = "both": the pipeline's batch scores (a score step made by `runner new score`) and the API's
+    traffic of the same month are judged in one run, each against the version's reference profile."""
+    from runner.data import DataDictionary, Warehouse
+
+    rng = np.random.default_rng(11)
+    batch = pd.DataFrame({"flat_id": [f"f{n}" for n in range(120)], "rooms": rng.integers(1, 5, 120),
+                          "rent": rng.gamma(4.0, 200.0, 120), "quarter": rng.choice(["old_town", "harbour"], 120),
+                          "month": "2026-02", "arrears": None})
+    dictionary = DataDictionary.load(lettings.root / "data" / "dictionary.yaml")
+    Warehouse(f"sqlite:///{lettings.home / 'warehouse.db'}", dictionary).write_table("flats", batch)
+    for kind, name in (("score", "score"), ("monitor", "watch")):
+        lettings.cli("new", kind, name, "--pipeline", "rent_both", "--purpose", "letting", "--table", "flats",
+                     "--model", "rent_risk")
+
+    record = lettings.run("rent_both", "--as-of", "2026-02-28", "-p", "watch.source=both")
+    scored, watch = record["steps"]["score"], record["steps"]["watch"]
+    assert record["status"] == scored["status"] == watch["status"] == "succeeded"
+    assert watch["scraps"]["rows_monitored"] == 120 + 34 * 10  # the month's batch and the API's answered rows
+    assert watch["scraps"]["scores_monitored"] == 120 + 34 * 10
+    assert watch["scraps"]["api_requests"] == 40 and watch["scraps"]["status"] == "alert"
+    assert "api:rooms" in watch["scraps"]["drifted_features"]
+    assert "rooms" not in watch["scraps"]["drifted_features"]
+
+    metrics = lettings.sql(f"SELECT feature, statistic, value, severity FROM monitoring_metrics "
+                           f"WHERE run_id = '{record['run_id']}'")
+    psi = metrics[metrics["statistic"] == "psi"].set_index("feature")["severity"]
+    assert psi["rooms"] == "ok" and psi["api:rooms"] == "alert"  # the batch is like training, the API is not
+    assert {"score", "usage", "api", "api:score"} <= set(metrics["feature"])
+    assert lettings.sql(f"SELECT count(*) AS n FROM predictions WHERE run_id = '{record['run_id']}'")["n"][0] == 120
