@@ -23,17 +23,23 @@ def review(ctx: click.Context, config_path: str | None) -> None:
 @review.command("build")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder to write the site into (default: <RUNNER_HOME>/review).")
+@click.option("--page-size", type=click.IntRange(min=1), default=None,
+              help="Runs per page of the index (default: 50).")
 @config_option
 @handles_errors
-def review_build(out_dir: str | None, config_path: str | None) -> None:
-    """Write the review site (index, a page per run, trends, diffs) from the run store."""
+def review_build(out_dir: str | None, page_size: int | None, config_path: str | None) -> None:
+    """Write the review site (index, a page per run, trends, diffs) from the run store.
+
+    Into a folder built before, only the pages that changed since are written, and those of runs gone from
+    the store removed."""
     from pathlib import Path
 
     from runner.review.site import build
 
-    result = build(group_config(config_path), Path(out_dir) if out_dir else None)
+    result = build(group_config(config_path), Path(out_dir) if out_dir else None, page_size=page_size)
     out.print(f"wrote the review site of {result.runs} run(s) to {escape(str(result.out / 'index.html'))} "
-              f"({result.notebooks} notebook(s) copied, {result.diffs} diff(s) rendered)")
+              f"({len(result.written)} file(s) written, {result.kept} unchanged, {len(result.removed)} removed; "
+              f"{result.notebooks} notebook(s) copied, {result.diffs} diff(s) rendered)")
 
 
 @review.command("diff")

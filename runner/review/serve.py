@@ -18,11 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from runner.errors import RunnerError
-from runner.review.site import NOTEBOOK_CSP, SCRIPT, SITE_CSP, Site
+from runner.review.site import DATA, NOTEBOOK_CSP, SCRIPT, SITE_CSP, Site
 
 NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 ROUTES = (
     (re.compile(r"^/(?:index\.html)?$"), "index"),
+    (re.compile(r"^/index-([2-9]|[1-9][0-9]{1,5})\.html$"), "index"),
+    (re.compile(rf"^/{re.escape(DATA)}$"), "data"),
     (re.compile(rf"^/pipelines/({NAME})\.html$"), "pipeline"),
     (re.compile(rf"^/runs/({NAME})\.html$"), "run"),
     (re.compile(rf"^/runs/({NAME})/({NAME})\.html$"), "notebook"),
@@ -51,7 +53,9 @@ class ReviewServer(ThreadingHTTPServer):
     def page(self, kind: str, args: tuple[str, ...]) -> tuple[bytes, str]:
         site = self.site
         if kind == "index":
-            return site.render_index().encode(), "text/html"
+            return site.render_index(page=int(args[0]) if args else 1).encode(), "text/html"
+        if kind == "data":
+            return site.render_data().encode(), "text/javascript"
         if kind == "pipeline":
             return site.render_pipeline(args[0]).encode(), "text/html"
         if kind == "run":

@@ -5,12 +5,19 @@ pages to a folder, ``runner review serve`` (:mod:`runner.review.serve`) renders 
 request, so new runs show without a rebuild. Both use the same relative URLs:
 
 ```
-index.html                      every run, filterable (``?status=failed&pipeline=credit``)
+index.html, index-<n>.html      every run, newest first, :data:`PAGE_SIZE` a page; filterable
+                                (``?status=failed&pipeline=credit``: ``review.js`` draws the matching
+                                runs from ``index-data.js``, which lists every run as data)
 pipelines/<pipeline>.html       trends: one chart per numeric scrap over the pipeline's runs
 runs/<run_id>.html              one run: steps, parameters, scraps, timings, errors, links
 runs/<run_id>/<step>.html       the executed notebook, as nbconvert rendered it
 diffs/<run_a>__<run_b>.html     two runs compared (:mod:`runner.review.diff`)
 ```
+
+A build rewrites only what changed (:mod:`runner.review.pages`): a run's page, its notebooks and its
+diff are rendered again only when the run's record, its neighbours or the templates changed, so one new
+run costs its own pages, its neighbour's page and diff, its pipeline's trends and the index pages;
+the pages of a run gone from the store are removed.
 
 Templates are the Jinja files in ``templates/review/`` at the top of the repository (a wheel installs
 them as data files; :func:`runner.config.templates` finds them either way). Autoescaping is on: every
@@ -27,8 +34,12 @@ all, nothing loaded from elsewhere) as the first thing in its ``<head>``; the ru
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +52,22 @@ from runner.review.views import (
     format_duration,
     format_time,
     format_value,
+    index_entry,
     key_scraps,
     mlflow_link,
+    pager,
     pages_of,
     safe_name,
     short_digest,
     timestamp,
 )
+from runner.review.pages import PageFolder, digest
 from runner.store.records import RunRecord, RunStore, Unreadable
 
 TEMPLATES = templates("review")
-SCRIPT = "review.js"  # the site's only script (the index's filters), a file of templates/review/
+SCRIPT = "review.js"  # the site's only script (the index's filters and pages), a file of templates/review/
+DATA = "index-data.js"  # every run of the index as data, for review.js to filter: `window.reviewRuns = {...}`
+PAGE_SIZE = 50  # runs per page of the index
 # The site's own pages: scripts from the site's files only, the templates' inline styles, nothing from elsewhere.
 SITE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
             "frame-src 'self'; base-uri 'none'; form-action 'none'")
@@ -91,10 +107,13 @@ def notebook_page(html: bytes) -> bytes:
 class Site:
     """Renders the review pages from a run store."""
 
-    def __init__(self, config: Config, store: RunStore | None = None):
+    def __init__(self, config: Config, store: RunStore | None = None, page_size: int = PAGE_SIZE):
+        if page_size < 1:
+            raise RunnerError(f"a page of the index holds at least one run, not {page_size}")
         self.config = config
         self.store = store or RunStore(config.stores.runs)
         self.env = environment()
+        self.page_size = page_size
 
     # -- reading -----------------------------------------------------------------------------
     def views(self) -> list[RunView]:
@@ -127,6 +146,11 @@ class Site:
     def views_of(self, pipeline: str) -> list[RunView]:
         return [v for v in self.views() if v.record.pipeline == pipeline]
 
+    def notebooks_present(self, record: RunRecord) -> list[str]:
+        """The executed notebooks' pages (steps' and earlier attempts') that are in the run store."""
+        pages = (page for step in record.steps.values() for page in pages_of(step))
+        return [page for page in pages if self.notebook_path(record, page)]
+
     def notebook_path(self, record: RunRecord, page: str | None) -> str | None:
         """An executed notebook's HTML page (a step's or an earlier attempt's) in the run store."""
         if not page or not safe_name(page):
@@ -156,29 +180,56 @@ class Site:
                               "(its wheel installs it there)")
         return path.read_bytes()
 
-    def render_index(self, views: list[RunView] | None = None, unreadable: list[Unreadable] | None = None) -> str:
-        """Every run; a record that cannot be read gets a row of its own (its file and why), linking nowhere."""
+    def index_rows(self, views: list[RunView], unreadable: list[Unreadable]) -> list[RunView | Unreadable]:
+        """The index's rows, newest first: a record that cannot be read gets a row of its own."""
+        return sorted([*views, *unreadable], reverse=True,
+                      key=lambda row: row.run_id if isinstance(row, Unreadable) else row.record.run_id)
+
+    def index_pages(self, rows: int) -> int:
+        return max(1, -(-rows // self.page_size))
+
+    def render_index(self, views: list[RunView] | None = None, unreadable: list[Unreadable] | None = None,
+                     page: int = 1) -> str:
+        """Page ``page`` of the index (:func:`index_name`): :attr:`page_size` runs, newest first, a record that cannot
+        be read as a row of its own (its file and why), linking nowhere; the first page sums up each pipeline."""
         if views is None:
             views, unreadable = self.listing()
         unreadable = unreadable or []
+        rows = self.index_rows(views, unreadable)
+        pages = self.index_pages(len(rows))
+        if not 1 <= page <= pages:
+            raise RunnerError(f"the index has {pages} page(s), not {page}")
         pipelines: dict[str, dict[str, Any]] = {}
         for view in views:
             summary = pipelines.setdefault(view.record.pipeline, {"runs": 0, "failed": 0, "latest": view})
             summary["runs"] += 1
             summary["failed"] += view.status == "failed"
         counts = {status: sum(v.status == status for v in views) for status in STATUSES}
-        rows = sorted([*views, *unreadable], reverse=True,
-                      key=lambda row: row.run_id if isinstance(row, Unreadable) else row.record.run_id)
         names = sorted({*pipelines, *(entry.pipeline for entry in unreadable)})
-        return self._render("index.html", "", views=views, rows=rows, unreadable=unreadable, pipeline_names=names,
+        first = (page - 1) * self.page_size
+        shown = rows[first:first + self.page_size]
+        return self._render("index.html", "", rows=shown, total=len(rows), first=first + 1, last=first + len(shown),
+                            page=page, pages=pages, pager=pager(page, pages, index_name), page_size=self.page_size,
+                            data=DATA, unreadable=unreadable, pipeline_names=names,
                             pipelines=dict(sorted(pipelines.items())), counts=counts)
 
-    def render_run(self, view: RunView) -> str:
-        record = self.record_links(view)
+    def render_data(self, views: list[RunView] | None = None, unreadable: list[Unreadable] | None = None) -> str:
+        """:data:`DATA`: every row of the index as data, newest first (``review.js`` filters them)."""
+        if views is None:
+            views, unreadable = self.listing()
+        rows = [index_entry(row) for row in self.index_rows(views, unreadable or [])]
+        # JSON is JavaScript; ensure_ascii leaves no U+2028 and the like in it
+        return f"window.reviewRuns = {json.dumps({'runs': rows}, separators=(',', ':'))};\n"
+
+    def render_run(self, view: RunView, present: Collection[str] | None = None) -> str:
+        """A run's page; ``present``: its notebooks' pages in the run store (:meth:`notebooks_present`, looked up
+        when not given)."""
+        record = self.record_links(view, present)
         return self._render("run.html", "../", view=view, run=view.record, **record)
 
-    def record_links(self, view: RunView) -> dict[str, Any]:
+    def record_links(self, view: RunView, present: Collection[str] | None = None) -> dict[str, Any]:
         record = view.record
+        present = set(self.notebooks_present(record) if present is None else present)
         uri = record.tracking_uri or self.config.stores.tracking_uri
         steps = []
         start = timestamp(record.created_at)
@@ -187,8 +238,8 @@ class Site:
             offset = (timestamp(step.started_at) - start) if step.started_at and start is not None else None
             steps.append({
                 "step": step,
-                "notebook": bool(self.notebook_path(record, step.html)),
-                "attempts": [(a, bool(self.notebook_path(record, a.html))) for a in step.attempts[:-1]],
+                "notebook": step.html in present,
+                "attempts": [(a, a.html in present) for a in step.attempts[:-1]],
                 "mlflow": mlflow_link(uri, record.mlflow_experiment_id, step.mlflow_run_id),
                 "scraps": {k: v for k, v in step.scraps.items() if k not in HIDDEN_SCRAPS},
                 "bar": None if offset is None or step.duration_s is None else {
@@ -214,64 +265,98 @@ class Site:
         return self._render("diff.html", root, diff=compare(self.store, a, b))
 
     # -- building ----------------------------------------------------------------------------
+    @functools.cached_property
+    def version(self) -> str:
+        """A digest of what draws the pages: the templates and the modules that render them. Pages of an
+        earlier build drawn by other templates or code are rendered again."""
+        from runner.review import diff, trends, views
+
+        sha = hashlib.sha256()
+        files = sorted(path for path in TEMPLATES.iterdir() if path.is_file())
+        for path in [*files, *(Path(module.__file__) for module in (views, diff, trends)), Path(__file__)]:
+            sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return sha.hexdigest()
+
     def build(self, out: Path) -> BuildResult:
-        """Write every page into ``out``; executed notebooks are copied, diffs of finished runs kept."""
+        """Write the site into ``out``, rewriting only the pages whose inputs changed since the last build there
+        (:mod:`runner.review.pages`) and removing those of runs gone from the store."""
         out.mkdir(parents=True, exist_ok=True)
+        folder = PageFolder(out)
         views, unreadable = self.listing()
         result = BuildResult(out=out, runs=len(views))
-        (out / SCRIPT).write_bytes(self.script())
-        _write(out / "index.html", self.render_index(views, unreadable))
+        records = {view.record.run_id: hashlib.sha256(view.record.model_dump_json().encode()).hexdigest()
+                   for view in views}
+        folder.page(SCRIPT, None, self.script)
+        rows = len(views) + len(unreadable)
+        for number in range(1, self.index_pages(rows) + 1):
+            folder.page(index_name(number), None, functools.partial(self.render_index, views, unreadable, number))
+        folder.page(DATA, None, functools.partial(self.render_data, views, unreadable))
         by_pipeline: dict[str, list[RunView]] = {}
         for view in views:
             by_pipeline.setdefault(view.record.pipeline, []).append(view)
         for pipeline, runs in by_pipeline.items():
-            _write(out / "pipelines" / f"{pipeline}.html", self.render_pipeline(pipeline, runs))
+            inputs = digest(self.version, pipeline, [(v.record.run_id, records[v.record.run_id], v.status)
+                                                     for v in runs])
+            folder.page(f"pipelines/{pipeline}.html", inputs, functools.partial(self.render_pipeline, pipeline, runs))
         by_id = {view.record.run_id: view for view in views}
         for view in views:
-            record = view.record
-            _write(out / "runs" / f"{record.run_id}.html", self.render_run(view))
-            for page in (page for step in record.steps.values() for page in pages_of(step)):
-                source = self.notebook_path(record, page)
-                target = out / "runs" / record.run_id / page
-                if source and not (target.is_file() and record.status != "running" and _has_policy(target)):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(notebook_page(self.store.fs.cat_file(source)))
-                    result.notebooks += 1
-            if view.previous:
-                target = out / "diffs" / f"{view.previous}__{record.run_id}.html"
-                # records of finished runs are never rewritten: their diff stays valid
-                previous = by_id[view.previous]
-                final = "running" not in (view.status, previous.status)
-                if not (final and target.is_file() and _has_policy(target)):
-                    _write(target, self.render_diff(previous.record, record))
-                    result.diffs += 1
+            self._build_run(folder, result, view, records, by_id)
+        result.removed = folder.finish()
+        result.written, result.kept = folder.written, folder.kept
         return result
+
+    def _build_run(self, folder: PageFolder, result: BuildResult, view: RunView, records: dict[str, str],
+                   by_id: dict[str, RunView]) -> None:
+        """A run's page, its notebooks' pages and its diff with the run before it. A finished run's record is
+        never rewritten: while it stays the same, what the last build found of its notebooks holds, and its
+        pages and notebooks are not read again."""
+        record, run_id = view.record, view.record.run_id
+        final = record.status != "running"
+        before = folder.run_before(run_id)
+        if final and isinstance(before, dict) and before.get("record") == records[run_id]:
+            present = [page for page in before.get("notebooks", []) if isinstance(page, str) and safe_name(page)]
+        else:
+            present = self.notebooks_present(record)
+        folder.note_run(run_id, {"record": records[run_id], "notebooks": present})
+        for page in present:
+            source = f"{self.store.run_dir(record.pipeline, run_id)}/{page}"
+            inputs = digest(NOTEBOOK_CSP, records[run_id], page) if final else None  # a running run's: compared
+            if folder.page(f"runs/{run_id}/{page}", inputs, functools.partial(self._notebook_copy, source)):
+                result.notebooks += 1
+        inputs = digest(self.version, records[run_id], view.status, view.previous, view.next, present,
+                        self.config.stores.tracking_uri)
+        folder.page(f"runs/{run_id}.html", inputs, functools.partial(self.render_run, view, present))
+        if view.previous:
+            previous = by_id[view.previous]
+            inputs = None if "running" in (view.status, previous.status) else digest(
+                self.version, records[view.previous], records[run_id], previous.status, view.status)
+            if folder.page(f"diffs/{view.previous}__{run_id}.html", inputs,
+                           functools.partial(self.render_diff, previous.record, record)):
+                result.diffs += 1
+
+    def _notebook_copy(self, source: str) -> bytes:
+        return notebook_page(self.store.fs.cat_file(source))
+
+
+def index_name(page: int) -> str:
+    """The file of the index's page ``page`` (from 1)."""
+    return "index.html" if page == 1 else f"index-{page}.html"
 
 
 @dataclass
 class BuildResult:
     out: Path
     runs: int = 0
-    notebooks: int = 0
-    diffs: int = 0
-
-
-def _has_policy(page: Path) -> bool:
-    """Whether a page kept from an earlier build carries a Content-Security-Policy (older builds' pages do not)."""
-    with page.open("rb") as file:
-        return b'http-equiv="Content-Security-Policy"' in file.read(4096)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    notebooks: int = 0  # executed notebooks' pages copied
+    diffs: int = 0  # diffs written
+    written: list[str] = field(default_factory=list)  # every file written, relative to ``out``
+    kept: int = 0  # pages left as they were
+    removed: list[str] = field(default_factory=list)  # pages of runs gone from the store
 
 
 def default_out(config: Config) -> Path:
     return config.stores.home / "review"
 
 
-def build(config: Config, out: Path | None = None) -> BuildResult:
-    return Site(config).build(Path(out) if out else default_out(config))
+def build(config: Config, out: Path | None = None, page_size: int | None = None) -> BuildResult:
+    return Site(config, page_size=page_size or PAGE_SIZE).build(Path(out) if out else default_out(config))

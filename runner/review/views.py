@@ -11,12 +11,13 @@ import json
 import math
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from runner.secrets import strip_userinfo
-from runner.store.records import SNAPSHOTS_SCRAP, RunRecord, StepRecord
+from runner.store.records import SNAPSHOTS_SCRAP, RunRecord, StepRecord, Unreadable
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
 HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
@@ -112,6 +113,42 @@ def timestamp(iso: str | None) -> float | None:
         return datetime.fromisoformat(iso).timestamp() if iso else None
     except ValueError:
         return None
+
+
+def index_entry(row: RunView | Unreadable) -> dict[str, Any]:
+    """A row of the index as data (what ``review.js`` draws when the index is filtered): the cells of
+    ``index.html``'s row, as text."""
+    if isinstance(row, Unreadable):
+        return {"id": row.run_id, "pipeline": row.pipeline, "status": row.status, "path": row.path, "reason": row.reason}
+    record, failed = row.record, row.failed_step
+    return {
+        "id": record.run_id, "pipeline": record.pipeline, "trigger": record.trigger, "as_of": record.as_of,
+        "status": row.status, "duration": format_duration(record.duration_s),
+        "steps": [[step.name, step.status] for step in record.steps.values()],
+        "failed": [failed.name, failed.error.ename if failed.error else "failed"] if failed else None,
+        "scraps": [list(pair) for pair in row.key_scraps],
+    }
+
+
+def pager(page: int, pages: int, href: Callable[[int], str]) -> list[dict[str, Any]]:
+    """The links between pages of a list: newer, the first, last and nearby pages (gaps as "…"), older.
+    ``href`` of a page number is its address; the current page and missing neighbours have none."""
+    if pages <= 1:
+        return []
+
+    def link(text: str, number: int | None, rel: str | None = None) -> dict[str, Any]:
+        there = number is not None and 1 <= number <= pages and number != page
+        return {"text": text, "href": href(number) if there else None, "current": number == page and rel is None,
+                "rel": rel}
+
+    links = [link("← newer", page - 1, "prev")]
+    last = 0
+    for number in sorted({1, pages, *range(max(1, page - 2), min(pages, page + 2) + 1)}):
+        if number > last + 1:
+            links.append(link("…", None))
+        links.append(link(str(number), number))
+        last = number
+    return [*links, link("older →", page + 1, "next")]
 
 
 def pages_of(step: StepRecord) -> list[str]:
