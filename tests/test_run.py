@@ -153,3 +153,48 @@ def test_runs_starting_together_on_a_fresh_home_write_the_kernelspec_safely(tmp_
             thread.join()
         assert errors == [] and len(set(names)) == 1
         assert [p.name for p in (home / "kernels" / names[0]).iterdir()] == ["kernel.json"]
+
+
+def test_the_program_exits_quickly_with_its_output_and_code_and_leaves_kernels_their_libraries(project):
+    """`runner` (the console script) and its step processes skip jsonschema's IRI grammars and the interpreter's
+    teardown; what they print, their exit codes and the run's record are all there, and a notebook's kernel still
+    has jsonschema whole."""
+    from conftest import write_notebook
+
+    write_notebook(project.root / "iri.ipynb", [
+        ("parameters", "fail = False"),
+        "import sys, jsonschema, scrapbook as sb\n"
+        "sb.glue('kernel_iri', 'iri' in jsonschema.FormatChecker.checkers)\n"
+        "import os; os.write(2, b'last words of the kernel\\n')  # the kernel process's own stderr: the step's log\n"
+        "assert not fail, 'asked to fail'",
+    ])
+    project.write({"p": {"steps": {"iri": {"notebook": "iri.ipynb"}}}})
+    done = project.cli_process("run", "p")
+    assert done.returncode == 0, done.stderr
+    record = only_run(project)
+    assert done.stdout.startswith(f"run {record.run_id} succeeded")
+    assert record.steps["iri"].scraps["kernel_iri"] is True
+    run_dir = project.home / "runs" / "p" / record.run_id
+    assert "last words of the kernel" in (run_dir / "iri.log").read_text()
+    assert (run_dir / "iri.html").stat().st_size > 0
+
+    failed = project.cli_process("run", "p", "-p", "iri.fail=true")
+    assert failed.returncode == 1, failed.stderr
+    assert "FAILED iri" in failed.stdout and "asked to fail" in failed.stdout
+    usage = project.cli_process("run", "nope")
+    assert usage.returncode == 2 and "nope" in usage.stderr
+
+
+def test_skipping_iri_checks_keeps_notebooks_readable(tmp_path):
+    """The step process's jsonschema without rfc3987_syntax still validates notebooks (nbformat's schema has no IRI)."""
+    import subprocess
+
+    code = ("from runner.notebook import adapter; adapter.skip_iri_checks()\n"
+            "import sys, nbformat, jsonschema\n"
+            "assert 'iri' not in jsonschema.FormatChecker.checkers and 'rfc3987_syntax' in sys.modules\n"
+            f"nb = nbformat.read({notebook('ok')!r}, as_version=4); nbformat.validate(nb)\n"
+            "bad = nbformat.v4.new_notebook(); bad.cells.append({'cell_type': 'code'})\n"
+            "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n    print('refused')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "refused"

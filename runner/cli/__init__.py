@@ -4,7 +4,30 @@
 exit code; each other module adds its commands to that group, and importing this package imports them all.
 """
 
+import sys
+
 from runner.cli import demo, models, project, review, run, schedule, schema, serve  # noqa: F401 - each adds its commands
 from runner.cli.group import main
 
-__all__ = ["main"]
+__all__ = ["main", "entry"]
+
+
+def entry() -> None:
+    """The ``runner`` program: :data:`main` with a quick start and a quick exit.
+
+    Tests call :data:`main` itself (click's runner, in their own process); only the program skips jsonschema's
+    IRI grammars and the interpreter's teardown (:func:`runner.notebook.adapter.skip_iri_checks`, :func:`runner.run.stepproc.quick_exit`): together about a second of
+    each command's time.
+    """
+    from runner.notebook import adapter
+    from runner.run.stepproc import quick_exit
+
+    adapter.skip_iri_checks()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:  # click ends every command with one
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    quick_exit(code)

@@ -42,6 +42,17 @@ class StopExecution(BaseException):
         self.evalue = evalue
 
 
+def skip_iri_checks() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process: that module builds some 35 Lark
+    grammars at import (about 0.9 s of CPU here), and nbformat, papermill and nbconvert import jsonschema.
+
+    jsonschema then checks no ``iri``/``iri-reference`` formats, which no notebook schema uses (jsonschema
+    issue #1428). For the runner's own processes only (the CLI, step processes), before anything imports
+    jsonschema; never in a kernel, where the author's code may validate with jsonschema.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # None: importing it raises ImportError, which jsonschema skips
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
