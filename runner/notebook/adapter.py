@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ParameterError, StepFailed
-from runner.notebook.contract import Parameter, ParameterContract, infer_type
+from runner.notebook.contract import Declared, Parameter, ParameterContract, declared_parameters, infer_type
 from runner.secrets import SECRET_MARK, Redactor, kernel_source, secret_parameters
 
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's own tag, so its tools strip our banner too
@@ -89,25 +89,49 @@ def check_language(nb, path: str | Path) -> None:
 
 
 def read_contract(path: str | Path) -> ParameterContract:
-    """The notebook's parameter contract, from its cell tagged ``parameters``; no kernel is started."""
-    from papermill.translators import PythonTranslator
+    """The notebook's parameter contract, from its cell tagged ``parameters``; no kernel is started.
 
-    nb = _read(path)
+    Read as JSON and with Python's parser (:func:`~runner.notebook.contract.declared_parameters`), so the
+    runner's own process does not import papermill and nbformat for it (about half a second); a notebook of an
+    older format, or a cell that is not Python, is read by them as before.
+    """
+    nb = _read_quickly(path)
     check_language(nb, path)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    cell = next((c for c in nb["cells"] if "parameters" in (c.get("metadata") or {}).get("tags", [])), None)
     if cell is None:
         raise ParameterError(
             "no cell tagged 'parameters'; in JupyterLab select the cell holding the defaults, open the "
             "property inspector and add the tag 'parameters'",
             str(path),
         )
+    source = cell.get("source") or ""
+    source = "".join(source) if isinstance(source, list) else str(source)
+    found = declared_parameters(source)
+    if found is None:  # not Python: papermill skips the lines it cannot read
+        from papermill.translators import PythonTranslator
+
+        found = [Declared(item.name, None if item.inferred_type_name in ("None", "NoneType") else
+                          item.inferred_type_name, item.default, item.help)
+                 for item in PythonTranslator.inspect({"source": source})]
     parameters = {}
-    for found in PythonTranslator.inspect(cell):
-        annotation = None if found.inferred_type_name in ("None", "NoneType") else found.inferred_type_name
-        kind, default = infer_type(annotation, found.default)
-        secret = bool(SECRET_MARK.match(found.help or ""))
-        parameters[found.name] = Parameter(found.name, kind, default, found.help, secret)
+    for item in found:
+        kind, default = infer_type(item.annotation, item.default)
+        parameters[item.name] = Parameter(item.name, kind, default, item.help, bool(SECRET_MARK.match(item.help)))
     return ParameterContract(str(path), parameters)
+
+
+def _read_quickly(path: str | Path) -> dict[str, Any]:
+    """A notebook's JSON when it is of format 4 with its cells a list; else nbformat's reading (upgrading older
+    formats, and saying what is wrong with a broken file)."""
+    try:
+        with open(path, "rb") as handle:
+            nb = json.loads(handle.read())
+    except (OSError, ValueError):
+        nb = None
+    if isinstance(nb, dict) and nb.get("nbformat") == 4 and isinstance(nb.get("cells"), list) and all(
+            isinstance(cell, dict) for cell in nb["cells"]):
+        return nb
+    return _read(path)
 
 
 def ensure_kernel(home: Path) -> str:

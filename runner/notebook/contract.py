@@ -52,6 +52,59 @@ class ParameterContract:
         return self.parameters[name]
 
 
+@dataclass(frozen=True)
+class Declared:
+    """One assignment of a parameters cell, as written: ``name: annotation = default  # help``."""
+
+    name: str
+    annotation: str | None
+    default: str  # the default's source text
+    help: str = ""
+
+
+_MAGIC = re.compile(r"^\s*[%!]")  # IPython's line magics and shell escapes: not Python
+
+
+def declared_parameters(source: str) -> list[Declared] | None:
+    """The parameters a cell's source declares, read with Python's own parser; None when it is not Python
+    (a syntax error): then papermill's line-by-line reading decides (:func:`runner.notebook.adapter.read_contract`).
+
+    Each top-level ``name = value`` or ``name: annotation = value`` is one, in order; its help is the comment
+    ending its last line, and a ``# type: T`` comment there gives the annotation when the line has none,
+    as papermill reads them. Other statements (imports, ``a, b = ...``, ``a = b = ...``) declare nothing.
+    Unlike papermill, a default holding ``=`` (``dict(a=1)``) is read too, where papermill skips the line.
+    """
+    import ast
+    import io
+    import tokenize
+
+    lines = source.splitlines()
+    code = "\n".join("pass" if _MAGIC.match(line) else line for line in lines)  # line numbers kept
+    try:
+        tree = ast.parse(code)
+        comments = {token.start[0]: token.string
+                    for token in tokenize.generate_tokens(io.StringIO(code).readline)
+                    if token.type == tokenize.COMMENT}
+    except (SyntaxError, ValueError, tokenize.TokenError):
+        return None
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation, value = node.targets[0].id, None, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+            annotation = node.annotation.value if isinstance(node.annotation, ast.Constant) and isinstance(
+                node.annotation.value, str) else ast.unparse(node.annotation)
+        else:
+            continue
+        comment = comments.get(node.end_lineno or node.lineno, "").lstrip("#").strip()
+        typed = re.match(r"type:\s*(\S*)\s*(.*)$", comment)
+        if typed:
+            annotation, comment = annotation or typed.group(1) or None, typed.group(2).strip()
+        found.append(Declared(name, annotation, ast.get_source_segment(code, value) or "", comment))
+    return found
+
+
 def infer_type(annotation: str | None, default_source: str) -> tuple[str, Any]:
     """(type, default value) from a parameter's annotation and the source text of its default."""
     import ast
