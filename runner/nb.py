@@ -608,28 +608,35 @@ def score(model, model_name: str, model_version: str, table: str, where: str | N
 
     The entity id is ``id_column``, else the table's key in the data dictionary. Memory stays flat
     however many rows match: rows are read, scored and written a chunk at a time, all in one
-    transaction (all rows of the run or none). Returns rows, seconds spent in ``predict_proba`` and in
-    total, milliseconds per 1,000 rows, and the production rows of other runs this run's scores replaced
-    (``replaced_rows``, ``replaced_runs``; see :func:`write_predictions`).
+    transaction (all rows of the run or none). The three overlap, each a stage at most two chunks
+    ahead of the next: the warehouse reads the next chunks (as Arrow batches) while the model
+    predicts, and the model predicts while the scores are written. Returns rows, seconds spent in
+    ``predict_proba`` and in total, milliseconds per 1,000 rows, and the production rows of other
+    runs this run's scores replaced (``replaced_rows``, ``replaced_runs``; see :func:`write_predictions`).
     """
     import time
+
+    from runner.data.warehouse import read_ahead
 
     id_column = id_column or key(table)
     features = list(model.feature_names_in_)
     spent = {"rows": 0, "predict_s": 0.0}
     started = time.perf_counter()
+    chunks = load(table, columns=[id_column, *features], where=where, params=params, chunksize=chunksize)
 
     def scored_chunks():
         import pandas as pd
 
-        for chunk in load(table, columns=[id_column, *features], where=where, params=params, chunksize=chunksize):
-            begin = time.perf_counter()
-            scores = model.predict_proba(chunk[features])[:, 1]
-            spent["predict_s"] += time.perf_counter() - begin
-            spent["rows"] += len(chunk)
-            yield pd.DataFrame({"entity_id": chunk[id_column].astype(str), "score": scores})
+        with read_ahead(chunks, name="runner-score-read") as read:
+            for chunk in read:
+                begin = time.perf_counter()
+                scores = model.predict_proba(chunk[features])[:, 1]
+                spent["predict_s"] += time.perf_counter() - begin
+                spent["rows"] += len(chunk)
+                yield pd.DataFrame({"entity_id": chunk[id_column].astype(str), "score": scores})
 
-    rows, replaced = _write_predictions(scored_chunks(), model_name, model_version)
+    with read_ahead(scored_chunks(), name="runner-score-predict") as scored:
+        rows, replaced = _write_predictions(scored, model_name, model_version)
     total = time.perf_counter() - started
     return {"rows": rows, "predict_s": spent["predict_s"], "total_s": total,
             "ms_per_1k": 1e6 * total / rows if rows else float("nan"),
