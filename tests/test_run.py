@@ -198,3 +198,26 @@ def test_skipping_iri_checks_keeps_notebooks_readable(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "refused"
+
+
+def test_a_steps_page_opens_offline_and_fetches_nothing(tmp_path, browser):
+    """The executed notebook's page (nbconvert's lab page) ships without require.js, MathJax, mermaid and the
+    widget manager, which it would fetch from CDNs: opened from disk it asks for nothing but itself."""
+    from runner.notebook import adapter
+
+    book = nbformat.v4.new_notebook()
+    book.cells = [nbformat.v4.new_markdown_cell("# The month\nscores rise as $x^2$\n```mermaid\ngraph TD; A-->B\n```"),
+                  nbformat.v4.new_code_cell("40 + 2", execution_count=1, outputs=[
+                      nbformat.v4.new_output("execute_result", {"text/plain": "42"}, execution_count=1)])]
+    book.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
+                                                                               "version_minor": 0}}
+    nbformat.write(book, tmp_path / "step.ipynb")
+    adapter.render_html(tmp_path / "step.ipynb", tmp_path / "step.html")
+    page = browser.new_page()
+    asked = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto((tmp_path / "step.html").as_uri())
+    page.wait_for_load_state("networkidle")
+    assert asked == [(tmp_path / "step.html").as_uri()]
+    assert "42" in page.inner_text("body") and "The month" in page.inner_text("h1")
+    page.close()

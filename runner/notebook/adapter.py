@@ -426,9 +426,23 @@ def _jsonable(value: Any) -> Any:
 
 @functools.cache
 def _html_exporter():
+    import jinja2
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(embed_images=True)
+    return HTMLExporter(embed_images=True, template_file=_OFFLINE_PAGE,
+                        extra_loaders=[jinja2.DictLoader({_OFFLINE_PAGE: _OFFLINE_TEMPLATE})])
+
+
+# JupyterLab's page without what it fetches from CDNs (require.js, MathJax, mermaid, the widget manager): a step's
+# page opens offline, and fetches nothing when opened; math shows as its TeX source, interactive widgets as
+# their static output. The review site's policy would block these scripts anyway.
+_OFFLINE_PAGE = "runner_offline.html.j2"
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 
 
 def render_html(notebook: str | Path, html: str | Path) -> None:
