@@ -206,6 +206,27 @@ def load(table: str, columns: list[str] | None = None, where: str | None = None,
                                                                 order_by=order_by)
 
 
+def stream(table: str, columns: list[str] | None = None, where: str | None = None, params: dict | None = None,
+           chunksize: int = 250_000, order_by: list[str] | None = None):
+    """The rows :func:`load` reads, as frames of at most ``chunksize`` rows (the dictionary's dtypes), read by a
+    thread of their own at most two chunks ahead while the caller works on the last one: memory holds a few
+    chunks, however many rows match. Checked (purpose, columns, ``where``) when called, read as drawn.
+
+    For a batch too big to hold at once, ``monitoring.compare(reference, nb.stream(table, columns=features,
+    where=...), thresholds)`` gives the findings of the whole batch (see the monitoring guide). Draw it to the
+    end or close it (``with contextlib.closing(...)``) to stop its reader early.
+    """
+    from runner.data.warehouse import read_ahead
+
+    chunks = load(table, columns, where, params, chunksize=chunksize, order_by=order_by)
+
+    def ahead():
+        with read_ahead(chunks, name="runner-stream-read") as read:
+            yield from read
+
+    return ahead()
+
+
 def save(table: str, frame, mode: str = "append") -> int:
     """Validate ``frame`` against the data dictionary and write it in one transaction. Only tables the
     dictionary declares (and the runner's run tables) are written."""

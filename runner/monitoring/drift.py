@@ -179,35 +179,103 @@ def numeric_stats(entry: Mapping, x: np.ndarray) -> dict:
     Returns ``shares`` (current, over the entry's PSI bins), ``psi``, ``ks``, ``wasserstein``
     (normalized), ``wasserstein_raw``, ``mean`` and ``median``.
     """
-    q = np.asarray(entry["quantiles"], dtype=float)
-    m, n = len(q) - 1, len(x)
-    grid, first = np.unique(q, return_index=True)
-    before = first / m  # the reference curve just below each grid value ...
-    at = np.append(first[1:] - 1, m) / m  # ... and at it, after any jump
-    if entry.get("atoms"):  # the reference's exact shares below and at its tied values
-        values, share_below, share_at = np.asarray(entry["atoms"], dtype=float).T
-        where = np.searchsorted(grid, values)
-        before[where], at[where] = share_below, share_at
-    # One sort of the batch (numpy's is vectorized: ~15 ms per million), then the grid is looked up in it.
-    x = np.sort(x)
-    below, upto = np.searchsorted(x, grid, side="left"), np.searchsorted(x, grid, side="right")
-    cumsum = np.concatenate([[0.0], np.cumsum(x)])
-    ks = float(max(np.abs(before - below / n).max(), np.abs(at - upto / n).max()))
-    width = np.diff(grid)
-    inside_counts, inside_sums = below[1:] - upto[:-1], cumsum[below[1:]] - cumsum[upto[:-1]]
-    current_area = width * upto[:-1] / n + (inside_counts * grid[1:] - inside_sums) / n
-    inside_share = np.clip(before[1:] - at[:-1], 0, None)  # 1/m where the curve is linear inside ...
-    inside_mean = (grid[:-1] + grid[1:]) / 2
-    if entry.get("tails") and len(grid) > 1:  # ... but the end intervals, wide in a long tail, as profiled
-        (inside_share[0], inside_mean[0]), (inside_share[-1], inside_mean[-1]) = entry["tails"]
-    reference_area = width * at[:-1] + inside_share * (grid[1:] - inside_mean)
-    outside = (below[0] * grid[0] - cumsum[below[0]]) + (cumsum[n] - cumsum[upto[-1]] - (n - upto[-1]) * grid[-1])
-    raw = float(np.abs(reference_area - current_area).sum() + outside / n)
-    inner = np.asarray(entry["edges"], dtype=float)[1:-1]
-    shares = np.diff(np.concatenate([[0], np.searchsorted(x, inner, side="left"), [n]])) / n
-    return {"shares": shares, "psi": psi(entry["shares"], shares), "ks": ks, "wasserstein_raw": raw,
-            "wasserstein": raw / max(entry["std"], MIN_STD), "mean": float(cumsum[n] / n),
-            "median": float((x[(n - 1) // 2] + x[n // 2]) / 2)}
+    tally = _NumericTally(entry)
+    tally.add_values(x)
+    return tally.stats()
+
+
+class _NumericTally:
+    """What the statistics need of a numeric column's current values, added chunk by chunk.
+
+    Everything is a count or a sum on the reference's quantile grid (numbers below and up to each grid
+    value, and their sums), the rows, the missing and the out-of-range counts: memory is O(grid), not
+    O(rows), and adding chunks gives the same figures as one chunk of them all (sums up to float
+    rounding). The median alone needs the rows: exact while the values came in one chunk, else
+    interpolated inside the grid interval that holds it (it only appears in a finding's detail).
+    """
+
+    def __init__(self, entry: Mapping, limit: Mapping | None = None):
+        self.entry = entry
+        q = np.asarray(entry["quantiles"], dtype=float)
+        self.grid, self.first = np.unique(q, return_index=True)
+        self.low, self.high = (limit or {}).get("min"), (limit or {}).get("max")
+        size = len(self.grid)
+        self.below, self.upto = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+        self.sum_below, self.sum_upto = np.zeros(size), np.zeros(size)
+        self.n = self.rows = self.missing = self.outside = 0
+        self.total = 0.0
+        self.median: float | None = None
+        self.chunks = 0  # chunks that held values
+
+    def add(self, series: pd.Series) -> None:
+        x, missing = _values(series)
+        self.rows += len(series)
+        self.missing += missing
+        self.add_values(x)
+
+    def add_values(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        if self.low is not None:
+            self.outside += int(np.count_nonzero(x < self.low))
+        if self.high is not None:
+            self.outside += int(np.count_nonzero(x > self.high))
+        # One sort of the chunk (numpy's is vectorized: ~15 ms per million), then the grid is looked up in it.
+        x = np.sort(x)
+        self.chunks += 1
+        self.median = float((x[(len(x) - 1) // 2] + x[len(x) // 2]) / 2) if self.chunks == 1 else None
+        cumsum = np.concatenate([[0.0], np.cumsum(x)])
+        below, upto = np.searchsorted(x, self.grid, side="left"), np.searchsorted(x, self.grid, side="right")
+        self.below += below
+        self.upto += upto
+        self.sum_below += cumsum[below]
+        self.sum_upto += cumsum[upto]
+        self.total += float(cumsum[-1])
+        self.n += len(x)
+
+    def stats(self) -> dict:
+        """The statistics of :func:`numeric_stats` (needs values on both sides)."""
+        entry, grid, first, n = self.entry, self.grid, self.first, self.n
+        m = len(entry["quantiles"]) - 1
+        before = first / m  # the reference curve just below each grid value ...
+        at = np.append(first[1:] - 1, m) / m  # ... and at it, after any jump
+        if entry.get("atoms"):  # the reference's exact shares below and at its tied values
+            values, share_below, share_at = np.asarray(entry["atoms"], dtype=float).T
+            where = np.searchsorted(grid, values)
+            before[where], at[where] = share_below, share_at
+        below, upto = self.below, self.upto
+        ks = float(max(np.abs(before - below / n).max(), np.abs(at - upto / n).max()))
+        width = np.diff(grid)
+        inside_counts, inside_sums = below[1:] - upto[:-1], self.sum_below[1:] - self.sum_upto[:-1]
+        current_area = width * upto[:-1] / n + (inside_counts * grid[1:] - inside_sums) / n
+        inside_share = np.clip(before[1:] - at[:-1], 0, None)  # 1/m where the curve is linear inside ...
+        inside_mean = (grid[:-1] + grid[1:]) / 2
+        if entry.get("tails") and len(grid) > 1:  # ... but the end intervals, wide in a long tail, as profiled
+            (inside_share[0], inside_mean[0]), (inside_share[-1], inside_mean[-1]) = entry["tails"]
+        reference_area = width * at[:-1] + inside_share * (grid[1:] - inside_mean)
+        outside = ((below[0] * grid[0] - self.sum_below[0])
+                   + (self.total - self.sum_upto[-1] - (n - upto[-1]) * grid[-1]))
+        raw = float(np.abs(reference_area - current_area).sum() + outside / n)
+        inner = np.searchsorted(grid, np.asarray(entry["edges"], dtype=float)[1:-1])  # edges are grid values
+        shares = np.diff(np.concatenate([[0], below[inner], [n]])) / n
+        median = self.median if self.median is not None else self._median()
+        return {"shares": shares, "psi": psi(entry["shares"], shares), "ks": ks, "wasserstein_raw": raw,
+                "wasserstein": raw / max(entry["std"], MIN_STD), "mean": self.total / n, "median": median}
+
+    def _median(self) -> float:
+        """The median from the grid counts: exact at a grid value, else linear inside its grid interval;
+        below the grid's first value or above its last, the mean of the values there."""
+        def at_rank(k: int) -> float:
+            g = int(np.searchsorted(self.upto, k, side="right"))  # first grid value with more than k up to it
+            if g < len(self.grid) and k >= self.below[g]:
+                return float(self.grid[g])
+            if g == 0:
+                return float(self.sum_below[0] / self.below[0])
+            if g == len(self.grid):
+                return float((self.total - self.sum_upto[-1]) / (self.n - self.upto[-1]))
+            inside = self.below[g] - self.upto[g - 1]
+            return float(self.grid[g - 1] + (k - self.upto[g - 1] + 0.5) / inside * (self.grid[g] - self.grid[g - 1]))
+        return (at_rank((self.n - 1) // 2) + at_rank(self.n // 2)) / 2
 
 
 # -- findings ---------------------------------------------------------------------------------------
@@ -237,37 +305,63 @@ def _missing_row(name, kind, entry, missing, rows, thresholds) -> tuple:
 
 
 def _numeric_findings(name, entry, series, thresholds, limit) -> list[tuple]:
-    x, missing = _values(series)
-    rows = [_missing_row(name, "numeric", entry, missing, len(series), thresholds)]
-    empty = "no values" if len(x) == 0 else "no reference values" if not entry["count"] else ""
+    tally = _NumericTally(entry, limit)
+    tally.add(series)
+    return _numeric_rows(name, tally, thresholds, limit)
+
+
+def _numeric_rows(name, tally: _NumericTally, thresholds, limit) -> list[tuple]:
+    entry, n = tally.entry, tally.n
+    rows = [_missing_row(name, "numeric", entry, tally.missing, tally.rows, thresholds)]
+    empty = "no values" if n == 0 else "no reference values" if not entry["count"] else ""
     if empty:
         rows += [_row(name, "numeric", s, math.nan, None, empty) for s in ("psi", "ks", "wasserstein")]
     else:
-        s = numeric_stats(entry, x)
+        s = tally.stats()
         rows += [
             _row(name, "numeric", "psi", s["psi"], thresholds.psi,
                  f"median {_number(entry['quantiles'][len(entry['quantiles']) // 2])} -> {_number(s['median'])}"),
             _row(name, "numeric", "ks", s["ks"], None, f"largest gap between the distribution functions "
-                 f"{s['ks']:.1%} (p-value reported, not decisive)", ks_pvalue(s["ks"], entry["count"], len(x))),
+                 f"{s['ks']:.1%} (p-value reported, not decisive)", ks_pvalue(s["ks"], entry["count"], n)),
             _row(name, "numeric", "wasserstein", s["wasserstein"], thresholds.wasserstein,
                  f"mean {_number(entry['mean'])} -> {_number(s['mean'])}; distance {_number(s['wasserstein_raw'])}"
                  f" = {s['wasserstein']:.3f} reference std"),
         ]
     if limit and ("min" in limit or "max" in limit):
         low, high = limit.get("min"), limit.get("max")
-        outside = (np.count_nonzero(x < low) if low is not None else 0) + (
-            np.count_nonzero(x > high) if high is not None else 0)
-        share = outside / len(x) if len(x) else math.nan
+        share = tally.outside / n if n else math.nan
         rows.append(_row(name, "numeric", "out_of_range", share, thresholds.out_of_range,
                          f"{share:.2%} of values outside [{_number(low)}, {_number(high)}]"
-                         if len(x) else "no values"))
+                         if n else "no values"))
     return rows
 
 
+class _CategoricalTally:
+    """A categorical column's level counts and rows, added chunk by chunk (O(levels) memory)."""
+
+    def __init__(self, entry: Mapping, limit: Mapping | None = None):
+        self.entry, self.rows, self.found = entry, 0, {}
+
+    def add(self, series: pd.Series) -> None:
+        self.rows += len(series)
+        for level, count in _level_counts(series).items():
+            self.found[level] = self.found.get(level, 0) + count
+
+    def counts(self) -> dict[str, int]:
+        """Level -> count, most frequent first (ties in the order first seen)."""
+        return dict(sorted(self.found.items(), key=lambda item: -item[1]))
+
+
 def _categorical_findings(name, entry, series, thresholds, limit) -> list[tuple]:
-    found = _level_counts(series)
+    tally = _CategoricalTally(entry)
+    tally.add(series)
+    return _categorical_rows(name, tally, thresholds, limit)
+
+
+def _categorical_rows(name, tally: _CategoricalTally, thresholds, limit) -> list[tuple]:
+    entry, found, rows_seen = tally.entry, tally.counts(), tally.rows
     count = sum(found.values())
-    rows = [_missing_row(name, "categorical", entry, len(series) - count, len(series), thresholds)]
+    rows = [_missing_row(name, "categorical", entry, rows_seen - count, rows_seen, thresholds)]
     levels = list(entry["levels"]) + [level for level in found if level not in entry["levels"]]
     ref = np.array([entry["levels"].get(level, 0) for level in levels], dtype=float)
     cur = np.array([found.get(level, 0) for level in levels], dtype=float)
@@ -287,7 +381,7 @@ def _categorical_findings(name, entry, series, thresholds, limit) -> list[tuple]
                  "of freedom (p-value reported, not decisive)", p_value),
         ]
     for level in levels[len(entry["levels"]):]:
-        share = found[level] / len(series)
+        share = found[level] / rows_seen
         rows.append(_row(name, "categorical", "new_level", share, thresholds.new_level,
                          f"new level {level!r} in {share:.1%} of rows"))
     if limit and "levels" in limit:
@@ -301,26 +395,51 @@ def _categorical_findings(name, entry, series, thresholds, limit) -> list[tuple]
     return rows
 
 
-def compare(reference: dict, current: pd.DataFrame, thresholds: Thresholds = Thresholds(), *,
+def compare(reference: dict, current, thresholds: Thresholds = Thresholds(), *,
             limits: Mapping[str, Mapping] | None = None, outputs: Sequence[str] = OUTPUTS) -> pd.DataFrame:
     """Findings of ``current`` against a :func:`profile`, one row per (feature, statistic), worst first.
+
+    ``current`` is a frame, or the batch in chunks: any iterable of frames or Arrow record batches
+    (``nb.load(..., chunksize=n)``, ``pyarrow.parquet.ParquetFile.iter_batches()``), drawn once. Chunks are
+    condensed as they come into counts and sums on the profile's quantile grid, level counts, missing and
+    out-of-range counts, so memory grows with one chunk, not with the batch; the findings are those of
+    the whole batch in one frame (values equal up to float rounding; only the median quoted in a numeric
+    PSI finding's detail is interpolated within the profile's quantile grid once values came in two
+    chunks or more).
 
     ``limits``: column -> ``{"min": x, "max": y}`` or ``{"levels": [...]}`` from the data dictionary
     (``out_of_range`` rows only for columns that have one). Columns of ``current`` not in the profile
     are ignored; profile columns in ``outputs`` (the model's score) are left to :func:`score_findings`.
-    An empty ``current`` is an ``alert`` of its own (statistic ``rows``), never ``ok``.
+    An empty ``current`` (no rows, or no chunks) is an ``alert`` of its own (statistic ``rows``), never ``ok``.
     """
     columns = _columns(reference)
     wanted = {name: entry for name, entry in columns.items() if name not in outputs}
-    absent = [name for name in wanted if name not in current.columns]
-    if absent:
-        raise ValueError(f"profiled columns missing from the current frame: {absent}; load them, or compare "
-                         "against a profile without them")
-    rows: list[tuple] = [] if len(current) else [_nothing_seen("inputs", "quality", "input rows")]
-    for name, entry in wanted.items():
-        judge = _numeric_findings if entry["kind"] == "numeric" else _categorical_findings
-        rows += judge(name, entry, current[name], thresholds, (limits or {}).get(name))
+    tallies = {name: (_NumericTally if entry["kind"] == "numeric" else _CategoricalTally)(
+        entry, (limits or {}).get(name)) for name, entry in wanted.items()}
+    seen = 0
+    for chunk in [current] if _is_chunk(current) else current:
+        if not _is_chunk(chunk):
+            raise ValueError(f"expected a pandas frame or an Arrow record batch or table as a chunk of the current "
+                             f"batch, got {type(chunk).__name__}")
+        names = list(chunk.columns) if isinstance(chunk, pd.DataFrame) else chunk.schema.names
+        absent = [name for name in wanted if name not in names]
+        if absent:
+            raise ValueError(f"profiled columns missing from the current frame: {absent}; load them, or compare "
+                             "against a profile without them")
+        for name, tally in tallies.items():
+            tally.add(chunk[name] if isinstance(chunk, pd.DataFrame) else chunk.column(name).to_pandas().rename(name))
+        seen += len(chunk)
+    rows: list[tuple] = [] if seen else [_nothing_seen("inputs", "quality", "input rows")]
+    for name, tally in tallies.items():
+        judge = _numeric_rows if isinstance(tally, _NumericTally) else _categorical_rows
+        rows += judge(name, tally, thresholds, (limits or {}).get(name))
     return sort_findings(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def _is_chunk(value) -> bool:
+    """A frame, or an Arrow record batch or table (told by their attributes: pyarrow is not imported here)."""
+    return isinstance(value, pd.DataFrame) or (hasattr(value, "schema") and hasattr(value, "column")
+                                               and hasattr(value, "num_rows"))
 
 
 def score_findings(reference: dict, scores, thresholds: Thresholds = Thresholds(), *,
