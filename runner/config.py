@@ -285,6 +285,9 @@ class PipelineConfig(_Frozen):
     schedule: ScheduleConfig | None = Field(None, description="when the scheduler starts the pipeline")
     steps: dict[str, StepConfig] = Field(json_schema_extra=NAMED, description="the steps, by name")
     notify: NotifyConfig | None = Field(None, description="replaces the top-level notify for this pipeline")
+    key_scraps: tuple[str, ...] = Field(
+        (), description="the scraps the review site's index shows for a run, after its verdict: STEP.NAME, or NAME of "
+        "any step, in this order; empty: numbers first, then flags and short strings")
 
     @field_validator("steps")
     @classmethod

@@ -28,7 +28,7 @@ from typing import Any
 
 from runner.config import ENV_NAMESPACE, PRODUCTION, Config, current_user, find_config, load_config
 from runner.errors import ConfigError, DataContractError, TrackingError
-from runner.store.records import MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP
+from runner.store.records import LEVELS, MODELS_SCRAP, REGISTERED_SCRAP, SNAPSHOTS_SCRAP, VERDICT_SCRAP
 from runner.tracking.registry import NAMESPACE_TAG
 
 
@@ -604,6 +604,21 @@ def alert(status: str, reasons: list[str], summary: str = "") -> list[dict]:
     deliveries = [delivery.as_dict() for delivery in notify(ctx.config.notify_for(ctx.pipeline), event)]
     glue("notifications", deliveries)
     return deliveries
+
+
+def verdict(level: str, reasons: Iterable[str] = ()) -> None:
+    """Report what this step judged of its results: ``ok``, ``warn`` or ``alert``, and why (one sentence a reason).
+
+    Besides succeeded or failed, the step's record gets ``verdict: {level, reasons}`` (glued as the reserved
+    scrap ``runner_verdict``); the run's verdict is the worst of its steps'. The review site, ``runner runs``,
+    ``runner show``, the CLI's last line and the MLflow parent run (tag ``runner.verdict``, its description)
+    show it. A verdict does not fail the step: :func:`fail_on` does that. Called again, the last call counts.
+    """
+    if level not in LEVELS:
+        raise DataContractError(f"a verdict is one of {', '.join(LEVELS)}, not {level!r}")
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    glue(VERDICT_SCRAP, {"level": level, "reasons": [str(reason) for reason in reasons]})
 
 
 def fail_on(status: str) -> None:

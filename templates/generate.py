@@ -262,6 +262,7 @@ inputs = [prefix + feature for prefix in ("", "api:") for feature in features]
 input_psi = findings.loc[(findings["statistic"] == "psi") & findings["feature"].isin(inputs), "value"]
 nb.glue("status", status)
 nb.glue("reasons", reasons)
+nb.verdict(status, reasons)  # the step's verdict: the review site, `runner runs` and MLflow show it
 nb.glue("max_psi", round(float(input_psi.max()), 6) if len(input_psi) else 0.0)
 nb.glue("drifted_features", drifted)
 nb.glue("rows_monitored", sum(len(rows) for rows, _ in judged.values()))

@@ -8,7 +8,17 @@ import sys
 import click
 from rich.markup import escape
 
-from runner.cli.group import EXIT_FAILED, config_option, err, handles_errors, main, out, status_text
+from runner.cli.group import (
+    EXIT_FAILED,
+    config_option,
+    err,
+    handles_errors,
+    interrupted_by_signals,
+    main,
+    out,
+    status_text,
+    verdict_text,
+)
 
 def _month(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A YYYY-MM option, checked here: pandas would raise on 2026-13 only once the replay started."""
@@ -57,10 +67,12 @@ def demo(start: str, months: int, train_every: int, reset: bool, config_path: st
                      f"champion AUC {backtest.get('champion_auc')}"
         elif "ingest" in scraps:
             detail = f"{scraps['ingest'].get('rows_written')} rows in, {scraps['ingest'].get('rows_rejected')} rejected"
-        out.print(f"[{len(done):>2}/{total}] {record.as_of} {record.pipeline:<14} {status_text(record.status)} "
+        judged = f" {verdict_text(record.verdict)}" if record.verdict else ""
+        out.print(f"[{len(done):>2}/{total}] {record.as_of} {record.pipeline:<14} {status_text(record.status)}{judged} "
                   f"{record.duration_s:5.1f}s  {escape(detail)}")
 
-    records = replay(config, plan, on_run=report)
+    with interrupted_by_signals():  # a run stopped by SIGTERM or SIGHUP records its end, as after Ctrl-C
+        records = replay(config, plan, on_run=report)
     facts = summary(config, records)
     out.print(f"\n[bold]Demo finished:[/] {facts['succeeded']}/{facts['runs']} runs succeeded")
     out.print(f"  champion      {MODEL} v{facts['champion_version']} ({escape(str(facts['champion_reason']))})")

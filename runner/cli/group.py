@@ -8,9 +8,11 @@ parameter errors (nothing ran); 130 the run was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -126,6 +128,14 @@ def status_text(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
+def verdict_text(verdict, reasons: bool = False) -> str:
+    """A verdict (:class:`runner.store.records.Verdict`) in its colour, optionally with its reasons; '' for none."""
+    if verdict is None:
+        return ""
+    text = f"verdict {status_text(verdict.level)}"
+    return f"{text}: {escape('; '.join(verdict.reasons))}" if reasons and verdict.reasons else text
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="notebook-runner")
 def main() -> None:
@@ -138,9 +148,8 @@ def run_and_report(config, request) -> None:
     from runner.store.records import RunStore
 
     progress = _Progress()
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        with progress:
+        with progress, interrupted_by_signals():
             record = run_pipeline(config, request, observer=progress)
     except KeyboardInterrupt:
         # Once steps run, the run itself handles an interrupt and returns its record: this one came
@@ -151,11 +160,13 @@ def run_and_report(config, request) -> None:
         else:
             err.print(f"interrupted before any step of {escape(request.pipeline)} started; nothing ran")
         sys.exit(EXIT_INTERRUPTED)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     store = RunStore(config.stores.runs)
     run_dir = store.run_dir(record.pipeline, record.run_id)
-    out.print(f"run {record.run_id} {status_text(record.status)} in {record.duration_s:.1f}s  ({run_dir})")
+    verdict = record.verdict
+    judged = f", {verdict_text(verdict)}" if verdict else ""
+    out.print(f"run {record.run_id} {status_text(record.status)}{judged} in {record.duration_s:.1f}s  ({run_dir})")
+    for reason in verdict.reasons if verdict else ():
+        out.print(f"  {status_text(verdict.level)}: {escape(reason)}")
     for step in record.failed_steps():
         cell = f" in cell {step.error.cell_index}" if step.error and step.error.cell_index is not None else ""
         what = f"{step.error.ename}: {step.error.evalue}" if step.error else "failed"
@@ -171,6 +182,19 @@ def run_and_report(config, request) -> None:
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) interrupt a run as Ctrl-C does, so it
+    stops its steps and records its end: by default either would end the process with its record saying running
+    and its MLflow runs RUNNING."""
+    previous = {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Progress:

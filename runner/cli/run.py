@@ -9,7 +9,17 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from runner.cli.group import config_option, err, handles_errors, json_option, main, out, run_and_report, status_text
+from runner.cli.group import (
+    config_option,
+    err,
+    handles_errors,
+    json_option,
+    main,
+    out,
+    run_and_report,
+    status_text,
+    verdict_text,
+)
 
 @main.command()
 @click.argument("pipeline")
@@ -115,9 +125,11 @@ def _runs_table(records, width: int) -> Table:
         "pipeline": Text(record.pipeline),
         "trigger": Text(record.trigger),
         "as_of": Text(record.as_of),
-        "status": Text.from_markup(status_text(record.effective_status)),
+        "status": Text.from_markup(status_text(record.effective_status) + (
+            f" {status_text(record.verdict.level)}" if record.verdict else "")),
         "duration": Text(f"{record.duration_s:.1f}s" if record.duration_s is not None else "-"),
-        "steps": Text.from_markup(" ".join(f"{escape(s.name)}:{status_text(s.status)}" for s in record.steps.values())),
+        "steps": Text.from_markup(" ".join(f"{escape(s.name)}:{status_text(record.step_status(s))}"
+                                           for s in record.steps.values())),
     } for record in records]
     natural = {name: max(len(name), *(row[name].cell_len for row in rows)) for name in rows[0]}
     longest_step = max((len(word) for row in rows for word in row["steps"].plain.split()), default=1)
@@ -178,7 +190,7 @@ def _with_status(record) -> dict[str, Any]:
 def show(run_id: str, as_json: bool, config_path: str | None) -> None:
     """Show one run: its steps, parameters, scraps and where its notebooks are."""
     from runner.config import load_config
-    from runner.store.records import RunStore
+    from runner.store.records import VERDICT_SCRAP, RunStore
 
     store = RunStore(load_config(config_path).stores.runs)
     record = store.read(run_id)
@@ -200,11 +212,16 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         out.print(f"  {label:<10} {escape(str(value))}")
     for step in record.steps.values():
         took = f" {step.duration_s:.1f}s" if step.duration_s is not None else ""
-        out.print(f"\n  [bold]{step.name}[/] {status_text(step.status)}{took}  {step.notebook} "
+        judged = f" {verdict_text(step.verdict, reasons=True)}" if step.verdict else ""
+        out.print(f"\n  [bold]{step.name}[/] {status_text(record.step_status(step))}{took}{judged}  {step.notebook} "
                   f"(sha256 {step.notebook_sha256[:12]})")
         if step.reused_from:
             out.print(f"    reused from run {step.reused_from} (not run again)")
         if step.error:
+    verdict = record.verdict
+    data["verdict"] = verdict.model_dump(mode="json") if verdict else None
+    for name, step in record.steps.items():
+        data["steps"][name]["status"] = record.step_status(step)
             cell = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
             out.print(f"    [red]error{cell}: {escape(step.error.ename)}: {escape(step.error.evalue)}[/]")
         for attempt in step.attempts[:-1] if len(step.attempts) > 1 else ():
@@ -212,8 +229,9 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
             out.print(f"    attempt {attempt.number} {status_text(attempt.status)}: {escape(why)} -> {run_dir}/{attempt.output}")
         if step.parameters:
             out.print(f"    parameters: {escape(json.dumps(step.parameters, default=str))}")
-        if step.scraps:
-            out.print(f"    scraps:     {escape(json.dumps(step.scraps, default=str))[:500]}")
+        scraps = {name: value for name, value in step.scraps.items() if name != VERDICT_SCRAP}  # shown above
+        if scraps:
+            out.print(f"    scraps:     {escape(json.dumps(scraps, default=str))[:500]}")
         if step.output:
             out.print(f"    notebook:   {run_dir}/{step.output}")
         if step.mlflow_run_id:
@@ -223,3 +241,9 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         out.print(f"  failure notice to {delivery.get('channel')} {escape(str(delivery.get('target')))}: {state}")
     for warning in record.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
+    if record.verdict:
+        out.print(f"  {verdict_text(record.verdict)}")
+        for reason in record.verdict.reasons:
+            out.print(f"    - {escape(reason)}")
+    if record.effective_status in ("failed", "interrupted"):
+        out.print(f"  continue it with `runner resume {record.run_id}` (its steps that succeeded are reused)")

@@ -124,7 +124,8 @@ class Site:
         """:meth:`views`, and the records that cannot be read (the index lists them, without pages), newest first."""
         entries = self.store.entries()
         unreadable = [entry for entry in entries if isinstance(entry, Unreadable)]
-        views = [RunView(r, r.effective_status, key_scraps=key_scraps(r)) for r in entries if isinstance(r, RunRecord)]
+        views = [RunView(r, r.effective_status, key_scraps=self.key_scraps(r)) for r in entries
+                 if isinstance(r, RunRecord)]
         views = [v for v in views if safe_name(v.record.pipeline) and safe_name(v.record.run_id)]
         newer: dict[str, RunView] = {}
         for view in views:  # newest first: the newer run seen last is the next one
@@ -141,7 +142,12 @@ class Site:
         for view in self.views_of(record.pipeline):
             if view.record.run_id == run_id:
                 return view
-        return RunView(record, record.effective_status, key_scraps=key_scraps(record))
+        return RunView(record, record.effective_status, key_scraps=self.key_scraps(record))
+
+    def key_scraps(self, record: RunRecord) -> list[tuple[str, str]]:
+        """The index's key scraps of a run: its verdict, then those its pipeline's ``key_scraps`` choose."""
+        pipeline = self.config.pipelines.get(record.pipeline)
+        return key_scraps(record, pipeline.key_scraps if pipeline else ())
 
     def views_of(self, pipeline: str) -> list[RunView]:
         return [v for v in self.views() if v.record.pipeline == pipeline]
@@ -233,18 +239,24 @@ class Site:
         uri = record.tracking_uri or self.config.stores.tracking_uri
         steps = []
         start = timestamp(record.created_at)
-        total = max(record.duration_s or 0.0, 1e-9)
+        total = timeline_span(record, start)
         for step in record.steps.values():
             offset = (timestamp(step.started_at) - start) if step.started_at and start is not None else None
+            status = record.step_status(step)
+            duration = step.duration_s
+            if duration is None and offset is not None and step.status == "running":  # so far (or until it died)
+                duration = max(0.0, total - offset)
+            left = None if offset is None else min(100.0, max(0.0, 100 * offset / total))
             steps.append({
                 "step": step,
+                "status": status,
                 "notebook": step.html in present,
                 "attempts": [(a, a.html in present) for a in step.attempts[:-1]],
                 "mlflow": mlflow_link(uri, record.mlflow_experiment_id, step.mlflow_run_id),
                 "scraps": {k: v for k, v in step.scraps.items() if k not in HIDDEN_SCRAPS},
-                "bar": None if offset is None or step.duration_s is None else {
-                    "left": min(100.0, max(0.0, 100 * offset / total)),
-                    "width": max(0.5, min(100.0, 100 * step.duration_s / total)),
+                "bar": None if left is None or duration is None else {  # always inside the line: left + width <= 100
+                    "left": min(left, 99.5),
+                    "width": max(0.5, min(100.0 - min(left, 99.5), 100 * duration / total)),
                 },
             })
         return {"steps": steps, "mlflow": mlflow_link(uri, record.mlflow_experiment_id, record.mlflow_run_id)}
@@ -346,6 +358,19 @@ def index_name(page: int) -> str:
 @dataclass
 class BuildResult:
     out: Path
+def timeline_span(record: RunRecord, start: float | None) -> float:
+    """Seconds the run's timeline spans: its duration; for a run that has none (still running, or killed before
+    it recorded its end) until the last time its record knows of (a step's end, its last heartbeat)."""
+    if record.duration_s:
+        return max(record.duration_s, 1e-9)
+    ends = [timestamp(step.ended_at) for step in record.steps.values()]
+    ends += [timestamp(record.process.heartbeat_at)] if record.status == "running" else []
+    ends += [(timestamp(step.started_at) or 0.0) + (step.duration_s or 0.0) for step in record.steps.values()
+             if step.started_at]
+    known = [end - start for end in ends if end is not None and start is not None]
+    return max([*known, 1e-9])
+
+
     runs: int = 0
     notebooks: int = 0  # executed notebooks' pages copied
     diffs: int = 0  # diffs written

@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from runner.secrets import strip_userinfo
-from runner.store.records import SNAPSHOTS_SCRAP, RunRecord, StepRecord, Unreadable
+from runner.store.records import SNAPSHOTS_SCRAP, VERDICT_SCRAP, RunRecord, StepRecord, Unreadable, Verdict
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # names used as file names in the site
-HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered")  # shown as snapshots and model versions instead
+# shown as snapshots, model versions and the verdict instead
+HIDDEN_SCRAPS = (SNAPSHOTS_SCRAP, "runner_models", "runner_registered", VERDICT_SCRAP)
 STATUSES = ("succeeded", "failed", "running", "interrupted")
 KEY_SCRAPS = 3
 
@@ -64,8 +65,21 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def key_scraps(record: RunRecord, limit: int = KEY_SCRAPS) -> list[tuple[str, str]]:
-    """The scraps worth a glance in the index: numbers first, then flags, then short strings."""
+def key_scraps(record: RunRecord, chosen: tuple[str, ...] = (), limit: int = KEY_SCRAPS) -> list[tuple[str, str]]:
+    """The scraps worth a glance in the index: the run's verdict first (its reasons as text), then the scraps
+    ``chosen`` for its pipeline in ``runner.yaml`` (``key_scraps``: ``STEP.NAME`` or a ``NAME`` of any step, in
+    that order), else numbers first, then flags, then short strings; at most ``limit`` besides the verdict."""
+    verdict = record.verdict
+    head = [("verdict", verdict.text)] if verdict else []
+    if chosen:
+        picked = []
+        for wanted in chosen:
+            for step in record.steps.values():
+                name = wanted.split(".", 1)[1] if wanted.startswith(f"{step.name}.") else wanted
+                if name in step.scraps and name not in HIDDEN_SCRAPS:
+                    picked.append((f"{step.name}.{name}", format_value(step.scraps[name])))
+                    break
+        return head + picked[:limit]
     found = []
     for step in record.steps.values():
         for name, value in step.scraps.items():
@@ -76,7 +90,7 @@ def key_scraps(record: RunRecord, limit: int = KEY_SCRAPS) -> list[tuple[str, st
                 continue
             found.append((rank, f"{step.name}.{name}", format_value(value)))
     found.sort(key=lambda item: item[0])
-    return [(label, text) for _, label, text in found[:limit]]
+    return head + [(label, text) for _, label, text in found[:limit]]
 
 
 def mlflow_link(tracking_uri: str | None, experiment_id: str | None, run_id: str | None) -> dict[str, str | None] | None:
@@ -103,6 +117,11 @@ class RunView:
     key_scraps: list[tuple[str, str]] = field(default_factory=list)
 
     @property
+    def verdict(self) -> Verdict | None:
+        """The run's verdict: the worst of its steps' (None: no step reported one, as in records before verdicts)."""
+        return self.record.verdict
+
+    @property
     def failed_step(self) -> StepRecord | None:
         failed = self.record.failed_steps()
         return failed[0] if failed else None
@@ -120,11 +139,12 @@ def index_entry(row: RunView | Unreadable) -> dict[str, Any]:
     ``index.html``'s row, as text."""
     if isinstance(row, Unreadable):
         return {"id": row.run_id, "pipeline": row.pipeline, "status": row.status, "path": row.path, "reason": row.reason}
-    record, failed = row.record, row.failed_step
+    record, failed, verdict = row.record, row.failed_step, row.verdict
     return {
         "id": record.run_id, "pipeline": record.pipeline, "trigger": record.trigger, "as_of": record.as_of,
         "status": row.status, "duration": format_duration(record.duration_s),
-        "steps": [[step.name, step.status] for step in record.steps.values()],
+        "verdict": [verdict.level, verdict.text] if verdict else None,
+        "steps": [[step.name, record.step_status(step)] for step in record.steps.values()],
         "failed": [failed.name, failed.error.ename if failed.error else "failed"] if failed else None,
         "scraps": [list(pair) for pair in row.key_scraps],
     }

@@ -31,7 +31,15 @@ from typing import Any
 from runner.config import Config, current_user
 from runner.errors import RunnerError, StoreError, TrackingError
 from runner.notify import Event, notify, wanted
-from runner.store.records import REGISTERED_SCRAP, RunRecord, RunStore, StepError, StepRecord, store_errors
+from runner.store.records import (
+    REGISTERED_SCRAP,
+    RunRecord,
+    RunStore,
+    StepError,
+    StepRecord,
+    Verdict,
+    store_errors,
+)
 from runner.tracking.registry import Registry
 from runner.tracking.tracker import Tracker, http_settings, unreachable
 
@@ -159,6 +167,8 @@ class MlflowTracking(Hook):
         logged fails."""
         files = [str(path) for path in result.files if path.suffix in (".ipynb", ".html")]
         failed = self._call(run, self.tracker.log_step, step.mlflow_run_id, step.parameters, step.scraps, files)
+        if failed is None and step.verdict is not None:
+            failed = self._call(run, self.tracker.log_values, step.mlflow_run_id, None, verdict_tags(step.verdict))
         if failed is not None and result.status == "succeeded":
             result.fail(StepError(
                 ename="TrackingError",
@@ -171,6 +181,9 @@ class MlflowTracking(Hook):
         """End every run still open, the steps' before the parent's; those MLflow could not be told of stay a
         warning."""
         record = run.record
+        verdict = record.verdict
+        if verdict is not None and record.mlflow_run_id:
+            self._call(run, self.tracker.log_values, record.mlflow_run_id, None, verdict_tags(verdict))
         ending = sorted(self.open_runs.items(), key=lambda item: item[1] == "")
         for run_id, step in ending:
             self._end(run, run_id, record.steps[step].status if step else record.status)
@@ -215,6 +228,15 @@ class MlflowTracking(Hook):
             return
         if self._call(run, self.tracker.end_run, run_id, status) is None:
             del self.open_runs[run_id]
+
+
+def verdict_tags(verdict: Verdict) -> dict[str, str]:
+    """A verdict as MLflow tags: ``runner.verdict`` (the level), ``runner.verdict.reasons`` (one a line) and the
+    run's description (``mlflow.note.content``, what MLflow's UI shows on the run's page)."""
+    reasons = "\n".join(verdict.reasons)
+    note = f"Verdict: **{verdict.level.upper()}**" + "".join(f"\n- {reason}" for reason in verdict.reasons)
+    return {"runner.verdict": verdict.level, **({"runner.verdict.reasons": reasons} if reasons else {}),
+            "mlflow.note.content": note}
 
 
 def _tags(record: RunRecord) -> dict[str, str]:

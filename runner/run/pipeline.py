@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from datetime import datetime
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
@@ -28,16 +29,19 @@ from runner.run.remote import RemoteExecutor
 from runner.run.retries import run_with_retries
 from runner.run.stepproc import Launcher, StepOutcome, StepProcesses, StepTask, StopRequest
 from runner.store.locks import PipelineLock
+from runner.tracking.tracker import Tracker
 from runner.store.records import (
     HEARTBEAT_SECONDS,
     MODELS_SCRAP,
     SNAPSHOTS_SCRAP,
+    VERDICT_SCRAP,
     Attempt,
     ChildProcess,
     RunRecord,
     RunStore,
     StepError,
     StepRecord,
+    Verdict,
     current_process,
     git_state,
     new_run_id,
@@ -94,6 +98,8 @@ def run(
             except StoreError as exc:
                 raise StoreError(f"{exc}; nothing ran: {WRITABLE}") from exc.__cause__
         try:
+            if lock is not None and lock.took_over is not None:
+                settle_abandoned(config, plan.pipeline, lock.abandoned_since())
             return _PipelineRun(config, plan, request, observer, stop or StopRequest(), processes,
                                 [*hooks, *default_hooks()]).execute()
         finally:
@@ -103,6 +109,48 @@ def run(
     finally:
         if owned:
             processes.close()
+
+
+def settle_abandoned(config: Config, pipeline: str, since: str | None = None) -> list[RunRecord]:
+    """Record the end of the runs of ``pipeline`` whose runner died without recording it (SIGKILL, the OOM
+    killer, a reboot): their record still says running, their process is gone. Called with the pipeline's lock
+    held, once it was taken over from a dead owner (:attr:`PipelineLock.took_over`), for that owner's runs (those
+    whose id sorts at or after ``since``, all when None), so none of them can be running. Each becomes ``interrupted``, ended at its last heartbeat, its running
+    and pending steps ``interrupted``, and its MLflow parent and step runs still RUNNING end ``KILLED``. A run that
+    never ended is written this once; a run that ended is never rewritten. Returns the records settled."""
+    store = RunStore(config.stores.runs)
+    settled: list[RunRecord] = []
+    tracker = None
+    for record in store.list(pipeline, status="interrupted", newer_than=since):
+        if record.status != "running" or any(child.alive_here() for child in record.process.children):
+            continue  # ended and recorded; or a step of it still runs (it dies within seconds of its runner)
+        who = f"the runner (pid {record.process.pid} on {record.process.host})"
+        ended = record.process.heartbeat_at
+        error = StepError(ename="Interrupted", evalue=f"{who} ended before this step did, without recording it")
+        for step in record.steps.values():
+            if step.status in ("running", "pending"):
+                step.status, step.ended_at = "interrupted", step.ended_at or (ended if step.started_at else None)
+                step.error = step.error or (error if step.started_at else None)
+        record.status, record.ended_at = "interrupted", ended
+        with contextlib.suppress(ValueError, TypeError):
+            record.duration_s = round((datetime.fromisoformat(ended) - datetime.fromisoformat(record.created_at))
+                                      .total_seconds(), 3)
+        record.warnings.append(f"{who} ended without recording the run's end (killed?); recorded as interrupted "
+                               f"at {utcnow()} by the next run of {pipeline}, as of its last heartbeat")
+        runs = [(record.mlflow_run_id, record.status)] + [
+            (step.mlflow_run_id, step.status) for step in record.steps.values()]
+        runs = [(run_id, status) for run_id, status in runs if run_id]
+        if runs and record.tracking_uri:
+            try:
+                tracker = tracker or Tracker(record.tracking_uri, config.stores.artifacts)
+                end_ms = int(datetime.fromisoformat(ended).timestamp() * 1000)
+                for run_id, status in sorted(runs, key=lambda item: item[0] == record.mlflow_run_id):
+                    tracker.end_if_running(run_id, status, end_ms)
+            except TrackingError as exc:
+                record.warnings.append(f"its MLflow runs could not be ended: {exc}")
+        store.write(record)
+        settled.append(record)
+    return settled
 
 
 def step_processes(config: Config, keep_warm: int = 0) -> StepProcesses:
@@ -370,6 +418,7 @@ class _PipelineRun:
         step.scraps = outcome.scraps
         step.snapshots = list(step.scraps.get(SNAPSHOTS_SCRAP, []))
         step.models = list(step.scraps.get(MODELS_SCRAP, []))
+        step.verdict = Verdict.from_scrap(step.scraps.get(VERDICT_SCRAP))
         self.scraps[name] = step.scraps
         status, error = outcome.status, StepError(**outcome.error) if outcome.error else None
         if status == "interrupted" and self.state.failed_by is not None:  # stopped by the run's failure, not a person

@@ -27,7 +27,7 @@ from runner.config import Config, load_config
 from runner.errors import PipelineBusy, RunnerError
 from runner.store.locks import PipelineLock
 from runner.notify import Event, notify, wanted
-from runner.run.pipeline import run
+from runner.run.pipeline import run, settle_abandoned
 from runner.store.records import RunRecord, RunStore
 from runner.scheduling.ticks import (
     Clock,
@@ -211,6 +211,8 @@ class Scheduler:
 
     def _run(self, name: str, tick: datetime, lock: PipelineLock, stop: StopRequest) -> RunRecord:
         try:
+            if lock.took_over is not None:  # its dead owner's runs may say running still
+                settle_abandoned(self.config, name, lock.abandoned_since())
             return run(self.config, request_for(name, tick, "schedule"), stop=stop, locked=True)
         finally:
             lock.release()

@@ -53,6 +53,7 @@ class PipelineLock:
         self.acquired_at = ""
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self.took_over: dict[str, Any] | None = None  # what the lock of a dead owner said, when acquire broke it
 
     def __enter__(self) -> PipelineLock:
         self.acquire()
@@ -93,6 +94,7 @@ class PipelineLock:
                                   for child in survivors)
                 raise PipelineBusy(self.pipeline, f"{describe(holder)}; that process is gone but its {shown} still "
                                    "run: they end within seconds of it, or kill them")
+            self.took_over = holder  # its runs may say running still (runner.run.pipeline.settle_abandoned)
             self._break(seen)
         raise PipelineBusy(self.pipeline, "its lock keeps changing hands")
 
@@ -125,6 +127,13 @@ class PipelineLock:
         if modified.tzinfo is None:
             modified = modified.replace(tzinfo=timezone.utc)
         return max(0.0, (datetime.now(timezone.utc) - modified).total_seconds())
+
+    def abandoned_since(self) -> str | None:
+        """When the dead owner whose lock :meth:`acquire` broke took it, as the start of a run id (its runs are not
+        older); "" when no dead owner's lock was broken (nothing to look for), None when the time is unknown."""
+        if self.took_over is None:
+            return ""
+        return _run_id_prefix(self.took_over.get("acquired_at"))
 
     def survivors(self, holder: dict[str, Any]) -> list[ChildProcess]:
         """The step processes and kernels still alive of the runs the holder started since it took the lock.

@@ -40,6 +40,9 @@ FINAL = ("succeeded", "failed", "interrupted")
 # Scraps that runner.nb glues and the record lifts into each step's `snapshots` and `models`.
 SNAPSHOTS_SCRAP, MODELS_SCRAP = "runner_snapshots", "runner_models"
 REGISTERED_SCRAP = "runner_registered"  # versions a step registered, with the alias decision the runner applies
+VERDICT_SCRAP = "runner_verdict"  # what nb.verdict glues; the record lifts it into the step's `verdict`
+VerdictLevel = Literal["ok", "warn", "alert"]
+LEVELS: tuple[str, ...] = ("ok", "warn", "alert")  # from best to worst
 
 
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
@@ -107,6 +110,48 @@ class StepRecord(BaseModel):
     models: list[str] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     reused_from: str | None = None  # resume: the run whose succeeded step this is
+class Verdict(BaseModel):
+    """What a step judged of its results, besides whether it ran: ``ok``, ``warn`` or ``alert``, and why.
+
+    A step reports one with ``runner.nb.verdict(level, reasons)``; a run's verdict is the worst of its
+    steps' (:attr:`RunRecord.verdict`). A record written before verdicts existed has none (``None``): it
+    reads as "no verdict", never as ``ok``.
+    """
+
+    level: VerdictLevel
+    reasons: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_scrap(cls, value: Any) -> Verdict | None:
+        """The verdict a step glued as :data:`VERDICT_SCRAP`, or None (none glued, or not a verdict's shape)."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            return cls.model_validate({"level": value.get("level"),
+                                       "reasons": [str(reason) for reason in value.get("reasons") or []]})
+        except (ValidationError, TypeError):
+            return None
+
+    @property
+    def text(self) -> str:
+        """One line: ``alert: reason; reason``."""
+        return f"{self.level}: {'; '.join(self.reasons)}" if self.reasons else self.level
+
+
+def worst(verdicts: dict[str, Verdict | None]) -> Verdict | None:
+    """The worst of the steps' verdicts (by step name), its reasons those of every step at that level (each
+    named by its step when several steps reported one); None when no step did."""
+    given = {name: verdict for name, verdict in verdicts.items() if verdict is not None}
+    if not given:
+        return None
+    level = max((verdict.level for verdict in given.values()), key=LEVELS.index)
+    at_level = {name: verdict for name, verdict in given.items() if verdict.level == level}
+    named = len(given) > 1
+    reasons = [f"{name}: {reason}" if named else reason
+               for name, verdict in at_level.items() for reason in verdict.reasons]
+    return Verdict(level=level, reasons=reasons)
+
+
 
     def outputs(self) -> list[str]:
         """The files the step's execution left in its run folder: executed notebook, page and log,
@@ -121,6 +166,7 @@ class GitState(BaseModel):
     dirty: bool | None = None
 
 
+    verdict: Verdict | None = None  # what the step judged (nb.verdict); None: it reported none
 class ChildProcess(BaseModel):
     """A process the run started: a step process or its kernel. On its host, the pipeline's lock is
     not recovered while one of them lives, even when the runner itself died."""
@@ -196,6 +242,18 @@ def pid_alive(pid: int, started: float | None = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
+    @property
+    def verdict(self) -> Verdict | None:
+        """The worst of the steps' verdicts (:func:`worst`); None when no step reported one."""
+        return worst({name: step.verdict for name, step in self.steps.items()})
+
+    def step_status(self, step: StepRecord) -> str:
+        """A step's status as a reader should see it: ``interrupted`` for a step still marked running (or
+        pending) in the record of a run whose process is gone (killed before it could record its end)."""
+        if step.status in ("running", "pending") and self.effective_status == "interrupted":
+            return "interrupted"
+        return step.status
+
         created = proc.create_time()
     except psutil.NoSuchProcess:
         return False

@@ -221,6 +221,14 @@ class Tracker:
         with self.wrapped("end a run in"):
             self.client.set_terminated(run_id, _STATUS.get(status, "FINISHED"))
 
+    def end_if_running(self, run_id: str, status: str, end_ms: int | None = None) -> bool:
+        """End the run as ``status`` (at ``end_ms``) if MLflow still has it RUNNING; whether it did."""
+        with self.wrapped("end a run in"):
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return False
+            self.client.set_terminated(run_id, _STATUS.get(status, "FINISHED"), end_time=end_ms)
+            return True
+
 
 @contextmanager
 def quiet(logger: str) -> Iterator[None]:

@@ -64,7 +64,13 @@
     link.href = root + "runs/" + encodeURIComponent(run.id) + ".html";
     cell(row, "", run.pipeline).title = run.pipeline;
     cell(row, "", run.trigger); cell(row, "", run.as_of);
-    cell(row, "").appendChild(badge(run.status));
+    var status = cell(row, "");
+    status.appendChild(badge(run.status));
+    if (run.verdict) {
+      status.appendChild(document.createTextNode(" "));
+      var verdict = status.appendChild(el("span", "badge verdict v-" + run.verdict[0], run.verdict[0]));
+      verdict.title = "verdict: " + run.verdict[1];
+    }
     cell(row, "num", run.duration);
     var steps = cell(row, "small");
     run.steps.forEach(function (step) { steps.appendChild(el("span", "dot s-" + step[1])).title = step[0] + ": " + step[1]; });
