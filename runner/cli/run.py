@@ -179,6 +179,10 @@ def _with_status(record) -> dict[str, Any]:
                 "reason": record.reason}
     data = record.model_dump(mode="json")
     data["status"] = record.effective_status
+    verdict = record.verdict
+    data["verdict"] = verdict.model_dump(mode="json") if verdict else None
+    for name, step in record.steps.items():
+        data["steps"][name]["status"] = record.step_status(step)
     return data
 
 
@@ -200,6 +204,12 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
     run_dir = store.run_dir(record.pipeline, record.run_id)
     dirty = " (uncommitted changes)" if record.git.dirty else ""
     out.print(f"[bold]run {record.run_id}[/]  {status_text(record.effective_status)}")
+    if record.verdict:
+        out.print(f"  {verdict_text(record.verdict)}")
+        for reason in record.verdict.reasons:
+            out.print(f"    - {escape(reason)}")
+    if record.effective_status in ("failed", "interrupted"):
+        out.print(f"  continue it with `runner resume {record.run_id}` (its steps that succeeded are reused)")
     for label, value in (
         ("pipeline", record.pipeline), ("trigger", record.trigger), ("as_of", record.as_of),
         *((("scheduled", record.scheduled_for),) if record.scheduled_for else ()),
@@ -218,10 +228,6 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         if step.reused_from:
             out.print(f"    reused from run {step.reused_from} (not run again)")
         if step.error:
-    verdict = record.verdict
-    data["verdict"] = verdict.model_dump(mode="json") if verdict else None
-    for name, step in record.steps.items():
-        data["steps"][name]["status"] = record.step_status(step)
             cell = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
             out.print(f"    [red]error{cell}: {escape(step.error.ename)}: {escape(step.error.evalue)}[/]")
         for attempt in step.attempts[:-1] if len(step.attempts) > 1 else ():
@@ -241,9 +247,3 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         out.print(f"  failure notice to {delivery.get('channel')} {escape(str(delivery.get('target')))}: {state}")
     for warning in record.warnings:
         out.print(f"[yellow]warning:[/] {escape(warning)}")
-    if record.verdict:
-        out.print(f"  {verdict_text(record.verdict)}")
-        for reason in record.verdict.reasons:
-            out.print(f"    - {escape(reason)}")
-    if record.effective_status in ("failed", "interrupted"):
-        out.print(f"  continue it with `runner resume {record.run_id}` (its steps that succeeded are reused)")

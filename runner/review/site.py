@@ -350,14 +350,6 @@ class Site:
         return notebook_page(self.store.fs.cat_file(source))
 
 
-def index_name(page: int) -> str:
-    """The file of the index's page ``page`` (from 1)."""
-    return "index.html" if page == 1 else f"index-{page}.html"
-
-
-@dataclass
-class BuildResult:
-    out: Path
 def timeline_span(record: RunRecord, start: float | None) -> float:
     """Seconds the run's timeline spans: its duration; for a run that has none (still running, or killed before
     it recorded its end) until the last time its record knows of (a step's end, its last heartbeat)."""
@@ -371,6 +363,14 @@ def timeline_span(record: RunRecord, start: float | None) -> float:
     return max([*known, 1e-9])
 
 
+def index_name(page: int) -> str:
+    """The file of the index's page ``page`` (from 1)."""
+    return "index.html" if page == 1 else f"index-{page}.html"
+
+
+@dataclass
+class BuildResult:
+    out: Path
     runs: int = 0
     notebooks: int = 0  # executed notebooks' pages copied
     diffs: int = 0  # diffs written

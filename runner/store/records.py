@@ -89,27 +89,6 @@ class Attempt(BaseModel):
     worker: str | None = None  # the executor's worker it ran on (a remote executor), e.g. tcp://10.0.0.7:40123
 
 
-class StepRecord(BaseModel):
-    name: str
-    notebook: str
-    notebook_sha256: str
-    needs: list[str] = Field(default_factory=list)
-    source: str | None = None  # the notebook's bytes as run, kept in the run folder (rerun runs these)
-    requested: dict[str, Any] = Field(default_factory=dict)  # parameters before ${...} were resolved
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    status: StepStatus = "pending"
-    started_at: str | None = None
-    ended_at: str | None = None
-    duration_s: float | None = None
-    error: StepError | None = None
-    scraps: dict[str, Any] = Field(default_factory=dict)
-    mlflow_run_id: str | None = None
-    output: str | None = None  # file names inside the run folder
-    html: str | None = None
-    snapshots: list[str] = Field(default_factory=list)
-    models: list[str] = Field(default_factory=list)
-    attempts: list[Attempt] = Field(default_factory=list)
-    reused_from: str | None = None  # resume: the run whose succeeded step this is
 class Verdict(BaseModel):
     """What a step judged of its results, besides whether it ran: ``ok``, ``warn`` or ``alert``, and why.
 
@@ -152,6 +131,28 @@ def worst(verdicts: dict[str, Verdict | None]) -> Verdict | None:
     return Verdict(level=level, reasons=reasons)
 
 
+class StepRecord(BaseModel):
+    name: str
+    notebook: str
+    notebook_sha256: str
+    needs: list[str] = Field(default_factory=list)
+    source: str | None = None  # the notebook's bytes as run, kept in the run folder (rerun runs these)
+    requested: dict[str, Any] = Field(default_factory=dict)  # parameters before ${...} were resolved
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = "pending"
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    error: StepError | None = None
+    scraps: dict[str, Any] = Field(default_factory=dict)
+    verdict: Verdict | None = None  # what the step judged (nb.verdict); None: it reported none
+    mlflow_run_id: str | None = None
+    output: str | None = None  # file names inside the run folder
+    html: str | None = None
+    snapshots: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    reused_from: str | None = None  # resume: the run whose succeeded step this is
 
     def outputs(self) -> list[str]:
         """The files the step's execution left in its run folder: executed notebook, page and log,
@@ -166,7 +167,6 @@ class GitState(BaseModel):
     dirty: bool | None = None
 
 
-    verdict: Verdict | None = None  # what the step judged (nb.verdict); None: it reported none
 class ChildProcess(BaseModel):
     """A process the run started: a step process or its kernel. On its host, the pipeline's lock is
     not recovered while one of them lives, even when the runner itself died."""
@@ -221,6 +221,18 @@ class RunRecord(BaseModel):
             return self.status
         return "interrupted" if not process_alive(self.process) else "running"
 
+    @property
+    def verdict(self) -> Verdict | None:
+        """The worst of the steps' verdicts (:func:`worst`); None when no step reported one."""
+        return worst({name: step.verdict for name, step in self.steps.items()})
+
+    def step_status(self, step: StepRecord) -> str:
+        """A step's status as a reader should see it: ``interrupted`` for a step still marked running (or
+        pending) in the record of a run whose process is gone (killed before it could record its end)."""
+        if step.status in ("running", "pending") and self.effective_status == "interrupted":
+            return "interrupted"
+        return step.status
+
     def failed_steps(self) -> list[StepRecord]:
         return [step for step in self.steps.values() if step.status == "failed"]
 
@@ -242,18 +254,6 @@ def pid_alive(pid: int, started: float | None = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-    @property
-    def verdict(self) -> Verdict | None:
-        """The worst of the steps' verdicts (:func:`worst`); None when no step reported one."""
-        return worst({name: step.verdict for name, step in self.steps.items()})
-
-    def step_status(self, step: StepRecord) -> str:
-        """A step's status as a reader should see it: ``interrupted`` for a step still marked running (or
-        pending) in the record of a run whose process is gone (killed before it could record its end)."""
-        if step.status in ("running", "pending") and self.effective_status == "interrupted":
-            return "interrupted"
-        return step.status
-
         created = proc.create_time()
     except psutil.NoSuchProcess:
         return False
