@@ -346,6 +346,13 @@ if ready:
     nb.fail_on(status)"""),
 ]
 
+# Opens every parameters cell, so that its author finds it at a glance: what the tag does, where values come from.
+PARAMETERS_HEADER = """\
+# Parameters (this cell is tagged "parameters"): the defaults, for running by hand. A run sets its values in a
+# cell papermill adds below this one: from runner.yaml, `runner run -p STEP.NAME=VALUE` and upstream scraps.
+# `runner validate NOTEBOOK.ipynb` lists them. Keep one `name = value  # help` per line.
+"""
+
 TEMPLATES = {"ingest": INGEST, "train": TRAIN, "score": SCORE, "monitor": MONITOR, "backtest": BACKTEST}
 
 
@@ -361,7 +368,8 @@ def build(kind: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
         if cell_type == "markdown":
             cell = nbformat.v4.new_markdown_cell(source, id=cell_id)
         else:
-            cell = nbformat.v4.new_code_cell(source, id=cell_id)
+            cell = nbformat.v4.new_code_cell(PARAMETERS_HEADER + source if cell_type == "parameters" else source,
+                                             id=cell_id)
             if cell_type == "parameters":
                 cell.metadata["tags"] = ["parameters"]
         notebook.cells.append(cell)
