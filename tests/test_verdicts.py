@@ -35,15 +35,46 @@ def record_of(project: Project, run_id: str) -> RunRecord:
 
 
 def mlflow_runs(project: Project, pipeline: str) -> dict[str, object]:
-    """The pipeline's MLflow runs by name (the parent's name is the run id, a step's its name)."""
+    """The pipeline's MLflow runs by id."""
     client = MlflowClient(project.tracking_uri)
     experiment = client.get_experiment_by_name(pipeline)
-    return {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    return {run.info.run_id: run for run in client.search_runs([experiment.experiment_id])}
+
+
+def start_and_stop(project: Project, signum: int) -> str:
+    """Start `runner run stuck` in a process, send it ``signum`` once its step's kernel runs; the run's id."""
+    script = Path(sys.executable).with_name("runner")
+    store = RunStore(str(project.home / "runs"))
+    known = {record.run_id for record in store.list("stuck")}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a killed run's step process and kernel end within seconds of their runner
+        try:
+            if all(not child.alive_here() for record in store.list("stuck") for child in record.process.children):
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.3)
+    runner = subprocess.Popen([str(script), "run", "stuck", "--config", str(project.config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    started = None
+    while time.monotonic() < deadline + 60 and started is None and runner.poll() is None:
+        for record in store.list("stuck"):
+            if record.run_id not in known and record.steps["hang"].status == "running" and any(
+                    child.role == "kernel" for child in record.process.children):
+                started = record.run_id
+        time.sleep(0.3)
+    assert started, runner.stderr.read() if runner.poll() is not None else "the step never started"
+    time.sleep(1)
+    runner.send_signal(signum)
+    runner.wait(timeout=60)
+    runner.stderr.close()
+    return started
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, migrated_mlflow_db):
-    """`watch` once (its step reports an alert), `stuck` killed mid-step, the site built then, and `stuck` again."""
+    """`watch` once (its step reports an alert), `stuck` killed mid-step, the site built then, and `stuck` again,
+    stopped mid-step by SIGTERM."""
     base = tmp_path_factory.mktemp("verdicts")
     home = base / ".runner"
     home.mkdir()
@@ -66,33 +97,12 @@ def store(tmp_path_factory, migrated_mlflow_db):
         env.setenv("RUNNER_HOME", str(home))
         facts["watch"] = project.cli("run", "watch")
 
-        script = Path(sys.executable).with_name("runner")
-        runner = subprocess.Popen([str(script), "run", "stuck", "--config", str(project.config)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-        deadline = time.monotonic() + 120
-        killed = None
-        while time.monotonic() < deadline and killed is None:
-            found = [r for r in RunStore(str(home / "runs")).list("stuck") if r.steps["hang"].status == "running"]
-            if found and any(child.role == "kernel" for child in found[0].process.children):
-                killed = found[0].run_id
-            time.sleep(0.3)
-        assert killed, runner.stderr.read() if runner.poll() is not None else "the step never started"
-        time.sleep(1)
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=30)
-        runner.stderr.close()
-        facts["killed"] = killed
-        facts["killed_before"] = record_of(project, killed)
-        facts["show_killed"] = project.cli("show", killed)
+        facts["killed"] = start_and_stop(project, signal.SIGKILL)  # its runner can record nothing
+        facts["killed_before"] = record_of(project, facts["killed"])
+        facts["show_killed"] = project.cli("show", facts["killed"])
         facts["site"] = base / "site"
         assert project.cli("review", "build", "--out", str(facts["site"])).exit_code == 0
-
-        deadline = time.monotonic() + 30  # its step process and kernel end within seconds of their runner
-        while time.monotonic() < deadline:
-            facts["after"] = project.cli("run", "stuck", "-p", "hang.seconds=0")
-            if "busy" not in facts["after"].output:
-                break
-            time.sleep(1)
+        facts["stopped"] = start_and_stop(project, signal.SIGTERM)  # its runner records its end; it settles the other
         facts["runs"] = project.cli("runs")
         facts["runs_json"] = json.loads(project.cli("runs", "--json").output)
     return facts
@@ -132,7 +142,7 @@ def test_a_step_with_an_alert_succeeds_and_every_text_surface_says_alert(shared)
     assert "runner_verdict" not in shown
 
     runs = mlflow_runs(project, "watch")
-    parent, child = runs[run_id], runs["check"]
+    parent, child = runs[record.mlflow_run_id], runs[record.steps["check"].mlflow_run_id]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["runner.verdict"] == "alert" and child.data.tags["runner.verdict"] == "alert"
     assert parent.data.tags["runner.verdict.reasons"] == "\n".join(REASONS)
@@ -157,15 +167,15 @@ def test_a_killed_runner_s_run_reads_interrupted_and_the_next_run_records_its_en
     assert f"run {killed}  interrupted" in shown and "hang interrupted" in shown and "hang running" not in shown
     assert f"`runner resume {killed}`" in shown
 
-    assert store["after"].exit_code == 0, store["after"].output
-    record = record_of(project, killed)
+    record = record_of(project, killed)  # the next run of the pipeline recorded its end
     assert record.status == "interrupted" and record.ended_at == before.process.heartbeat_at
     assert record.steps["hang"].status == "interrupted" and record.steps["hang"].error.ename == "Interrupted"
     assert any("ended without recording the run's end" in warning for warning in record.warnings)
-    runs = mlflow_runs(project, "stuck")
-    assert runs[killed].info.status == "KILLED"
-    killed_step = [run for run in runs.values() if run.info.run_id == record.steps["hang"].mlflow_run_id]
-    assert [run.info.status for run in killed_step] == ["KILLED"]
+    stopped = record_of(project, store["stopped"])  # SIGTERM: its runner stopped its step and recorded its end
+    assert stopped.status == "interrupted" and stopped.steps["hang"].status == "interrupted"
+    runs = {run_id: mlflow.info.status for run_id, mlflow in mlflow_runs(project, "stuck").items()}
+    for run in (record, stopped):
+        assert runs[run.mlflow_run_id] == "KILLED" and runs[run.steps["hang"].mlflow_run_id] == "KILLED"
 
 
 def screenshot(page, name: str) -> None:
