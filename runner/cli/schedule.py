@@ -25,7 +25,7 @@ from runner.cli.group import (
     json_option,
     main,
     out,
-    raise_keyboard_interrupt,
+    interrupted_by_signals,
     run_and_report,
     status_text,
     usage_error,
@@ -171,11 +171,8 @@ def backfill(pipeline: str, first, last, max_workers: int, config_path: str | No
         out.print(f"[{len(finished)}/{todo}] {tick.isoformat()} run {record.run_id} {status_text(record.status)} "
                   f"{record.duration_s:.1f}s")
 
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    try:
+    with interrupted_by_signals():
         plan = run_backfill(config, plan, max_workers, on_run=report)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     out.print(f"backfill {pipeline}: {len(plan.records) - len(plan.failed)} succeeded, {len(plan.failed)} not, "
               f"{len(plan.done_before)} skipped as done")
     for record in plan.failed:
