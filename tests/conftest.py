@@ -46,6 +46,17 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jupyter_data_dir(tmp_path_factory) -> Path:
+    """Kernelspecs that tests install (`runner init`, `runner kernel install`, `runner lab`) go to a folder of the
+    session, never into the user's Jupyter data folder. Session-scoped, so that it is in place before the module
+    fixtures that run `runner init`."""
+    folder = tmp_path_factory.mktemp("jupyter-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_DATA_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def runner_home(tmp_path, monkeypatch, migrated_mlflow_db) -> Path:
     """A private .runner/ for each test, so no test touches a shared store or tracking database."""

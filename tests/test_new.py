@@ -88,7 +88,8 @@ def test_new_creates_the_notebook_and_adds_the_step(commented, kind):
     assert "runner validate churn" in result.stdout and "runner run churn" in result.stdout
     nb = nbformat.read(str(path), as_version=4)
     nbformat.validate(nb)
-    assert nb.metadata.kernelspec.name == "python3"
+    assert nb.metadata.kernelspec.name == "runner-project"  # the project's kernel (tests/test_authoring.py)
+    assert nb.metadata.kernelspec.display_name == "Notebook Runner (project)"
     assert [cell.id for cell in nb.cells] == [f"{kind}-{i}" for i in range(len(nb.cells))]
     sources = "\n".join(cell.source for cell in nb.cells)
     assert "{{" not in sources

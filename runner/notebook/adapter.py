@@ -120,6 +120,12 @@ def read_contract(path: str | Path) -> ParameterContract:
     return ParameterContract(str(path), parameters)
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    """The notebook as a dict of its JSON (format 4), read without nbformat when it allows; a
+    :class:`ParameterError` when it is missing or not a notebook."""
+    return _read_quickly(path)
+
+
 def _read_quickly(path: str | Path) -> dict[str, Any]:
     """A notebook's JSON when it is of format 4 with its cells a list; else nbformat's reading (upgrading older
     formats, and saying what is wrong with a broken file)."""

@@ -4,7 +4,8 @@ The templates are the ``.ipynb`` files in the repository's top-level ``templates
 (one per kind: ``ingest``, ``train``, ``score``, ``monitor``, ``backtest``; adding a kind is adding a
 file, written by ``templates/generate.py``). A wheel installs them as data files
 (:func:`runner.config.templates` finds them either way). In a template's cells ``{{pipeline}}`` and ``{{name}}``
-are replaced by the pipeline and step names, and its metadata ``runner.template`` names its kind.
+are replaced by the pipeline and step names, and its metadata ``runner.template`` names its kind; its
+``metadata.kernelspec`` names the project's kernel (:mod:`runner.project.authoring`), which JupyterLab opens it with.
 
 The notebook goes to ``notebooks/<pipeline>/<name>.ipynb`` beside ``runner.yaml``, and the step
 ``<name>`` is appended to the pipeline, which is created (with ``purpose``) when it does not exist.
@@ -39,6 +40,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from runner.config import NAME_PATTERN, Config, config_path as resolve_config_path, load_config, templates
 from runner.errors import ConfigError
+from runner.project.authoring import kernelspec_metadata
 
 TEMPLATES = templates("notebooks")
 UPSTREAM_KIND = {"score": "train", "monitor": "score"}  # a step of this kind needs the pipeline's steps of that kind
@@ -95,7 +97,7 @@ def new_notebook(
 
     original = source.read_text(encoding="utf-8")
     edited = _add_step(source, original, pipeline, name, relative, needs, purpose)
-    content = _notebook_text(kind, values)
+    content = _notebook_text(kind, values, kernelspec_metadata(config.root))
     created_folders = [folder for folder in (notebook.parent, notebook.parent.parent) if not folder.exists()]
     notebook.parent.mkdir(parents=True, exist_ok=True)
     with open(notebook, "x", encoding="utf-8") as handle:  # "x": never overwrite, even in a race
@@ -160,8 +162,11 @@ def _only_table(config: Config) -> str:
     return tables[0] if len(tables) == 1 else "my_table"
 
 
-def _notebook_text(kind: str, values: dict[str, str]) -> str:
-    return json.dumps(_from_template(TEMPLATES / f"{kind}.ipynb", values), indent=1, ensure_ascii=False) + "\n"
+def _notebook_text(kind: str, values: dict[str, str], kernelspec: dict[str, str]) -> str:
+    """The notebook made from the ``kind`` template, its ``metadata.kernelspec`` naming the project's kernel."""
+    notebook = _from_template(TEMPLATES / f"{kind}.ipynb", values)
+    notebook.setdefault("metadata", {})["kernelspec"] = kernelspec
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
 def _from_template(template: Path, values: dict[str, str]) -> dict[str, Any]:
@@ -314,7 +319,7 @@ def init_project(directory: str | Path, today: str | None = None) -> list[Path]:
     for pipeline, step, kind in starter.STEPS:
         values = {"pipeline": pipeline, "name": step, "table": starter.TABLE, "label": starter.LABEL,
                   "model": starter.MODEL, "source": starter.SOURCE, "score_step": "score", "as_of": today}
-        files[root / "notebooks" / pipeline / f"{step}.ipynb"] = _notebook_text(kind, values)
+        files[root / "notebooks" / pipeline / f"{step}.ipynb"] = _notebook_text(kind, values, kernelspec_metadata(root))
     files[root / starter.SOURCE] = starter.example_customers(today[:7]).to_csv(index=False)
     existing = [path for path in files if path.exists()]
     if existing:
