@@ -138,7 +138,7 @@ def test_a_step_with_an_alert_succeeds_and_every_text_surface_says_alert(shared)
 
     shown = project.cli("show", run_id).stdout
     assert "  verdict alert\n" + "".join(f"    - {reason}\n" for reason in REASONS) in shown
-    assert f"check succeeded" in shown and "verdict alert: " + "; ".join(REASONS) in shown
+    assert "check succeeded" in shown and "verdict alert: " + "; ".join(REASONS) in shown
     assert "runner_verdict" not in shown
 
     runs = mlflow_runs(project, "watch")
