@@ -127,8 +127,19 @@ def test_no_chunks_or_only_empty_ones_are_an_alert(data):
 
 def test_a_chunk_without_a_profiled_column_or_not_a_frame_is_refused(data):
     reference, current, _ = data
+    ended = []
+
+    def chunks():
+        try:
+            yield current
+            yield current.drop(columns="age")
+            yield current
+        finally:
+            ended.append(True)
+
     with pytest.raises(ValueError, match="missing from the current frame: \\['age'\\]"):
-        monitoring.compare(reference, iter([current, current.drop(columns="age")]))
+        monitoring.compare(reference, chunks())
+    assert ended == [True]  # closed by compare, not left to the garbage collector
     with pytest.raises(ValueError, match="expected a pandas frame"):
         monitoring.compare(reference, iter([current.to_dict()]))
 

@@ -416,19 +416,25 @@ def compare(reference: dict, current, thresholds: Thresholds = Thresholds(), *,
     wanted = {name: entry for name, entry in columns.items() if name not in outputs}
     tallies = {name: (_NumericTally if entry["kind"] == "numeric" else _CategoricalTally)(
         entry, (limits or {}).get(name)) for name, entry in wanted.items()}
-    seen = 0
-    for chunk in [current] if _is_chunk(current) else current:
-        if not _is_chunk(chunk):
-            raise ValueError(f"expected a pandas frame or an Arrow record batch or table as a chunk of the current "
-                             f"batch, got {type(chunk).__name__}")
-        names = list(chunk.columns) if isinstance(chunk, pd.DataFrame) else chunk.schema.names
-        absent = [name for name in wanted if name not in names]
-        if absent:
-            raise ValueError(f"profiled columns missing from the current frame: {absent}; load them, or compare "
-                             "against a profile without them")
-        for name, tally in tallies.items():
-            tally.add(chunk[name] if isinstance(chunk, pd.DataFrame) else chunk.column(name).to_pandas().rename(name))
-        seen += len(chunk)
+    seen, chunks = 0, iter([current] if _is_chunk(current) else current)
+    try:
+        for chunk in chunks:
+            if not _is_chunk(chunk):
+                raise ValueError(f"expected a pandas frame or an Arrow record batch or table as a chunk of the "
+                                 f"current batch, got {type(chunk).__name__}")
+            names = list(chunk.columns) if isinstance(chunk, pd.DataFrame) else chunk.schema.names
+            absent = [name for name in wanted if name not in names]
+            if absent:
+                raise ValueError(f"profiled columns missing from the current frame: {absent}; load them, or "
+                                 "compare against a profile without them")
+            for name, tally in tallies.items():
+                tally.add(chunk[name] if isinstance(chunk, pd.DataFrame)
+                          else chunk.column(name).to_pandas().rename(name))
+            seen += len(chunk)
+    finally:  # a generator stopped early (a refused chunk) ends now: nb.stream's reader thread with it
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     rows: list[tuple] = [] if seen else [_nothing_seen("inputs", "quality", "input rows")]
     for name, tally in tallies.items():
         judge = _numeric_rows if isinstance(tally, _NumericTally) else _categorical_rows
