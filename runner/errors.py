@@ -8,6 +8,8 @@ and formats its message in ``__str__``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class RunnerError(Exception):
     """Root of every error raised by the runner. The message says what to do next."""
@@ -80,7 +82,7 @@ class StepFailed(RunnerError):
 
     ``cell_index`` is the index of the failing cell in the *executed* notebook (so a link to it
     works), or ``None`` when the failure was not inside a cell (dead kernel, deadline, missing
-    upstream scrap).
+    upstream scrap). ``cell`` names that cell as its author sees it (:class:`FailedCell`).
     """
 
     def __init__(
@@ -91,23 +93,64 @@ class StepFailed(RunnerError):
         notebook: str = "",
         run_id: str = "",
         step: str = "",
+        cell: FailedCell | None = None,
     ):
         super().__init__(f"{ename}: {evalue}")
-        self.args = (ename, evalue, cell_index, notebook, run_id, step)
+        self.args = (ename, evalue, cell_index, notebook, run_id, step, cell)
         self.ename = ename
         self.evalue = evalue
         self.cell_index = cell_index
         self.notebook = notebook
         self.run_id = run_id
         self.step = step
+        self.cell = cell
 
     def __str__(self) -> str:
         where = f"step '{self.step}'" if self.step else "step"
         if self.run_id:
             where += f" of run {self.run_id}"
-        cell = f" in cell {self.cell_index}" if self.cell_index is not None else ""
+        label = cell_label(self.cell_index, *(self.cell.label_parts() if self.cell else (None, None, None)))
+        cell = f" in {label}" if label else ""
         hint = f" (executed notebook: {self.notebook})" if self.notebook else ""
         return f"{where} failed{cell}: {self.ename}: {self.evalue}{hint}"
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    """The failing cell as the notebook's author sees it.
+
+    ``execution_count`` is the ``In [N]`` the executed notebook shows (None when the cell never got one),
+    ``code_cell`` its place among the authored notebook's code cells counting from 1 (the cell papermill
+    injects with the parameters is not counted; markdown cells neither), ``first_line`` the first line of
+    its source that is not blank, and ``cell_id`` its nbformat id (the anchor of its HTML page:
+    ``#cell-id=<id>``).
+    """
+
+    execution_count: int | None = None
+    code_cell: int | None = None
+    first_line: str | None = None
+    cell_id: str | None = None
+
+    def label_parts(self) -> tuple[int | None, int | None, str | None]:
+        return self.execution_count, self.code_cell, self.first_line
+
+
+FIRST_LINE_LENGTH = 80  # characters of a failing cell's first line kept in the record
+
+
+def cell_label(cell_index: int | None, execution_count: int | None = None, code_cell: int | None = None,
+               first_line: str | None = None) -> str:
+    """A failing cell named as its author sees it: ``In [6] (code cell 5: `model.fit(X, y)`)``.
+
+    Without an execution count it is ``code cell 5: `...```; a record from before these were kept names the
+    cell by its index in the executed notebook, ``cell 7``; "" when the failure was not in a cell."""
+    line = f": `{first_line}`" if first_line else ""
+    if code_cell is not None:
+        place = f"code cell {code_cell}{line}"
+        return f"In [{execution_count}] ({place})" if execution_count is not None else place
+    if execution_count is not None:
+        return f"In [{execution_count}]{f' ({line[2:]})' if line else ''}"
+    return f"cell {cell_index}" if cell_index is not None else ""
 
 
 class PipelineBusy(RunnerError):

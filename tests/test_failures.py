@@ -78,7 +78,54 @@ def test_a_failing_cell_keeps_the_notebook_records_the_error_and_skips_downstrea
     assert 'raise ValueError' in cell.source and cell.outputs[0].output_type == "error"
     assert "An Exception was encountered" in nbformat.read(executed, as_version=4).cells[0].source
     failed_lines = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    assert failed_lines == [f"FAILED bad in cell {bad.error.cell_index}: ValueError: boom with x=41 -> {executed}"]
+    assert failed_lines == [f"FAILED bad in In [{cell.execution_count}] (code cell 3: `raise ValueError(f\"boom with "
+                            f"x={{x}}\")`): ValueError: boom with x=41 -> {executed}"]
+
+
+def test_a_failing_cell_is_named_as_its_author_sees_it(project):
+    """A markdown cell, injected parameters and a failing fifth code cell: the record, the CLI's line, `runner show`
+    and the review page name the In [N] the executed notebook shows and the fifth code cell, and link to it."""
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.cells = [nbformat.v4.new_markdown_cell("# Five code cells, the last one fails")]
+    params = nbformat.v4.new_code_cell("rows = 3")
+    params.metadata["tags"] = ["parameters"]
+    book.cells += [params, nbformat.v4.new_code_cell("total = rows * 2"),
+                   nbformat.v4.new_markdown_cell("## Fit"), nbformat.v4.new_code_cell("import math"),
+                   nbformat.v4.new_code_cell("half = total / 2"),
+                   nbformat.v4.new_code_cell("\nmodel_fit = half + 1\nraise ValueError(f'cannot fit {rows} rows')"),
+                   nbformat.v4.new_code_cell("print('never')")]
+    path = project.root / "fifth_fails.ipynb"
+    nbformat.write(book, path)
+    project.write({"p": {"steps": {"fit": {"notebook": str(path)}}}})
+    result = project.cli("run", "p", "-p", "fit.rows=4")
+    assert result.exit_code == 1
+    record = only_run(project)
+    error = record.steps["fit"].error
+    executed = nbformat.read(project.home / "runs" / "p" / record.run_id / "fit.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    (failing,) = [c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert executed.cells.index(failing) == error.cell_index
+    assert error.execution_count == failing.execution_count == 6  # the injected parameters cell ran as In [2]
+    assert (error.code_cell, error.cell_source_first_line, error.cell_id) == (5, "model_fit = half + 1", failing.id)
+    named = "In [6] (code cell 5: `model_fit = half + 1`)"
+    assert error.where() == named
+    failed_lines = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed_lines[0].startswith(f"FAILED fit in {named}: ValueError: cannot fit 4 rows -> ")
+    assert f"error in {named}: ValueError: cannot fit 4 rows" in project.cli("show", record.run_id).stdout
+
+    assert project.cli("review", "build").exit_code == 0
+    page = (project.home / "review" / "runs" / f"{record.run_id}.html").read_text()
+    assert "in In [6] (code cell 5: `model_fit = half + 1`)" in page
+    assert f'href="../runs/{record.run_id}/fit.html#cell-id={failing.id}"' in page
+    notebook_page = (project.home / "review" / "runs" / record.run_id / "fit.html").read_text()
+    cell_html = notebook_page[notebook_page.index(f'id="cell-id={failing.id}"'):]
+    assert cell_html.index("model_fit") < cell_html.index("jp-Cell ")  # the anchor is that cell's, not the next's
+
+    old = record.model_copy(deep=True)  # a record from before: only the index in the executed notebook
+    old.steps["fit"].error = records.StepError(ename="ValueError", evalue="x", cell_index=7)
+    assert old.steps["fit"].error.where() == "cell 7" and old.steps["fit"].error.anchor == "papermill-error-cell"
+    assert RunRecord.model_validate_json(old.model_dump_json(exclude_none=True)).steps["fit"].error.where() == "cell 7"
 
 
 def test_a_dead_kernel_fails_the_step_quickly_and_leaves_no_kernel(project):

@@ -125,9 +125,11 @@ def test_build_writes_index_run_pages_trends_notebooks_and_diffs(shared, tmp_pat
     assert 'data-pipeline="bad" data-status="failed"' in index and "first.result" in index
 
     failed = (site / "runs" / f"{bad}.html").read_text()
-    assert "ValueError" in failed and "boom with x=7" in failed and "in cell" in failed
-    assert f'href="../runs/{bad}/a.html#papermill-error-cell"' in failed
-    assert 'id="papermill-error-cell"' in (site / "runs" / bad / "a.html").read_text()  # the anchor survives nbconvert
+    assert "ValueError" in failed and "boom with x=7" in failed
+    assert "in In [4] (code cell 3: `raise ValueError(f&#34;boom with x={x}&#34;)`)" in failed
+    assert f'href="../runs/{bad}/a.html#cell-id=broken-3"' in failed  # the failing cell's own anchor
+    executed = (site / "runs" / bad / "a.html").read_text()
+    assert 'id="cell-id=broken-3"' in executed and 'id="papermill-error-cell"' in executed  # both survive nbconvert
     assert "skipped" in failed and f"runner debug {bad} a" in failed
 
     second = (site / "runs" / f"{good_2}.html").read_text()
@@ -344,11 +346,13 @@ def test_browser_filters_failed_runs_and_reaches_the_failing_cell(shared, review
 
     page.set_viewport_size({"width": 1280, "height": 300})  # lower than the notebook: reaching the cell takes a scroll
     page.click("a.failing-cell")
-    page.wait_for_url("**#papermill-error-cell")
-    anchor = page.locator("#papermill-error-cell")
+    page.wait_for_url("**#cell-id=broken-3")
+    anchor = page.locator('[id="cell-id=broken-3"]')
     expect(anchor).to_be_in_viewport()
+    expect(anchor).to_contain_text("raise ValueError")
     assert page.evaluate("window.scrollY") > 0, "the browser scrolled to the failing cell"
-    assert page.evaluate("document.getElementById('papermill-error-cell').getBoundingClientRect().top") < 60
+    top = page.evaluate("document.getElementById('cell-id=broken-3').getBoundingClientRect().top")
+    assert top < 150, "the failing cell in the upper half (the page ends one cell below it)"
     expect(page.locator("body")).to_contain_text("boom with x=7")
     page.set_viewport_size({"width": 1280, "height": 700})
     screenshot(page, "failing-cell")

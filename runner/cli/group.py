@@ -168,10 +168,10 @@ def run_and_report(config, request) -> None:
     for reason in verdict.reasons if verdict else ():
         out.print(f"  {status_text(verdict.level)}: {escape(reason)}")
     for step in record.failed_steps():
-        cell = f" in cell {step.error.cell_index}" if step.error and step.error.cell_index is not None else ""
+        cell = f" in {step.error.where()}" if step.error and step.error.where() else ""
         what = f"{step.error.ename}: {step.error.evalue}" if step.error else "failed"
         where = f"{run_dir}/{step.output}" if step.output else step.notebook
-        out.print(f"[bold red]FAILED[/] {step.name}{cell}: {escape(what)} -> {where}")
+        out.print(f"[bold red]FAILED[/] {step.name}{escape(cell)}: {escape(what)} -> {where}")
     for warning in record.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     if record.status == "interrupted":

@@ -266,7 +266,7 @@ def show(run_id: str, as_json: bool, config_path: str | None) -> None:
         if step.reused_from:
             out.print(f"    reused from run {step.reused_from} (not run again)")
         if step.error:
-            cell = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
+            cell = f" in {escape(step.error.where())}" if step.error.where() else ""
             out.print(f"    [red]error{cell}: {escape(step.error.ename)}: {escape(step.error.evalue)}[/]")
         for attempt in step.attempts[:-1] if len(step.attempts) > 1 else ():
             why = f"{attempt.error.ename}: {attempt.error.evalue}" if attempt.error else attempt.status

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ParameterError, StepFailed
+from runner.errors import FIRST_LINE_LENGTH, FailedCell, ParameterError, StepFailed
 from runner.notebook.contract import Declared, Parameter, ParameterContract, declared_parameters, infer_type
 from runner.secrets import SECRET_MARK, Redactor, kernel_source, secret_parameters
 
@@ -213,8 +213,9 @@ def execute(
             **({"km": kernel.manager} if kernel is not None else {}),
         )
     except papermill.PapermillExecutionError as exc:
-        index = _error_cell_index(output)
-        raise StepFailed(exc.ename, exc.evalue, index, str(output)) from None
+        nb = _read(output)
+        index = _error_cell_index(nb)
+        raise StepFailed(exc.ename, exc.evalue, index, str(output), cell=failed_cell(nb, index)) from None
     except CellTimeoutError:
         evalue = f"a cell ran longer than cell_timeout={cell_timeout:g}s; raise the step's cell_timeout or fix the cell"
         raise _fail_at(output, started, "CellTimeout", evalue) from None
@@ -353,12 +354,33 @@ def _reporting_engine() -> type:
     return ReportingEngine
 
 
-def _error_cell_index(path: str | Path) -> int | None:
-    nb = _read(path)
+def _error_cell_index(nb) -> int | None:
     for index, cell in enumerate(nb.cells):
         if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
             return index
     return None
+
+
+def failed_cell(nb, index: int | None) -> FailedCell | None:
+    """The executed notebook's cell ``index`` named as its author sees it: the ``In [N]`` it shows, its place among
+    the authored code cells (from 1; the injected parameters cell and the runner's or papermill's banners are not
+    the author's), the first line of its source and its id."""
+    if index is None or not 0 <= index < len(nb.cells) or nb.cells[index].get("cell_type") != "code":
+        return None
+    cell = nb.cells[index]
+    authored = sum(1 for other in nb.cells[:index + 1] if other.get("cell_type") == "code"
+                   and "injected-parameters" not in (other.get("metadata") or {}).get("tags", []))
+    injected = "injected-parameters" in (cell.get("metadata") or {}).get("tags", [])
+    source = cell.get("source") or ""
+    source = "".join(source) if isinstance(source, list) else str(source)
+    first = next((line.strip() for line in source.splitlines() if line.strip()), None)
+    if first is not None and len(first) > FIRST_LINE_LENGTH:
+        first = first[:FIRST_LINE_LENGTH - 1] + "…"
+    count = cell.get("execution_count")
+    cell_id = cell.get("id")
+    return FailedCell(execution_count=count if isinstance(count, int) else None,
+                      code_cell=None if injected else authored, first_line=first,
+                      cell_id=cell_id if isinstance(cell_id, str) and cell_id else None)
 
 
 def _fail_at(output: str | Path, started: list[int], ename: str, evalue: str) -> StepFailed:
@@ -383,7 +405,8 @@ def _fail_at(output: str | Path, started: list[int], ename: str, evalue: str) ->
     banner.metadata["tags"] = [ERROR_MARKER_TAG]
     nb.cells.insert(0, banner)
     _write(nb, path)
-    return StepFailed(ename, evalue, None if index is None else index + 1, str(output))
+    index = None if index is None else index + 1
+    return StepFailed(ename, evalue, index, str(output), cell=failed_cell(nb, index))
 
 
 def _escape(text: str) -> str:

@@ -99,7 +99,7 @@ def _note(record: RunRecord, step: StepRecord, source: Path):
 
     error = ""
     if step.error:
-        where = f" in cell {step.error.cell_index}" if step.error.cell_index is not None else ""
+        where = f" in {html.escape(step.error.where())}" if step.error.where() else ""
         error = (f"\n\nThe run failed{where}: **{html.escape(step.error.ename)}**: "
                  f"<code>{html.escape(step.error.evalue)}</code>")
     text = (

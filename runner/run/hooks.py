@@ -310,7 +310,8 @@ class FailureNotices(Hook):
             return
         bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
         reasons = tuple(
-            f"{step.name} {step.status}: {step.error.ename}: {step.error.evalue}" if step.error
+            f"{step.name} {step.status}{f' in {step.error.where()}' if step.error.where() else ''}: "
+            f"{step.error.ename}: {step.error.evalue}" if step.error
             else f"{step.name} {step.status}"
             for step in bad
         )

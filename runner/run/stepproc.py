@@ -457,6 +457,9 @@ def _child() -> int:
     except StepFailed as exc:
         status = "interrupted" if exc.ename == "Interrupted" else "failed"
         error = {"ename": exc.ename, "evalue": exc.evalue, "cell_index": exc.cell_index}
+        if exc.cell is not None:
+            error.update(execution_count=exc.cell.execution_count, code_cell=exc.cell.code_cell,
+                         cell_source_first_line=exc.cell.first_line, cell_id=exc.cell.cell_id)
     except Exception as exc:  # the notebook engine itself broke; report it as the step's failure
         status, error = "failed", {"ename": type(exc).__name__, "evalue": str(exc), "cell_index": None}
     finally:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.errors import NotFound, RunnerError, StoreError
+from runner.errors import NotFound, RunnerError, StoreError, cell_label
 from runner.secrets import strip_userinfo
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
@@ -46,6 +46,7 @@ LEVELS: tuple[str, ...] = ("ok", "warn", "alert")  # from best to worst
 
 
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{6}")
+CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # nbformat's pattern of a cell id
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -70,9 +71,29 @@ def utcnow() -> str:
 
 
 class StepError(BaseModel):
+    """Why a step failed, and in which cell. Records from before the cell's other names were kept have only
+    ``cell_index``; :meth:`where` names the cell either way."""
+
     ename: str
     evalue: str
-    cell_index: int | None = None
+    cell_index: int | None = None  # in the executed notebook, whose banners and injected parameters cell count
+    execution_count: int | None = None  # the In [N] the executed notebook shows
+    code_cell: int | None = None  # among the authored notebook's code cells, from 1 (the injected cell not counted)
+    cell_source_first_line: str | None = None  # its first line that is not blank, cut at 80 characters
+    cell_id: str | None = None  # its nbformat id: the anchor ``cell-id=<id>`` of the executed notebook's page
+
+    def where(self) -> str:
+        """The failing cell as its author sees it, ``In [6] (code cell 5: `model.fit(X, y)`)``; ``cell 7`` for an
+        older record; "" when the failure was not inside a cell."""
+        return cell_label(self.cell_index, self.execution_count, self.code_cell, self.cell_source_first_line)
+
+    @property
+    def anchor(self) -> str | None:
+        """The fragment of the executed notebook's page that shows the failing cell: the cell itself, else the
+        banner papermill (or the runner) put before it; None when the failure was not inside a cell."""
+        if self.cell_id and CELL_ID.match(self.cell_id):
+            return f"cell-id={self.cell_id}"
+        return "papermill-error-cell" if self.cell_index is not None else None
 
 
 class Attempt(BaseModel):
