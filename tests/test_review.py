@@ -8,6 +8,7 @@ executed notebooks; the layout tests use records written directly (no kernels).
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import re
@@ -167,6 +168,111 @@ def test_review_diff_shows_parameters_scraps_and_the_notebook_diff(shared, tmp_p
     assert inside.exit_code == 0 and (shared.home / "review" / "diffs" / f"{good_1}__{good_2}.html").is_file()
     missing = shared.cli("review", "diff", good_1, "20990101T000000-000000")
     assert missing.exit_code == 2 and "no run '20990101T000000-000000'" in missing.stderr
+
+
+# -- diffs of outputs: HTML as text, pandas Styler ids ignored, images side by side -------------
+@pytest.fixture(scope="module")
+def month_runs(tmp_path_factory, migrated_mlflow_db) -> Project:
+    """A monitoring notebook run for an OK month, then for an ALERT month: its headline (HTML), a Styler table
+    and a matplotlib plot differ; another Styler shows the same table in both."""
+    base = tmp_path_factory.mktemp("months")
+    home = base / ".runner"
+    home.mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    project = Project(base / "project", home)
+    project.root.mkdir()
+    book = nbformat.v4.new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("level = 'OK'\npsi = 0.04")
+    params.metadata["tags"] = ["parameters"]
+    book.cells = [
+        params,
+        nbformat.v4.new_code_cell("from IPython.display import HTML, display\n"
+                                  "display(HTML(f'<h2 style=\"color: green\">Month status: <b>{level}</b></h2>'))"),
+        nbformat.v4.new_code_cell("import pandas as pd\n"
+                                  "pd.DataFrame({'feature': ['income', 'age'], 'psi': [psi, 0.01]}).style.format(precision=2)"),
+        nbformat.v4.new_code_cell("pd.DataFrame({'feature': ['income', 'age'], 'kind': ['num', 'num']}).style"),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2), dpi=80)\n"
+                                  "ax.bar(['income', 'age'], [psi, 0.01], color='tab:red' if psi > 0.2 else 'tab:green')\n"
+                                  "ax.set_title(f'PSI ({level})')\nplt.show()"),
+    ]
+    nbformat.write(book, project.root / "month.ipynb")
+    project.write({"monitor": {"steps": {"watch": {"notebook": str(project.root / "month.ipynb")}}}},
+                  defaults={"timeout": "120s"})
+    with pytest.MonkeyPatch.context() as env:
+        for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+            env.delenv(name, raising=False)
+        env.setenv("RUNNER_HOME", str(home))
+        assert project.cli("run", "monitor", "--as-of", "2026-06-01").exit_code == 0
+        assert project.cli("run", "monitor", "-p", "watch.level=ALERT", "-p", "watch.psi=0.31",
+                           "--as-of", "2026-07-01").exit_code == 0
+    return project
+
+
+def local_links(page: Path) -> list[str]:
+    """Every relative href and src of a page, without query or fragment."""
+    found = re.findall(r'(?:href|src)="([^"]*)"', page.read_text())
+    return [link.split("#")[0].split("?")[0] for link in found
+            if not link.startswith(("data:", "http:", "https:", "#", "mailto:"))]
+
+
+def test_a_diff_shows_html_outputs_as_text_ignores_styler_ids_and_shows_images_side_by_side(month_runs, monkeypatch):
+    monkeypatch.setenv("RUNNER_HOME", str(month_runs.home))
+    ok, alert = run_ids(month_runs, "monitor")
+    result = month_runs.cli("review", "diff", ok, alert)  # no --out: into the review site, its links working
+    assert result.exit_code == 0, result.output
+    target = month_runs.home / "review" / "diffs" / f"{ok}__{alert}.html"
+    assert f"wrote {target}" in result.stdout
+    links = local_links(target)
+    assert f"../runs/{ok}.html" in links and f"../runs/{alert}.html" in links and "../index.html" in links
+    for link in links:
+        assert (target.parent / link).resolve().is_file(), f"{link} in {target.name} leads nowhere"
+
+    page = target.read_text()
+    notebook_diff = page[page.index('id="notebook-watch"'):]
+    assert '<div class="del">- Month status: OK</div>' in notebook_diff  # the headline, HTML read as text
+    assert '<div class="add">+ Month status: ALERT</div>' in notebook_diff
+    assert '<div class="del">- 0 | income | 0.04</div>' in notebook_diff  # a table, a line per row
+    assert '<div class="add">+ 0 | income | 0.31</div>' in notebook_diff and '<div class="">  1 | age | 0.01</div>' in notebook_diff
+    executed = [nbformat.read(month_runs.home / "runs" / "monitor" / run / "watch.ipynb", as_version=4)
+                for run in (ok, alert)]
+    styler_ids = {re.search(r'<table id="(T_[0-9a-f]+)"', "".join(cell.outputs[0].data["text/html"])).group(1)
+                  for nb in executed for cell in nb.cells if ").style" in cell.source}
+    assert len(styler_ids) == 4 and not any(styler_id in page for styler_id in styler_ids)  # each run's own ids
+    text = re.sub(r'src="data:[^"]*"', "", notebook_diff)
+    assert not re.search(r"0x[0-9a-f]{6}", text)  # nor a Styler's memory address
+    assert notebook_diff.count('<div class="cell changed">') == 3  # the headline, the first table, the plot
+    folded = re.findall(r"<details class=\"small\"><summary>1 unchanged cell</summary>(.*?)</details>", notebook_diff)
+    assert any("&#39;kind&#39;" in fold for fold in folded)  # the second Styler: the same table, other ids
+
+    pair = notebook_diff[notebook_diff.index('<div class="image-pair changed">'):]
+    assert '<span class="state">changed</span> image 1: old | new' in pair and "1 image changed" in notebook_diff
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', pair)
+    assert len(images) == 2 and images[0] != images[1]
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert re.search(r"image/png · \d+×\d+ px · [\d.]+ kB", pair)
+
+
+@pytest.mark.slow
+def test_browser_shows_both_images_of_a_changed_plot(month_runs, browser, monkeypatch):
+    monkeypatch.setenv("RUNNER_HOME", str(month_runs.home))
+    ok, alert = run_ids(month_runs, "monitor")
+    assert month_runs.cli("review", "build").exit_code == 0
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((month_runs.home / "review" / "runs" / f"{alert}.html").as_uri())
+    page.click("#diff-previous")
+    page.wait_for_url(f"**/diffs/{ok}__{alert}.html")
+    pair = page.locator(".image-pair.changed").first
+    pair.scroll_into_view_if_needed()
+    images = pair.locator("img")
+    assert images.count() == 2
+    widths = images.evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
+    assert all(width > 100 for width in widths), widths  # both decoded and drawn
+    boxes = [images.nth(k).bounding_box() for k in range(2)]
+    assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"], "old | new, side by side"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "diff-images", full_page=True)
+    page.close()
 
 
 # -- runner debug -----------------------------------------------------------------------------

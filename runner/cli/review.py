@@ -46,13 +46,16 @@ def review_build(out_dir: str | None, page_size: int | None, config_path: str | 
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
-              help="HTML file to write (default: <RUNNER_HOME>/review/diffs/RUN_A__RUN_B.html, inside the site).")
+              help="HTML file to write, a page of its own without links (default: "
+                   "<RUNNER_HOME>/review/diffs/RUN_A__RUN_B.html, inside the review site, which is brought up to date "
+                   "so that the page's links work).")
 @config_option
 @handles_errors
 def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str | None) -> None:
     """Compare two runs: parameters, scraps and each step's executed notebook (nbdime), as HTML."""
     from pathlib import Path
 
+    from runner.review.pages import write
     from runner.review.site import Site, default_out
     from runner.review.views import safe_name
 
@@ -60,12 +63,19 @@ def review_diff(run_a: str, run_b: str, out_file: str | None, config_path: str |
     for run_id in (run_a, run_b):
         if not safe_name(run_id):
             raise NotFound(f"{run_id!r} is not a run id; `runner runs` lists them")
-    inside_site = out_file is None
-    target = Path(out_file) if out_file else default_out(config) / "diffs" / f"{run_a}__{run_b}.html"
-    page = Site(config).render_diff(run_a, run_b, root="../" if inside_site else None)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
-    out.print(f"wrote {escape(str(target))}")
+    site = Site(config)
+    page = site.render_diff(run_a, run_b, root=None if out_file else "../")
+    if out_file:
+        target = Path(out_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(page, encoding="utf-8")
+        out.print(f"wrote {escape(str(target))}")
+        return
+    result = site.build(default_out(config))  # the pages it links to: only what changed since the last build
+    target = result.out / "diffs" / f"{run_a}__{run_b}.html"
+    write(target, page.encode("utf-8"))
+    out.print(f"wrote {escape(str(target))} (the review site of {result.runs} run(s) brought up to date: "
+              f"{len(result.written)} file(s) written)")
 
 
 @review.command("serve")

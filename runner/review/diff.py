@@ -5,14 +5,25 @@ added and edited cells is the hard part). nbdime 4 renders diffs only in its web
 and a large JavaScript bundle), so the page is drawn here from nbdime's diff structure: every
 aligned cell pair whose source or outputs differ shows a line diff of each; cell metadata,
 ids and execution counts (which differ in every run) are left out; unchanged cells fold away.
+
+Outputs are compared as a reader sees them (:func:`output_text`): an HTML output (a headline, a
+DataFrame, a pandas Styler) by its text, a table a line per row with its cells between ``|``, so the
+random ids a Styler gives its table and the memory address in its ``text/plain`` (``<... at 0x7f...>``)
+never count as a change; a cell whose outputs differ only in such things is unchanged. Images are
+shown, not described: each changed image of a cell as a pair, the old beside the new, marked changed
+(:class:`ImagePair`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from runner.store.records import RunRecord, RunStore
@@ -34,6 +45,34 @@ class Row:
     delta: str = ""
 
 
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml")  # shown as images, in this order
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # an object's memory address in its repr: another in every run
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image output: its type, the ``data:`` URL that shows it, its size as text and a digest of it."""
+
+    mime: str
+    src: str
+    info: str
+    digest: str
+
+
+@dataclass
+class ImagePair:
+    """The n-th image of a cell in the two runs; either side may be missing."""
+
+    a: Image | None
+    b: Image | None
+
+    @property
+    def state(self) -> str:
+        if self.a is None or self.b is None:
+            return "added" if self.a is None else "removed"
+        return "same" if self.a.digest == self.b.digest else "changed"
+
+
 @dataclass
 class CellDiff:
     state: str  # same, changed, added, removed
@@ -43,6 +82,11 @@ class CellDiff:
     source: list[tuple[str, str]] = field(default_factory=list)  # (" ", "+", "-"), line
     outputs: list[tuple[str, str]] = field(default_factory=list)
     count: int = 1  # for a fold of unchanged cells
+    images: list[ImagePair] = field(default_factory=list)
+
+    @property
+    def images_changed(self) -> int:
+        return sum(pair.state != "same" for pair in self.images)
 
 
 @dataclass
@@ -144,24 +188,37 @@ def notebook_diff(nb_a, nb_b) -> list[CellDiff]:
     for i in range(len(base) + 1):
         for _cell in inserts.get(i, []):
             cell = nb_b.cells[j]
-            rows.append(CellDiff("added", cell.cell_type, None, j, _lines("+", _source(cell)),
-                                 _lines("+", _outputs(cell))))
+            text, images = _outputs(cell)
+            rows.append(CellDiff("added", cell.cell_type, None, j, _lines("+", _source(cell)), _lines("+", text),
+                                 images=[ImagePair(None, image) for image in images]))
             j += 1
         if i == len(base):
             break
         cell = base[i]
         if i in removed:
-            rows.append(CellDiff("removed", cell.cell_type, i, None, _lines("-", _source(cell)),
-                                 _lines("-", _outputs(cell))))
+            text, images = _outputs(cell)
+            rows.append(CellDiff("removed", cell.cell_type, i, None, _lines("-", _source(cell)), _lines("-", text),
+                                 images=[ImagePair(image, None) for image in images]))
             continue
         other = nb_b.cells[j]
         if i in patched and patched[i] & set(CONTENT_KEYS):
-            rows.append(CellDiff("changed", other.cell_type, i, j, _diff(_source(cell), _source(other)),
-                                 _diff(_outputs(cell), _outputs(other))))
+            rows.append(_changed(cell, other, i, j))
         else:
             rows.append(CellDiff("same", cell.cell_type, i, j, _lines(" ", _source(cell))))
         j += 1
     return _fold(rows)
+
+
+def _changed(cell, other, i: int, j: int) -> CellDiff:
+    """A cell pair nbdime found different; unchanged after all when what a reader sees of it is the same."""
+    (text_a, images_a), (text_b, images_b) = _outputs(cell), _outputs(other)
+    pairs = [ImagePair(images_a[k] if k < len(images_a) else None, images_b[k] if k < len(images_b) else None)
+             for k in range(max(len(images_a), len(images_b)))]
+    source_a, source_b = _source(cell), _source(other)
+    if (cell.cell_type, source_a, text_a) == (other.cell_type, source_b, text_b) and all(
+            pair.state == "same" for pair in pairs):
+        return CellDiff("same", cell.cell_type, i, j, _lines(" ", source_a))
+    return CellDiff("changed", other.cell_type, i, j, _diff(source_a, source_b), _diff(text_a, text_b), images=pairs)
 
 
 def _fold(rows: list[CellDiff]) -> list[CellDiff]:
@@ -181,8 +238,10 @@ def _source(cell) -> list[str]:
     return cell.source.splitlines()
 
 
-def _outputs(cell) -> list[str]:
+def _outputs(cell) -> tuple[list[str], list[Image]]:
+    """A cell's outputs as a reader sees them: lines of text, and images."""
     lines: list[str] = []
+    images: list[Image] = []
     for output in cell.get("outputs", []):
         kind = output.get("output_type")
         if kind == "stream":
@@ -190,23 +249,128 @@ def _outputs(cell) -> list[str]:
         elif kind == "error":
             lines.append(f"{output.get('ename')}: {output.get('evalue')}")
         else:
-            lines += _data_lines(output.get("data", {}))
-    return lines
+            data = output.get("data", {})
+            lines += output_text(data)
+            image = _image(data)
+            if image is not None:
+                images.append(image)
+    return lines, images
 
 
-def _data_lines(data: dict[str, Any]) -> list[str]:
+def output_text(data: dict[str, Any]) -> list[str]:
+    """The text of one output's data: a scrap as its name and value; HTML as the text it shows (a table a line
+    per row, cells between ``|``; styles and scripts left out); else Markdown or plain text, memory addresses
+    left out. An image output's plain text is its description (``<Figure size 640x480 with 1 Axes>``)."""
     for mime, value in data.items():
         if mime.startswith("application/scrapbook.scrap"):
             return [f"scrap {value.get('name')} = {json.dumps(value.get('data'), default=str)}"]
-    text = data.get("text/plain")
-    lines = "".join(text).splitlines() if text is not None else []
-    for mime, value in data.items():
-        if mime.startswith("image/"):
-            raw = "".join(value) if isinstance(value, list) else str(value)
-            lines.append(f"[{mime}, {len(raw)} bytes, sha256 {hashlib.sha256(raw.encode()).hexdigest()[:12]}]")
-        elif mime == "text/html" and text is None:
-            lines.append(f"[text/html, {len(''.join(value))} characters]")
-    return lines
+    if "text/html" in data and _image(data) is None:
+        return html_text(_text(data["text/html"]))
+    for mime in ("text/markdown", "text/plain"):
+        if mime in data:
+            return [ADDRESS.sub(" at 0x…", line) for line in _text(data[mime]).splitlines()]
+    return []
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def _image(data: dict[str, Any]) -> Image | None:
+    """The output's image, as a ``data:`` URL; None when it has none (or its data is not an image's)."""
+    mime = next((mime for mime in IMAGE_TYPES if mime in data), None)
+    if mime is None:
+        return None
+    raw = _text(data[mime])
+    if mime == "image/svg+xml":
+        payload = raw.encode("utf-8")
+    else:
+        try:
+            payload = base64.b64decode("".join(raw.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    size = _dimensions(mime, payload)
+    info = f"{mime} · {f'{size[0]}×{size[1]} px · ' if size else ''}{len(payload) / 1024:.1f} kB"
+    src = f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+    return Image(mime, src, info, hashlib.sha256(payload).hexdigest())
+
+
+def _dimensions(mime: str, payload: bytes) -> tuple[int, int] | None:
+    """A PNG's or GIF's width and height from its header."""
+    if mime == "image/png" and payload[:8] == b"\x89PNG\r\n\x1a\n" and len(payload) >= 24:
+        return int.from_bytes(payload[16:20], "big"), int.from_bytes(payload[20:24], "big")
+    if mime == "image/gif" and payload[:3] == b"GIF" and len(payload) >= 10:
+        return int.from_bytes(payload[6:8], "little"), int.from_bytes(payload[8:10], "little")
+    return None
+
+
+class _HTMLText(HTMLParser):
+    """The text an HTML fragment shows, in lines: a line per block, a table a line per row."""
+
+    BLOCKS = {"address", "article", "blockquote", "br", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
+              "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p", "pre", "section",
+              "table", "tbody", "tfoot", "thead", "ul"}
+    HIDDEN = {"style", "script", "template", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self._text: list[str] = []
+        self._row: list[str] | None = None  # the cells of the table row being read
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.HIDDEN:
+            self._hidden += 1
+        elif tag == "tr":
+            self._flush()
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append("")
+        elif tag in self.BLOCKS:
+            self._flush()
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        elif tag == "tr" and self._row is not None:
+            line = " | ".join(_squash(cell) for cell in self._row).strip()
+            if line.strip(" |"):
+                self.lines.append(line)
+            self._row = None
+        elif tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden:
+            return
+        if self._row is not None:
+            if self._row:
+                self._row[-1] += data
+        else:
+            self._text.append(data)
+
+    def _flush(self) -> None:
+        text = _squash("".join(self._text))
+        if text:
+            self.lines.append(text)
+        self._text = []
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def html_text(html: str) -> list[str]:
+    """The lines of text an HTML output shows (:class:`_HTMLText`)."""
+    parser = _HTMLText()
+    parser.feed(html)
+    parser.close()
+    return parser.lines
 
 
 def _lines(tag: str, lines: list[str]) -> list[tuple[str, str]]:

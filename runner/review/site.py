@@ -279,14 +279,22 @@ class Site:
     # -- building ----------------------------------------------------------------------------
     @functools.cached_property
     def version(self) -> str:
-        """A digest of what draws the pages: the templates and the modules that render them. Pages of an
-        earlier build drawn by other templates or code are rendered again."""
+        """A digest of what draws the pages: the templates, the modules that render them and the version of
+        nbdime, which aligns the cells of a diff. Pages of an earlier build drawn by other templates or code are
+        rendered again."""
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as installed
+
         from runner.review import diff, trends, views
 
         sha = hashlib.sha256()
         files = sorted(path for path in TEMPLATES.iterdir() if path.is_file())
         for path in [*files, *(Path(module.__file__) for module in (views, diff, trends)), Path(__file__)]:
             sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        try:
+            sha.update(f"nbdime {installed('nbdime')}".encode())
+        except PackageNotFoundError:
+            pass
         return sha.hexdigest()
 
     def build(self, out: Path) -> BuildResult:
