@@ -6,7 +6,7 @@
   metadata (:func:`kernelspec_metadata`), so JupyterLab opens them with it.
 * :func:`lab` is what ``runner lab`` executes: JupyterLab of this interpreter on the project's folder, the
   project's kernel the default for new notebooks, on a port and token known before it starts (so the URL can
-  be printed), stopped by one Ctrl-C.
+  be printed), stopped by one Ctrl-C (:mod:`runner.project.labserver`).
 * :func:`check_notebook` checks one notebook for its author, in well under a second: no kernel, no runner.yaml,
   no import of the notebook's libraries. It reads the notebook as JSON, its parameter contract as a run does
   (:func:`runner.notebook.adapter.read_contract`), parses every code cell with Python's parser (IPython's
@@ -84,10 +84,9 @@ def lab(root: Path, port: int | None = None, open_browser: bool = True, sys_pref
     kernel = install_kernel(root, sys_prefix=sys_prefix)
     port = port or free_port(DEFAULT_PORT)
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
-    argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            "--ServerApp.answer_yes=True",  # one Ctrl-C stops it, without "Shut down this Jupyter server (y/[n])?"
-            f"--MappingKernelManager.default_kernel_name={kernel.name}"]
+    argv = [sys.executable, "-m", "runner.project.labserver",  # `jupyter lab`, stopped by one Ctrl-C
+            f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0", f"--MappingKernelManager.default_kernel_name={kernel.name}"]
     if not open_browser:
         argv.append("--no-browser")
     argv += extra or []  # last: the user's own options win
@@ -257,7 +256,8 @@ def _unknown(module: str, name: str) -> str | None:
     names = _module_names(module)
     if names is None or name in names:
         return None
-    close = difflib.get_close_matches(name, sorted(n for n in names if not n.startswith("_")), n=1)
+    own = _module_names(module, modules=False) or frozenset()  # hints: not the modules it imports (np, pd)
+    close = difflib.get_close_matches(name, sorted(n for n in own if not n.startswith("_")), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "; the step would fail at this cell"
     return f"{module} has no name {name!r}{hint}"
 
@@ -276,9 +276,10 @@ def _module_file(module: str) -> Path | None:
 
 
 @functools.cache
-def _module_names(module: str) -> frozenset[str] | None:
-    """The names a runner module defines at its top level (and a package's modules); None when that cannot be
-    told from its source (``import *``, a module ``__getattr__``), so nothing is refused."""
+def _module_names(module: str, modules: bool = True) -> frozenset[str] | None:
+    """The names a runner module defines or imports at its top level (and a package's modules), the modules it
+    imports (``import numpy as np``) left out when ``modules`` is False; None when that cannot be told from its
+    source (``import *``, a module ``__getattr__``), so nothing is refused."""
     path = _module_file(module)
     if path is None:
         return frozenset()
@@ -298,7 +299,8 @@ def _module_names(module: str) -> frozenset[str] | None:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 names.update(n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name))
             elif isinstance(node, ast.Import):
-                names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+                if modules:
+                    names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
                 if any(alias.name == "*" for alias in node.names):
                     return False
