@@ -148,7 +148,10 @@ def test_a_cell_timeout_ends_a_hung_cell(project):
     hung = only_run(project).steps["hung"]
     assert hung.error.ename == "CellTimeout" and "cell_timeout=2s" in hung.error.evalue
     executed = project.home / "runs" / "p" / only_run(project).run_id / "hung.ipynb"
-    assert "time.sleep(seconds)" in failing_cell(executed, hung.error.cell_index).source
+    cell = failing_cell(executed, hung.error.cell_index)
+    assert "time.sleep(seconds)" in cell.source
+    assert (hung.error.code_cell, hung.error.cell_source_first_line, hung.error.cell_id) == (2, "import time", cell.id)
+    assert hung.error.execution_count == cell.execution_count == 2, "the runner's banners are not the author's cells"
     assert_no_kernels_left(project.home)
 
 
