@@ -225,6 +225,7 @@ def test_a_diff_shows_html_outputs_as_text_ignores_styler_ids_and_shows_images_s
     assert f"wrote {target}" in result.stdout
     links = local_links(target)
     assert f"../runs/{ok}.html" in links and f"../runs/{alert}.html" in links and "../index.html" in links
+    assert f"../runs/{ok}/watch.html" in links and f"../runs/{alert}/watch.html" in links  # each executed notebook
     for link in links:
         assert (target.parent / link).resolve().is_file(), f"{link} in {target.name} leads nowhere"
 

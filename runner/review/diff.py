@@ -94,6 +94,7 @@ class NotebookDiff:
     step: str
     cells: list[CellDiff]
     note: str = ""
+    pages: tuple[str | None, str | None] = (None, None)  # the step's executed notebook page in each run, if kept
 
     @property
     def changed(self) -> int:
@@ -155,10 +156,19 @@ def _read_notebook(store: RunStore, record: RunRecord, step: str):
 
 def _notebook(store: RunStore, step: str, a: RunRecord, b: RunRecord) -> NotebookDiff:
     nb_a, nb_b = _read_notebook(store, a, step), _read_notebook(store, b, step)
+    pages = (_page(store, a, step), _page(store, b, step))
     if nb_a is None or nb_b is None:
         missing = " and ".join(r.run_id for r, nb in ((a, nb_a), (b, nb_b)) if nb is None)
-        return NotebookDiff(step, [], note=f"no executed notebook in {missing}")
-    return NotebookDiff(step, notebook_diff(nb_a, nb_b))
+        return NotebookDiff(step, [], note=f"no executed notebook in {missing}", pages=pages)
+    return NotebookDiff(step, notebook_diff(nb_a, nb_b), pages=pages)
+
+
+def _page(store: RunStore, record: RunRecord, step: str) -> str | None:
+    """The step's executed notebook page (its recorded ``html``) when the run store has it: the site has it too."""
+    html = record.steps[step].html if step in record.steps else None
+    if not html or not safe_name(html):
+        return None
+    return html if store.fs.exists(f"{store.run_dir(record.pipeline, record.run_id)}/{html}") else None
 
 
 def notebook_diff(nb_a, nb_b) -> list[CellDiff]:
