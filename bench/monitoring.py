@@ -7,15 +7,21 @@ percent missing in several columns. The current frame drifts on a known subset (
 of ``NUMERIC`` and ``CATEGORICAL``): four numeric columns from clearly (normed Wasserstein about
 0.3 to 0.4) to borderline (0.12), one numeric below any threshold (0.05), a missing-rate rise,
 two categorical share shifts (one large, one small) and a new level in 1% of rows. Generated
-once per work folder with numpy's ``default_rng(seed)`` (deterministic) and written to Parquet
-with pyarrow, without pandas metadata, so each side reads it with its own pandas.
+once per work folder with numpy's ``default_rng(seed)`` (deterministic), a million rows at a time
+(so 10 million rows are made in the memory of one million), and written to Parquet with pyarrow,
+a row group per million, without pandas metadata, so each side reads it with its own pandas.
 
-What is timed, each measurement in a fresh process (reading the Parquet files is never timed):
+What is timed, each measurement in a fresh process (reading the Parquet files is not, but in ``stream``):
 
 * ``ours: compare``: ``monitoring.compare(profile, current, Thresholds())`` with the profile made
   from the reference beforehand and read from JSON, which is what a monitor step does.
 * ``ours: profile + compare``: ``monitoring.profile(reference, ...)`` then ``compare``; the
   fairest match for Evidently, which reads the reference rows every time.
+* ``ours: stream``: ``compare`` over the current batch in chunks of ``--chunk-rows`` rows
+  (``pyarrow.parquet.ParquetFile.iter_batches``), never held whole, as a monitor step does with
+  ``nb.stream``. Its timed part includes reading and decoding the Parquet file (``pre_buffer=False``:
+  pyarrow's default keeps the buffers of every row group read), which the other modes do before the
+  clock starts; its peak RSS is the one that should stay flat in rows.
 * ``Evidently``: ``Dataset.from_pandas`` for both frames (the same numeric and categorical
   columns as ours), ``Report([DataDriftPreset()], include_tests=True).run(current, reference)``
   and ``snapshot.dict()``, from which the per-column drift verdicts and stattests are read.
@@ -27,6 +33,10 @@ carries over ``exec`` from the forking parent. Each measurement records the RSS 
 its data, the process's peak (loading included: the goal is judged on this one), and the peak
 of the timed part alone (``VmHWM`` reset through /proc/self/clear_refs after loading).
 
+Evidently gets the whole frames and is stopped when it runs longer than ``--evidently-timeout``
+seconds or its RSS passes ``--evidently-max-rss-gib`` (watched from this process twice a second);
+the table then says so, with how far it got.
+
 Verdicts: ours is the ``wasserstein`` finding for numeric columns and ``jensen_shannon`` for
 categorical ones, drift when its severity is not ``ok``; Evidently's is its per-column
 ``ValueDrift`` test. Goal (from the issue): at least 10x faster, at most a third of Evidently's
@@ -35,6 +45,8 @@ timed part is run once more under cProfile and the top functions are printed.
 
     .venv/bin/python bench/monitoring.py [--rows-reference 200000] [--rows-current 1000000]
         [--repeat 3] [--workdir DIR] [--quick] [--only ours|evidently] [--cprofile]
+        [--modes compare,profile+compare,stream,evidently] [--chunk-rows 250000]
+        [--evidently-timeout 900] [--evidently-max-rss-gib 16] [--evidently-repeat N]
 
 Prints a table and writes bench/results/monitoring.json.
 """
@@ -55,7 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EVIDENTLY_VENV = ROOT / "bench" / ".venv-evidently"
 EVIDENTLY_PINS = ["evidently==0.7.23", "pandas>=2.2,<3", "pyarrow>=15"]
 RESULT = "RESULT "  # prefix of the measurement's line on stdout
-GENERATOR = 1  # bump when the data changes, so work folders set up before are not reused
+GENERATOR = 2  # bump when the data changes, so work folders set up before are not reused
+PART_ROWS = 1_000_000  # rows generated (and written as one row group) at a time
 GOAL_SPEEDUP, GOAL_MEMORY = 10.0, 1 / 3
 
 # name -> (generator, share missing in reference, in current, change in the current frame or "")
@@ -112,19 +125,19 @@ def _numeric(rng, kind: str, n: int, change: str):
     }[kind]()
 
 
-def frame_table(rows: int, seed: int, current: bool):
-    """The reference (``current=False``) or current frame as a pyarrow Table."""
+def frame_table(rows: int, seed: int, current: bool, part: int = 0):
+    """Part ``part`` of the reference (``current=False``) or current frame as a pyarrow Table."""
     import numpy as np
     import pyarrow as pa
 
     columns = {}
     for index, (name, (kind, missing_ref, missing_cur, change)) in enumerate(NUMERIC.items()):
-        rng = np.random.default_rng([seed, index, int(current)])
+        rng = np.random.default_rng([seed, index, int(current), part])
         values = _numeric(rng, kind, rows, change if current else "")
         missing = rng.random(rows) < (missing_cur if current else missing_ref)
         columns[name] = pa.array(values, mask=missing) if missing.any() else pa.array(values)
     for index, (name, (levels, ref_shares, cur_shares, missing_share, _)) in enumerate(CATEGORICAL.items(), 100):
-        rng = np.random.default_rng([seed, index, int(current)])
+        rng = np.random.default_rng([seed, index, int(current), part])
         shares = np.array(cur_shares if current else ref_shares)
         codes = rng.choice(len(levels), rows, p=shares / shares.sum())
         missing = rng.random(rows) < missing_share
@@ -139,7 +152,12 @@ def setup(workdir: Path, rows_reference: int, rows_current: int, seed: int) -> d
 
     started = time.perf_counter()
     for name, rows, current in (("reference", rows_reference, False), ("current", rows_current, True)):
-        pq.write_table(frame_table(rows, seed, current), workdir / f"{name}.parquet")
+        writer = None
+        for part, start in enumerate(range(0, rows, PART_ROWS)):
+            table = frame_table(min(PART_ROWS, rows - start), seed, current, part)
+            writer = writer or pq.ParquetWriter(workdir / f"{name}.parquet", table.schema)
+            writer.write_table(table, row_group_size=PART_ROWS)
+        writer.close()
     info = {"rows_reference": rows_reference, "rows_current": rows_current, "seed": seed, "generator": GENERATOR,
             "setup_s": time.perf_counter() - started}
     (workdir / "setup.json").write_text(json.dumps(info, indent=2))
@@ -198,15 +216,17 @@ def _peaks(memory: dict) -> dict:
     return {**memory, "peak_timed_mib": timed, "peak_rss_mib": max(timed, memory["peak_loading_mib"])}
 
 
-def measure_ours(workdir: Path, mode: str, cprofile: bool = False) -> dict:
-    """One measurement of runner.monitoring.drift in this process; ``mode`` is "compare" or "profile+compare"."""
-    import pandas as pd
+def measure_ours(workdir: Path, mode: str, cprofile: bool = False, chunk_rows: int = 250_000) -> dict:
+    """One measurement of runner.monitoring.drift in this process; ``mode`` is "compare", "profile+compare"
+    or "stream" (the current batch read and judged in chunks of ``chunk_rows``)."""
+    import pyarrow.parquet as pq
 
     from runner import monitoring
     from runner.config import Thresholds
 
     thresholds = Thresholds()
-    current = load(workdir / "current.parquet")
+    path = workdir / "current.parquet"
+    current = load(path) if mode != "stream" else None
     reference = load(workdir / "reference.parquet") if mode == "profile+compare" else None
     stored = json.loads((workdir / "profile.json").read_text()) if reference is None else None
     memory = _loaded()
@@ -219,6 +239,10 @@ def measure_ours(workdir: Path, mode: str, cprofile: bool = False) -> dict:
     started = time.perf_counter()
     if reference is not None:
         stored = monitoring.profile(reference, numeric=list(NUMERIC), categorical=list(CATEGORICAL))
+    if current is None:  # never whole: Arrow record batches straight from the file; pre_buffer (pyarrow's default)
+        # keeps every row group's buffers read so far: 1.1 GiB peak at 10M rows, 0.4 GiB without
+        current = pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows,
+                                                                      columns=[*NUMERIC, *CATEGORICAL])
     findings = monitoring.compare(stored, current, thresholds, outputs=())  # "score" here is an input column
     seconds = time.perf_counter() - started
     result = {"tool": f"ours: {mode}", "seconds": seconds, **_peaks(memory)}
@@ -234,7 +258,8 @@ def measure_ours(workdir: Path, mode: str, cprofile: bool = False) -> dict:
         elif row.severity != "ok":
             other.append({"feature": row.feature, "statistic": row.statistic, "value": float(row.value),
                           "severity": row.severity, "detail": row.detail})
-    return {**result, "verdicts": verdicts, "other_findings": other, "findings": len(findings)}
+    every = [[row.feature, row.statistic, row.severity, float(row.value)] for row in findings.itertuples(index=False)]
+    return {**result, "verdicts": verdicts, "other_findings": other, "findings": len(findings), "all": every}
 
 
 def _hot_spots(profiler, seconds: float, top: int = 12) -> dict:
@@ -284,14 +309,45 @@ def measure_evidently(workdir: Path) -> dict:
     return {**result, "verdicts": verdicts}
 
 
-def in_process(python: str, workdir: Path, *args: str) -> dict:
-    """Run this file with ``args`` in a fresh process of ``python`` and return its RESULT line."""
+def in_process(python: str, workdir: Path, *args: str, timeout: float | None = None,
+               max_rss_mib: float | None = None) -> dict:
+    """Run this file with ``args`` in a fresh process of ``python`` and return its RESULT line.
+
+    With ``timeout`` or ``max_rss_mib``, the process is watched twice a second and killed past either;
+    the result is then ``{"stopped": why, "seconds": ..., "peak_rss_mib": ...}`` (the largest RSS seen).
+    """
     env = {**os.environ, "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([python, __file__, *args, "--workdir", str(workdir)], capture_output=True, text=True,
-                          env=env)
-    if done.returncode:
-        sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
-    return json.loads([line for line in done.stdout.splitlines() if line.startswith(RESULT)][-1][len(RESULT):])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([python, __file__, *args, "--workdir", str(workdir)], stdout=out, stderr=err,
+                                   text=True, env=env)
+        started, seen, stopped = time.monotonic(), 0.0, None
+        while process.poll() is None:
+            time.sleep(0.5)
+            seen = max(seen, _rss_of(process.pid))
+            if timeout and time.monotonic() - started > timeout:
+                stopped = f"still running after {timeout:.0f} s"
+            elif max_rss_mib and seen > max_rss_mib:
+                stopped = f"RSS past {max_rss_mib / 1024:.0f} GiB"
+            if stopped:
+                process.kill()
+                process.wait()
+                return {"stopped": stopped, "seconds": time.monotonic() - started, "peak_rss_mib": seen}
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode:
+        sys.exit(f"{' '.join(args)} failed ({process.returncode}):\n{stdout[-2000:]}{stderr[-4000:]}")
+    return json.loads([line for line in stdout.splitlines() if line.startswith(RESULT)][-1][len(RESULT):])
+
+
+def _rss_of(pid: int) -> float:
+    """A process's resident memory in MiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def evidently_python(venv: Path) -> str:
@@ -343,6 +399,26 @@ def agreement(ours: dict, theirs: dict) -> list[dict]:
     return rows
 
 
+def same_findings(streamed: list, whole: list, tolerance: float = 1e-9) -> dict:
+    """Whether the streamed findings are the in-memory ones: same rows and severities, values within
+    ``tolerance`` (relative), and the largest relative difference seen."""
+    import math
+
+    mine = {(f, s): (severity, value) for f, s, severity, value in streamed}
+    theirs = {(f, s): (severity, value) for f, s, severity, value in whole}
+    worst = 0.0
+    for key in mine.keys() & theirs.keys():
+        a, b = mine[key][1], theirs[key][1]
+        if not (math.isnan(a) and math.isnan(b)):
+            worst = max(worst, abs(a - b) / max(abs(b), 1e-12))
+    same = mine.keys() == theirs.keys() and all(mine[k][0] == theirs[k][0] for k in mine) and worst <= tolerance
+    return {"same": same, "rows": len(mine), "largest_relative_difference": worst}
+
+
+ALL_MODES = ["compare", "profile+compare", "stream", "evidently"]
+OURS = ALL_MODES[:3]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows-reference", type=int)
@@ -352,9 +428,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20,000 reference and 100,000 current rows")
     parser.add_argument("--workdir", type=Path, help="set up here, or reuse a folder set up for the same sizes")
     parser.add_argument("--only", choices=["ours", "evidently"], help="measure one side only")
+    parser.add_argument("--modes", help=f"comma-separated, of {','.join(ALL_MODES)} (default: all)")
+    parser.add_argument("--chunk-rows", type=int, default=250_000, help="rows per chunk of the stream mode")
+    parser.add_argument("--evidently-timeout", type=float, default=900, help="seconds before Evidently is stopped")
+    parser.add_argument("--evidently-max-rss-gib", type=float, default=16, help="RSS at which Evidently is stopped")
+    parser.add_argument("--evidently-repeat", type=int, help="measurements of Evidently (default: --repeat)")
     parser.add_argument("--cprofile", action="store_true", help="profile our timed part even when goals are met")
     parser.add_argument("--evidently-venv", type=Path, default=EVIDENTLY_VENV)
-    parser.add_argument("--measure", choices=["compare", "profile+compare", "evidently"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=ALL_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--make-profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -366,97 +447,139 @@ def main() -> None:
         return
     if args.measure:
         measured = (measure_evidently(args.workdir) if args.measure == "evidently"
-                    else measure_ours(args.workdir, args.measure, args.cprofile))
+                    else measure_ours(args.workdir, args.measure, args.cprofile, args.chunk_rows))
         print(RESULT + json.dumps(measured))
         return
     rows_reference = args.rows_reference or (20_000 if args.quick else 200_000)
     rows_current = args.rows_current or (100_000 if args.quick else 1_000_000)
     if min(rows_reference, rows_current) < 2_000 or args.repeat < 1:
         parser.error("each frame needs at least 2,000 rows (Evidently picks other tests at 1,000 or fewer)")
-    wall = time.perf_counter()
+    modes = args.modes.split(",") if args.modes else ALL_MODES
+    if set(modes) - set(ALL_MODES):
+        parser.error(f"--modes: unknown {sorted(set(modes) - set(ALL_MODES))}; known: {ALL_MODES}")
+    modes = [m for m in ALL_MODES if m in modes and (args.only is None or (m == "evidently") == (args.only == "evidently"))]
+    wall, load_before = time.perf_counter(), os.getloadavg()
     workdir, info, temporary = prepared(args.workdir, rows_reference, rows_current, args.seed)
-    plan = {"ours": ["compare", "profile+compare"], "evidently": ["evidently"]}
-    modes = plan[args.only] if args.only else plan["ours"] + plan["evidently"]
     try:
-        python = {mode: sys.executable for mode in plan["ours"]}
+        python = {mode: sys.executable for mode in OURS}
         if "evidently" in modes:
             python["evidently"] = evidently_python(args.evidently_venv)
-        if "compare" in modes:
+        if {"compare", "stream"} & set(modes):
             info.update(in_process(sys.executable, workdir, "--make-profile"))
         runs: dict[str, list[dict]] = {mode: [] for mode in modes}
         for _ in range(args.repeat):  # alternating, so drift in machine load hits every tool alike
             for mode in modes:
-                runs[mode].append(in_process(python[mode], workdir, "--measure", mode))
-        summary = {mode: {"seconds": statistics.median(m["seconds"] for m in measured),
-                          **{key: max(m[key] for m in measured)
-                             for key in ("rss_loaded_mib", "peak_timed_mib", "peak_rss_mib")}}
-                   for mode, measured in runs.items()}
-        goals, table = {}, []
-        if "evidently" in modes and args.only is None:
+                if mode == "evidently":
+                    if (runs[mode] and "stopped" in runs[mode][-1]) or len(runs[mode]) >= (args.evidently_repeat
+                                                                                  or args.repeat):
+                        continue  # stopped once: not again
+                    runs[mode].append(in_process(python[mode], workdir, "--measure", mode,
+                                                 timeout=args.evidently_timeout,
+                                                 max_rss_mib=args.evidently_max_rss_gib * 1024))
+                else:
+                    runs[mode].append(in_process(python[mode], workdir, "--measure", mode, "--chunk-rows",
+                                                 str(args.chunk_rows)))
+        summary = {}
+        for mode, measured in runs.items():
+            if "stopped" in measured[-1]:
+                summary[mode] = dict(measured[-1])
+                continue
+            summary[mode] = {"seconds": statistics.median(m["seconds"] for m in measured),
+                             **{key: max(m[key] for m in measured)
+                                for key in ("rss_loaded_mib", "peak_timed_mib", "peak_rss_mib")}}
+        goals, table, checks = {}, [], {}
+        ours_run = [mode for mode in OURS if mode in runs]
+        if "compare" in runs and "stream" in runs:
+            checks["stream_vs_in_memory"] = same_findings(runs["stream"][-1]["all"], runs["compare"][-1]["all"])
+        if "evidently" in runs:
             theirs = summary["evidently"]
-            for mode in plan["ours"]:
+            for mode in ours_run:
                 mine = summary[mode]
                 goals[mode] = {"speedup": theirs["seconds"] / mine["seconds"],
                                "peak_ratio": mine["peak_rss_mib"] / theirs["peak_rss_mib"],
-                               "timed_peak_ratio": mine["peak_timed_mib"] / theirs["peak_timed_mib"]}
-            table = agreement(runs["compare"][-1]["verdicts"], runs["evidently"][-1]["verdicts"])
-            for mode in plan["ours"]:
+                               "bound": "stopped" in theirs}
+                if "stopped" not in theirs:
+                    goals[mode]["timed_peak_ratio"] = mine["peak_timed_mib"] / theirs["peak_timed_mib"]
+            if "stopped" not in theirs and ours_run:
+                verdicts = runs["stream" if "stream" in runs else ours_run[0]][-1]["verdicts"]
+                table = agreement(verdicts, runs["evidently"][-1]["verdicts"])
+            for mode in ours_run:
                 goals[mode]["met"] = (goals[mode]["speedup"] >= GOAL_SPEEDUP and goals[mode]["peak_ratio"]
                                       <= GOAL_MEMORY and all(row["agree"] for row in table))
         hot = {}
-        if "compare" in modes and (args.cprofile or not all(goal["met"] for goal in goals.values())):
-            for mode in plan["ours"]:
-                hot[mode] = in_process(sys.executable, workdir, "--measure", mode, "--cprofile")["hot_spots"]
+        if ours_run and (args.cprofile or not all(goal["met"] for goal in goals.values())):
+            for mode in ours_run:
+                hot[mode] = in_process(sys.executable, workdir, "--measure", mode, "--cprofile", "--chunk-rows",
+                                       str(args.chunk_rows))["hot_spots"]
     finally:
         if temporary is not None:
             temporary.cleanup()
-    report(args, rows_reference, rows_current, info, runs, summary, goals, table, hot, time.perf_counter() - wall)
+    load = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}
+    report(args, rows_reference, rows_current, info, runs, summary, goals, table, checks, hot, load,
+           time.perf_counter() - wall)
 
 
-def report(args, rows_reference, rows_current, info, runs, summary, goals, table, hot, wall_s) -> None:
-    """Print the table and write bench/results/monitoring.json."""
+def report(args, rows_reference, rows_current, info, runs, summary, goals, table, checks, hot, load, wall_s) -> None:
+    """Print the table and write bench/results/monitoring.json (monitoring-<rows>.json for other sizes)."""
     names = {"compare": "ours: compare (stored profile)", "profile+compare": "ours: profile + compare",
-             "evidently": f"Evidently {runs['evidently'][0]['version']} DataDriftPreset" if "evidently" in runs else ""}
+             "stream": f"ours: stream ({args.chunk_rows:,}-row chunks)",
+             "evidently": f"Evidently {EVIDENTLY_PINS[0].split('==')[1]} DataDriftPreset"}
     how = "reused" if info["reused"] else f"generated in {info['setup_s']:.0f}s"
+    theirs = f" (Evidently {len(runs['evidently'])})" if "evidently" in runs else ""
     print(f"{rows_reference:,} reference and {rows_current:,} current rows x {len(NUMERIC) + len(CATEGORICAL)} "
-          f"columns ({how}); median seconds of {args.repeat} run(s), each in a fresh process; RSS in MiB")
-    print(f"{'':<40}{'seconds':>9}{'RSS loaded':>12}{'peak timed':>12}{'checks +':>10}{'peak RSS':>10}"
+          f"columns ({how}); median seconds of {args.repeat} run(s){theirs}, each in a fresh process; RSS in MiB; load "
+          f"average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after ({load['cpus']} CPUs)")
+    print(f"{'':<44}{'seconds':>9}{'RSS loaded':>12}{'peak timed':>12}{'checks +':>10}{'peak RSS':>10}"
           f"{'speedup':>9}{'peak/Ev':>9}")
     for mode, row in summary.items():
+        if "stopped" in row:
+            print(f"{names[mode]:<44}{row['seconds']:>9.0f}{'':>12}{'':>12}{'':>10}{row['peak_rss_mib']:>10.0f}"
+                  f"   stopped: {row['stopped']} (seconds and peak RSS are as far as it got)")
+            continue
         goal = goals.get(mode, {})
-        speed = f"{goal['speedup']:.1f}x" if goal else ""
-        memory = f"{goal['peak_ratio']:.2f}" if goal else ""
+        bound = ">=" if goal.get("bound") else ""
+        speed = f"{bound}{goal['speedup']:.1f}x" if goal else ""
+        memory = f"{'<=' if bound else ''}{goal['peak_ratio']:.2f}" if goal else ""
         added = row["peak_timed_mib"] - row["rss_loaded_mib"]
-        print(f"{names[mode]:<40}{row['seconds']:>9.2f}{row['rss_loaded_mib']:>12.0f}{row['peak_timed_mib']:>12.0f}"
+        print(f"{names[mode]:<44}{row['seconds']:>9.2f}{row['rss_loaded_mib']:>12.0f}{row['peak_timed_mib']:>12.0f}"
               f"{added:>10.0f}{row['peak_rss_mib']:>10.0f}{speed:>9}{memory:>9}")
+    if "stream_vs_in_memory" in checks:
+        check = checks["stream_vs_in_memory"]
+        print(f"stream vs compare in memory: {'the same' if check['same'] else 'NOT the same'} {check['rows']} findings "
+              f"(severities; values within 1e-9 relative, largest difference {check['largest_relative_difference']:.1e})")
     if goals:
         agreeing = sum(row["agree"] for row in table)
         print(f"goal: >= {GOAL_SPEEDUP:.0f}x faster, peak RSS (whole process, loading included) <= 1/3 of Evidently's,"
-              f" same verdicts; verdicts agree on {agreeing} of {len(table)} columns")
+              " same verdicts; " + (f"verdicts agree on {agreeing} of {len(table)} columns" if table
+                                    else "Evidently gave no verdicts"))
         for mode, goal in goals.items():
             print(f"  {names[mode]}: {'met' if goal['met'] else 'NOT met'} ({goal['speedup']:.1f}x faster, peak RSS "
-                  f"{goal['peak_ratio']:.2f} of Evidently's; timed part's peak alone "
-                  f"{goal['timed_peak_ratio']:.2f})")
+                  f"{goal['peak_ratio']:.2f} of Evidently's" + (f"; timed part's peak alone "
+                  f"{goal['timed_peak_ratio']:.2f})" if "timed_peak_ratio" in goal else ", bounds: Evidently stopped)"))
+    if table:
         print(f"{'column':<16}{'change':<34}{'ours':>6}{'score':>8}{'Evidently':>10}{'score':>8}  method")
         for row in table:
             flag = {True: "drift", False: "-", None: "?"}
             print(f"{row['column']:<16}{row['change']:<34}{flag[row['ours_drift']]:>6}{row['ours_score'] or 0:>8.3f}"
                   f"{flag[row['evidently_drift']]:>10}{row['evidently_score'] or 0:>8.3f}  {row['evidently_method']}"
                   f"{'' if row['agree'] else '   <- DISAGREE'}")
-    if "compare" in runs and runs["compare"][-1]["other_findings"]:
+    ours_last = next((runs[mode][-1] for mode in OURS if mode in runs), None)
+    if ours_last and ours_last["other_findings"]:
         print("our other findings: " + "; ".join(f"{f['feature']} {f['statistic']} {f['severity']}"
-                                                  for f in runs["compare"][-1]["other_findings"]))
+                                                  for f in ours_last["other_findings"]))
     for mode, spots in hot.items():
         print(f"hot spots, {names[mode]} (cProfile; share of the timed part):")
         for spot in spots["ours"] + spots["own"]:
             print(f"  {spot['cumulative_share']:>6.1%} cum {spot['own_share']:>6.1%} own {spot['calls']:>8} calls  "
                   f"{spot['function']}")
-    out = ROOT / "bench" / "results" / "monitoring.json"
+    name = "monitoring.json" if rows_current == 1_000_000 else f"monitoring-{rows_current}.json"
+    out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "rows_reference": rows_reference, "rows_current": rows_current, "repeat": args.repeat, "seed": args.seed,
-        "setup": info, "evidently_pins": EVIDENTLY_PINS, "summary": summary, "goals": goals, "verdicts": table,
-        "runs": runs, "hot_spots": hot, "wall_s": wall_s,
+        "chunk_rows": args.chunk_rows, "load": load, "setup": info, "evidently_pins": EVIDENTLY_PINS,
+        "summary": summary, "goals": goals, "verdicts": table, "checks": checks, "runs": runs, "hot_spots": hot,
+        "wall_s": wall_s,
     }, indent=2, default=str))
     print(f"wrote {out.relative_to(ROOT)}; wall time {wall_s:.0f}s")
 
