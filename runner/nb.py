@@ -646,8 +646,9 @@ def score(model, model_name: str, model_version: str, table: str, where: str | N
     however many rows match: rows are read, scored and written a chunk at a time, all in one
     transaction (all rows of the run or none). The three overlap, each a stage at most two chunks
     ahead of the next: the warehouse reads the next chunks (as Arrow batches) while the model
-    predicts, and the model predicts while the scores are written. Returns rows, seconds spent in
-    ``predict_proba`` and in total, milliseconds per 1,000 rows, and the production rows of other
+    predicts, and the model predicts while the scores are written; the model's native thread pools
+    (OpenMP, BLAS) leave the writer a core (:func:`_predicting_threads`). Returns rows, seconds spent
+    in ``predict_proba`` and in total, milliseconds per 1,000 rows, and the production rows of other
     runs this run's scores replaced (``replaced_rows``, ``replaced_runs``; see :func:`write_predictions`).
     """
     import time
@@ -663,7 +664,7 @@ def score(model, model_name: str, model_version: str, table: str, where: str | N
     def scored_chunks():
         import pandas as pd
 
-        with read_ahead(chunks, name="runner-score-read") as read:
+        with read_ahead(chunks, name="runner-score-read") as read, _predicting_threads():
             for chunk in read:
                 begin = time.perf_counter()
                 scores = model.predict_proba(chunk[features])[:, 1]
@@ -677,6 +678,17 @@ def score(model, model_name: str, model_version: str, table: str, where: str | N
     return {"rows": rows, "predict_s": spent["predict_s"], "total_s": total,
             "ms_per_1k": 1e6 * total / rows if rows else float("nan"),
             "replaced_rows": sum(replaced.values()), "replaced_runs": list(replaced)}
+
+
+def _predicting_threads():
+    """In the thread that predicts: the model's native thread pools capped at one core fewer than this process may
+    use, never raised. On a machine of two cores, two OpenMP threads beside the writer made each chunk's parallel
+    regions wait for a descheduled thread (bench/scoring.py: predict_proba 1.7 s alone, 5.4 s beside the writer)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cap = max(1, cores - 1)
+    return threadpool_limits(limits={pool["prefix"]: min(pool["num_threads"], cap) for pool in threadpool_info()})
 
 
 PREDICTIONS_REPLACED_SCRAP = "predictions_replaced"

@@ -49,7 +49,8 @@ DICTIONARY = {
                   "columns": {name: {**COLUMN, **column} for name, column in LOANS.items()}},
     },
 }
-HOSTILE = ["it's", 'say "hi"', "a,b;c\td", "line\nbreak", "ünïcödé ✓ 中文", "x" * 20_000, "", "back\\slash", "%(x)s ?"]
+HOSTILE = ["it's", 'say "hi"', "a,b;c\td", "line\nbreak", "ünïcödé ✓ 中文", "x" * 20_000, "", "back\\slash",
+           "%(x)s ?"]
 
 
 # -- the two warehouses --------------------------------------------------------------------------------------------
@@ -151,6 +152,9 @@ def test_a_chunked_read_gives_the_frames_of_the_whole_read_with_every_type_null_
                                   params={"first": 10**15 + 5, "kind": "b'quote"}, order_by=["label"], chunksize=2))
     expected = whole[(whole["event_id"] >= 10**15 + 5) & (whole["kind"] != "b'quote")].sort_values("label")
     assert [value for chunk in later for value in chunk["label"]] == list(expected["label"])
+    where = "label LIKE :pattern OR label LIKE '%,b;%'"  # a parameter and a literal % (psycopg's own sign)
+    like = list(store.read_table("events", ["label"], where=where, params={"pattern": "%hi%"}, chunksize=4))
+    assert [value for chunk in like for value in chunk["label"]] == ['say "hi"', "a,b;c\td"]
     nothing = list(store.read_table("events", ["event_id", "happened_on"], where="event_id < 0", chunksize=4))
     assert len(nothing) == 1 and nothing[0].empty and str(nothing[0]["happened_on"].dtype) == "datetime64[ns]"
 
@@ -170,6 +174,15 @@ def test_bulk_writes_store_values_as_the_database_would_through_sqlalchemy(url, 
             (10**15 + 5, None, -1, 'say "hi"', "b'quote", False, dt.date(2026, 1, 6), dt.datetime(2026, 1, 6))]
     assert rows(url, "SELECT COUNT(*), COUNT(amount), COUNT(label), SUM(LENGTH(label)) FROM events") == [
         (12, 7, 8, sum(len(text) for text in HOSTILE[:8]))]
+
+
+def test_scores_pieced_together_from_several_frames_are_written_whole(url):
+    pieces = [pd.Series(HOSTILE[:5], dtype="str"), pd.Series([None], dtype="str").fillna("z"),
+              pd.Series(HOSTILE[5:], dtype="str")]  # pandas keeps Arrow-backed text in a chunk per piece
+    scores = pd.DataFrame({"entity_id": pd.concat(pieces, ignore_index=True), "score": np.linspace(0, 1, 10)})
+    Warehouse(url).write_predictions(scores, run_id="r", model_name="m", model_version="1", as_of="2026-01-31")
+    assert rows(url, "SELECT entity_id, score FROM predictions ORDER BY score") == list(
+        zip([*HOSTILE[:5], "z", *HOSTILE[5:]], np.linspace(0, 1, 10).tolist()))
 
 
 def test_a_date_given_as_text_compares_as_before_in_a_chunked_read(url, dictionary):
@@ -199,6 +212,17 @@ def test_a_chunked_read_stopped_early_ends_its_reader(tmp_path, dictionary):
     assert len(next(chunks)) == 2
     assert readers()  # sqlite's ADBC driver runs in a process of its own
     chunks.close()
+    assert not readers()
+
+
+def test_a_reader_that_fails_midway_fails_the_read_with_the_drivers_words(tmp_path, dictionary):
+    store = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}", dictionary, purpose=PURPOSE)
+    store.write_table("events", events())
+    run_sql(store.url, "UPDATE events SET count = 'many' WHERE event_id = 1000000000000010")  # by hand, past it
+    chunks = store.read_table("events", ["event_id", "count"], chunksize=4)
+    assert [len(next(chunks)) for _ in range(2)] == [4, 4]
+    with pytest.raises(RunnerError, match=r"reading events failed in the warehouse sqlite:///.*: .*[Tt]ype mismatch"):
+        next(chunks)
     assert not readers()
 
 

@@ -27,6 +27,7 @@ import queue
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -365,6 +366,7 @@ class Warehouse:
             written = 0
             drawn = once
             constants: dict[str, pd.Series] | None = None  # the run's columns, validated with the first rows
+            bulk = _bulk_writer(conn, table, spec)
             for chunk in chunks:
                 missing = set(required) - set(chunk.columns)
                 if missing:
@@ -378,7 +380,7 @@ class Warehouse:
                     rows = whole[list(rows.columns)]
                 else:
                     rows = _validated(contract, table, rows, run)
-                written += self._insert(conn, table, rows, spec, constants)
+                written += self._insert(conn, table, rows, spec, constants, bulk)
             return written, replaced
 
         written, replaced = self._in_transaction(table, write, replayable=lambda: not drawn)
@@ -677,8 +679,9 @@ class Warehouse:
 
         job = json.dumps({"path": path, "sql": sql, "params": list(bound), "rows": chunksize,
                           "busy_ms": max(1, round(self.busy_timeout * 1000))})
+        said = tempfile.TemporaryFile()  # not a pipe: a child writing more than a pipe holds would wait for us
         child = subprocess.Popen([sys.executable, "-c", SQLITE_READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+                                 stderr=said)
         try:
             try:
                 child.stdin.write(job.encode() + b"\n")
@@ -689,15 +692,16 @@ class Warehouse:
                 broken = exc
             child.stdout.close()
             if child.wait() != 0 or broken is not None:
-                said = child.stderr.read().decode(errors="replace").strip().splitlines()
+                said.seek(0)
+                last = said.read().decode(errors="replace").strip().splitlines()[-1:]
                 raise RunnerError(f"reading {table} failed in the warehouse {self._shown_url}: "
-                                  f"{said[-1] if said else broken or f'the reader exited {child.returncode}'}; "
+                                  f"{last[0] if last else broken or f'the reader exited {child.returncode}'}; "
                                   "check the column names and the where clause")
         finally:
             if child.poll() is None:  # the consumer stopped early (or failed): the reader goes with it
                 child.kill()
                 child.wait()
-            for pipe in (child.stdin, child.stdout, child.stderr):
+            for pipe in (child.stdin, child.stdout, said):
                 pipe.close()
 
     def _postgres_batches(self, uri: str, sql: str, table: str):
@@ -783,7 +787,7 @@ class Warehouse:
             conn.execute(sa.delete(sql_table).where(condition))
 
     def _insert(self, conn: sa.Connection, table: str, frame: pd.DataFrame, spec: TableSpec | None,
-                constants: dict[str, pd.Series] | None = None) -> int:
+                constants: dict[str, pd.Series] | None = None, bulk: Callable | None = None) -> int:
         """Insert ``frame``'s rows, each with ``constants`` (one-value series with the dictionary's dtype: a run's
         columns), in the transaction of ``conn``; returns rows inserted.
 
@@ -792,11 +796,12 @@ class Warehouse:
         as SQLAlchemy stores them: dates and times as its text); PostgreSQL (psycopg) by ``COPY ... FROM STDIN
         (FORMAT BINARY)``, when the table's columns have the types the runner creates. Anything else goes
         through pandas' ``to_sql`` (not ``method="multi"``: SQLAlchemy compiles every multi-row VALUES
-        statement anew, which made inserts 8-13x slower).
+        statement anew, which made inserts 8-13x slower). ``bulk``: the writer :func:`_bulk_writer` made for ``conn``
+        and ``table`` (a transaction inserting many chunks makes it once).
         """
         constants = constants or {}
         names = list(spec.columns) if spec else list(frame.columns)
-        bulk = _bulk_writer(conn, table, spec) if spec else None
+        bulk = bulk or (_bulk_writer(conn, table, spec) if spec else None)
         if bulk is not None:
             with _driver_errors(conn, f"inserting into {table}"):
                 bulk(frame, constants)
@@ -1075,7 +1080,8 @@ def _sqlite_arrow_query(table, names, specs, condition, order, params, dialect) 
             value = sa.case((sa.func.typeof(column) == "integer", sa.cast(column, sa.REAL)), else_=column)
         if spec.nullable and spec.type in _SQLITE_ZERO:
             flagged.append((len(items), len(items) + 1))
-            items.append(sa.func.coalesce(value, sa.literal_column(_SQLITE_ZERO[spec.type])).label(f"_runner_{len(items)}"))
+            zero = sa.literal_column(_SQLITE_ZERO[spec.type])
+            items.append(sa.func.coalesce(value, zero).label(f"_runner_{len(items)}"))
             items.append(column.is_(None).label(f"_runner_{len(items)}"))
         else:
             items.append(value.label(f"_runner_{len(items)}"))
@@ -1172,47 +1178,106 @@ def _bulk_writer(conn: sa.Connection, table: str, spec: TableSpec):
             {"table": quote(table)}).all())
         if [found.get(name) for name in names] != types:  # a table made otherwise: its types decide, through SQLAlchemy
             return None
-        sql = f"COPY {quote(table)} ({listed}) FROM STDIN (FORMAT BINARY)"
         raw = conn.connection.driver_connection
+        if raw.info.encoding != "utf-8":  # binary text goes as the client's encoding: Arrow's is UTF-8
+            return None
+        sql = f"COPY {quote(table)} ({listed}) FROM STDIN (FORMAT BINARY)"
 
         def write_postgres(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> None:
-            fixed = {name: _python_values(value, spec.columns[name].type)[0] for name, value in constants.items()}
+            fixed = {name: _copy_column(_arrow(value), spec.columns[name].type) for name, value in constants.items()}
             with raw.cursor() as cursor, cursor.copy(sql) as copy:
-                copy.set_types(types)
+                copy.write(_COPY_SIGNATURE)
                 for start in range(0, len(frame), CHUNK_ROWS):
                     part = frame.iloc[start:start + CHUNK_ROWS]
-                    for row in zip(*(repeat(fixed[name]) if name in fixed else
-                                     _python_values(part[name], spec.columns[name].type) for name in names)):
-                        copy.write_row(row)
+                    copy.write(_copy_rows([
+                        _repeated(fixed[name], len(part)) if name in fixed else
+                        _copy_column(_arrow(part[name]), spec.columns[name].type) for name in names]))
+                copy.write(_COPY_TRAILER)
 
         return write_postgres
     return None
 
 
-def _python_values(values: pd.Series, kind: str) -> list:
-    """A column with the dictionary's dtype as Python values for a driver, through Arrow: None for every missing
-    value (NaN included, as pandas' ``to_sql`` writes it), dates as ``date``, times as ``datetime`` (to the
-    microsecond, as SQLAlchemy passes them)."""
+def _arrow(values: pd.Series):
+    """A column with the dictionary's dtype as Arrow: every missing value null (NaN included, as pandas' ``to_sql``
+    writes it), times to the microsecond (as SQLAlchemy passes them)."""
     import pyarrow as pa
 
     array = pa.array(values, from_pandas=True)
-    if kind in ("date", "datetime"):
-        array = array.cast(pa.timestamp("us"), safe=False)
-        if kind == "date":
-            array = array.cast(pa.date32())
-    return array.to_pylist()
+    if isinstance(array, pa.ChunkedArray):  # pandas' Arrow-backed strings (a chunk per frame they came from)
+        array = array.combine_chunks()
+    return array.cast(pa.timestamp("us"), safe=False) if pa.types.is_timestamp(array.type) else array
 
 
 def _sqlite_values(values: pd.Series, kind: str) -> list:
-    """:func:`_python_values` for sqlite, dates and times as the text SQLAlchemy stores for them there
-    (``2026-01-31``, ``2026-01-31 06:00:00.000000``)."""
-    if kind not in ("date", "datetime"):
-        return _python_values(values, kind)
+    """A column as Python values for sqlite's driver: None for a missing value, dates and times as the text
+    SQLAlchemy stores for them there (``2026-01-31``, ``2026-01-31 06:00:00.000000``)."""
+    array = _arrow(values)
+    if kind in ("date", "datetime"):
+        import pyarrow.compute as pc
+
+        array = pc.strftime(array, "%Y-%m-%d" if kind == "date" else "%Y-%m-%d %H:%M:%S")
+    return array.to_pylist()
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # PostgreSQL's binary COPY: signature, flags, no extension
+_COPY_TRAILER = b"\xff\xff"
+_COPY_EPOCH_DAYS = 10957  # PostgreSQL counts dates and times from 2000-01-01, Arrow from 1970-01-01
+_COPY_WIDTHS = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
+
+
+def _copy_column(array, kind: str):
+    """(each value's length in bytes, -1 for a null; the values' bytes back to back) of an Arrow column in
+    PostgreSQL's binary format: int8, float8 and bool as big-endian bytes, dates as days and times as microseconds
+    since 2000-01-01, text as its UTF-8 (Arrow's own buffer)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    stamps = pa.array(values, from_pandas=True).cast(pa.timestamp("us"), safe=False)
-    return pc.strftime(stamps, "%Y-%m-%d" if kind == "date" else "%Y-%m-%d %H:%M:%S").to_pylist()
+    valid = ~array.is_null().to_numpy(zero_copy_only=False)
+    if kind not in _COPY_WIDTHS:  # string, category
+        text = array.cast(pa.large_string())
+        offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
+        data = text.buffers()[2]
+        payload = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
+        return np.where(valid, np.diff(offsets), -1), payload
+    if kind == "date":
+        array = pc.subtract(array.cast(pa.date32()).cast(pa.int32()), _COPY_EPOCH_DAYS)
+    elif kind == "datetime":
+        array = pc.subtract(array.cast(pa.int64()), _COPY_EPOCH_DAYS * 86_400_000_000)
+    values = pc.fill_null(array, pa.scalar(0, array.type) if kind != "bool" else False).to_numpy(zero_copy_only=False)
+    width = np.dtype(_COPY_WIDTHS[kind])
+    payload = values.astype(width).view(np.uint8).reshape(len(values), width.itemsize)[valid].reshape(-1)
+    return np.where(valid, width.itemsize, -1), payload
+
+
+def _repeated(column, rows: int):
+    """A one-value :func:`_copy_column` as ``rows`` rows of that value."""
+    import numpy as np
+
+    lengths, payload = column
+    return np.repeat(lengths, rows), np.tile(payload, rows)
+
+
+def _copy_rows(columns) -> memoryview:
+    """Rows of PostgreSQL's binary COPY (a field count, then each field's length and bytes) from
+    :func:`_copy_column` columns, laid out with numpy: no Python object per row or value."""
+    import numpy as np
+
+    rows = len(columns[0][0])
+    sizes = [np.maximum(lengths, 0) for lengths, _ in columns]
+    row_bytes = 2 + sum(4 + size for size in sizes)
+    starts = np.concatenate([[0], np.cumsum(row_bytes)[:-1]]).astype(np.int64)
+    out = np.empty(int(row_bytes.sum()), np.uint8)
+    out[starts[:, None] + np.arange(2)] = np.array([len(columns)], ">i2").view(np.uint8)
+    at = starts + 2
+    for (lengths, payload), size in zip(columns, sizes):
+        out[at[:, None] + np.arange(4)] = lengths.astype(">i4").view(np.uint8).reshape(rows, 4)
+        at = at + 4
+        if payload.size:  # byte k of a value's bytes lands k bytes after its field's start
+            out[np.repeat(at - (np.cumsum(size) - size), size) + np.arange(payload.size)] = payload
+        at = at + size
+    return memoryview(out)
 
 
 @contextlib.contextmanager
