@@ -67,6 +67,7 @@ def context(pipeline: str | None = None, as_of: str | None = None, step: str | N
     global _context
     by_runner = bool(os.environ.get("RUNNER_RUN_ID"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in executed notebooks
+    quiet_expected_warnings()
     path = find_config()
     if path is None:
         raise ConfigError("no runner.yaml in this folder or its parents; set RUNNER_CONFIG to the project's runner.yaml")
@@ -83,6 +84,27 @@ def context(pipeline: str | None = None, as_of: str | None = None, step: str | N
         mlflow_run_id = _run_by_hand(config, pipeline, step, as_of, run_id, namespace)
     _context = RunContext(run_id, pipeline, step, as_of, by_runner, purpose, config, namespace, mlflow_run_id)
     return _context
+
+
+# Warnings every normal run gives, which say nothing about the notebook: each would show as a pink stderr block in
+# the executed notebook. (message, module the warning is attributed to), as for warnings.filterwarnings.
+EXPECTED_WARNINGS = (
+    ("IProgress not found", ""),  # tqdm.auto, imported by MLflow, in a kernel without ipywidgets
+    (".*", r"mlflow(\.|$)"),  # MLflow's own hints and deprecations (integer columns in a signature, ...)
+    ("Hint: Inferred schema contains integer column", ""),  # the same, attributed to the caller
+)
+
+
+def quiet_expected_warnings() -> None:
+    """Hide the warnings of :data:`EXPECTED_WARNINGS` in this kernel (called by :func:`context`); any other
+    warning still shows. Also keeps MLflow's logger to its errors (its INFO and WARNING lines are stderr), unless
+    ``MLFLOW_LOGGING_LEVEL`` says otherwise."""
+    import logging
+
+    for message, module in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    level = os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when MLflow is imported (sets its logger up)
+    logging.getLogger("mlflow").setLevel(getattr(logging, level.upper(), logging.ERROR))  # imported already
 
 
 def _namespace_by_hand() -> str:
@@ -595,15 +617,35 @@ def alert(status: str, reasons: list[str], summary: str = "") -> list[dict]:
     """
     from runner.notify import Event, notify
 
+    from runner.notify import channels, wanted
+
     ctx = _current()
     if status not in ("warn", "alert") or not ctx.production:
         glue("notifications", [])
+        _say(f"status {status}: no notice (notices go out on warn and alert)" if status not in ("warn", "alert")
+             else f"no notice sent: run by hand, in namespace {ctx.namespace} (notices go out for production only)")
         return []
+    config = ctx.config.notify_for(ctx.pipeline)
     event = Event(status, ctx.pipeline, ctx.run_id, as_of=ctx.as_of, step=ctx.step, summary=summary,
                   reasons=tuple(reasons))
-    deliveries = [delivery.as_dict() for delivery in notify(ctx.config.notify_for(ctx.pipeline), event)]
+    deliveries = [delivery.as_dict() for delivery in notify(config, event)]
     glue("notifications", deliveries)
+    if not channels(config):
+        _say(f"status {status}: no notice sent: no notifier configured (`notify:` in runner.yaml)")
+    elif not wanted(config, status):
+        _say(f"status {status}: no notice sent: runner.yaml's notify settings do not send {status}")
+    for delivery in deliveries:
+        where = f"{delivery['channel']} {delivery['target']}".strip()
+        _say(f"notice sent to {where}" if delivery["ok"] else
+             f"notice NOT sent to {where}: {delivery['detail'] or 'failed'}")
     return deliveries
+
+
+def _say(text: str) -> None:
+    """A line of plain text among the cell's outputs (not stderr: it is news, not a warning)."""
+    from IPython.display import display
+
+    display({"text/plain": text}, raw=True)
 
 
 def verdict(level: str, reasons: Iterable[str] = ()) -> None:
@@ -721,7 +763,23 @@ def _write_predictions(frames: Iterable | Any, model_name: str, model_version: s
     return rows, replaced
 
 
-BANNER_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "alert": "#c62828"}
+BANNER_COLOURS = {"ok": "#1a7f37", "warn": "#b35900", "alert": "#c62828", "champion": "#1a7f37",
+                  "challenger": "#0969da"}
+
+
+def headline(status: str, title: str, reasons: Iterable[str] = ()) -> None:
+    """Show the notebook's headline (:func:`banner`: status, title, reasons), and mark it so that the runner
+    shows it first: after a run, the executed notebook gets a copy of it right after its opening markdown, in a
+    cell of its own (tagged ``runner-headline``, its empty source hidden), so a reader sees the verdict before any
+    code. Where it is computed, it shows too: run by hand in JupyterLab it is simply an output of its cell.
+
+    A cell tagged ``headline`` is lifted the same way, every display output of it (see the notebook API guide).
+    """
+    from IPython.display import display
+
+    from runner.notebook.adapter import HEADLINE_METADATA
+
+    display(banner(status, title, reasons), metadata={HEADLINE_METADATA: True})
 
 
 def banner(status: str, title: str, reasons: Iterable[str] = ()):

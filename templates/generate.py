@@ -123,6 +123,10 @@ nb.log_figure(fig, "roc")"""),
                          reference=X, table=table)
 nb.glue("auc", round(float(decision["value"]), 6))
 nb.glue("train_rows", len(X_train))
+# The headline: shown here, and first in the executed notebook (the runner copies it to the top)
+outcome = decision["decision"] if decision["decision"] in ("champion", "challenger") else "by hand"
+nb.headline(outcome, f"{model_name} v{decision['version']}: {decision['metric']} {decision['value']:.4f} on the holdout",
+            [decision["reason"]])
 pd.Series(decision).to_frame("registered")"""),
 ]
 
@@ -183,7 +187,6 @@ score_step = "{{score_step}}"  # the step of this pipeline that wrote the scores
 history_runs = 12             # earlier runs for the usage norms
 source = "batch"              # "batch", "requests" (what `runner serve` answered in as_of's month) or "both\""""),
     ("code", """import pandas as pd
-from IPython.display import display
 
 from runner import monitoring, nb
 from runner.monitoring.usage import from_api, request_findings, usage_findings
@@ -236,10 +239,11 @@ if "requests" in judged:
                   from_api(monitoring.score_findings(reference, api_scores, thresholds))]
 findings = monitoring.sort_findings(pd.concat(parts, ignore_index=True))
 status, reasons = monitoring.status(findings), monitoring.reasons(findings)
-# Reasons quote your data (levels, column names): nb.banner escapes them, as pandas' own tables do.
+# The headline: shown here, and first in the executed notebook (the runner copies it to the top).
+# Reasons quote your data (levels, column names): nb.headline escapes them, as pandas' own tables do.
 # Showing data with IPython's HTML() or a pandas Styler? Escape it: html.escape, .format(escape="html").
-display(nb.banner(status, f"{month}, {model_name} v{version['version']} ({source}): {len(reasons)} finding(s) at "
-                  "warn or alert", reasons))
+nb.headline(status, f"{month}, {model_name} v{version['version']} ({source}): {len(reasons)} finding(s) at "
+            "warn or alert", reasons)
 shown = findings[findings["severity"] != "ok"]
 (shown if len(shown) else findings.head(10))[["severity", "feature", "statistic", "value", "p_value", "detail"]]"""),
     ("markdown", "## Distributions against the reference"),
@@ -292,7 +296,6 @@ month_column = "month"        # the YYYY-MM column that says which month a row b
 label_delay_months = 0        # the month judged is this many months before as_of's (when its labels are complete)
 min_labelled = 100            # fewer labelled rows than this: wait for more"""),
     ("code", """import pandas as pd
-from IPython.display import display
 
 from runner import monitoring, nb
 from runner.monitoring import backtest
@@ -331,7 +334,7 @@ if ready:
                               thresholds=ctx.config.monitoring.thresholds, holdout_auc=holdout_auc, month=month,
                               saw_labels=saw_labels)
     status, reasons = monitoring.status(found), monitoring.reasons(found)
-    display(nb.banner(status, f"champion {champion} on {month} labels", reasons))  # escaped: reasons quote data
+    nb.headline(status, f"champion {champion} on {month} labels", reasons)  # escaped: reasons quote data
     display_table = table_of_results.assign(note=pd.Series({tag: "trained on these labels" for tag in saw_labels}))
 else:
     status, reasons, found, display_table = "waiting for labels", [], None, "not ready yet"

@@ -25,10 +25,11 @@ from runner.monitoring.drift import (
     severity,
     sort_findings,
     status,
+    trend_figure,
 )
 
 __all__ = [
     "COLUMNS", "OUTPUTS", "PROFILE_VERSION", "SEVERITY_ORDER", "chi_square", "compare", "jensen_shannon", "ks_pvalue",
     "numeric_stats", "overlay_figure", "profile", "psi", "reasons", "score_figure", "score_findings", "severity",
-    "sort_findings", "status",
+    "sort_findings", "status", "trend_figure",
 ]

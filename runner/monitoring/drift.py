@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -626,4 +627,52 @@ def score_figure(reference: dict, scores, column: str = "score", *, thresholds: 
     ax.set_xlabel(column)
     ax.set_ylabel("share")
     ax.legend()
+    return fig
+
+
+def trend_figure(trend: pd.DataFrame, limits: Mapping[str, Any] | None = None, *, highlight: str = "tab:blue",
+                 max_labels: int = 12):
+    """One small chart per column of ``trend`` (one row per monitoring run, indexed by its ``as_of``), over months.
+
+    Each run sits on its own month: the x axis is a calendar of months from the first as_of to the last, every
+    month ticked (labelled ``YYYY-MM``, every few when there are more than ``max_labels``), a month without a run
+    left empty (the line breaks there); of several runs in one month, the latest is drawn. The y axis starts at zero
+    for columns of non-negative values (a PSI, a count), so the height of a point is its size; each axis is named. ``limits`` maps a column to its thresholds (``.warn``, ``.alert``),
+    drawn as dashed lines; the latest run is drawn bigger in ``highlight`` (the status's colour, say).
+    """
+    import matplotlib.pyplot as plt
+
+    limits = limits or {}
+    months = pd.PeriodIndex(pd.to_datetime(pd.Index(trend.index)), freq="M")
+    frame = trend.set_axis(months).groupby(level=0).last()  # one point a month: that month's latest run
+    calendar = pd.period_range(frame.index.min(), frame.index.max(), freq="M") if len(frame) else frame.index
+    frame = frame.reindex(calendar)
+    at = np.arange(len(calendar))
+    every = max(1, -(-len(calendar) // max_labels))
+    columns = list(frame.columns)
+    fig, axes = plt.subplots(1, max(1, len(columns)), figsize=(4 * max(1, len(columns)), 3.4), layout="constrained",
+                             squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        known = values.notna().to_numpy()
+        ax.plot(at, values, "o-", color="tab:blue", markersize=4)  # broken where a month has no run
+        if known.any():
+            last = np.flatnonzero(known)[-1]
+            ax.plot(at[last:last + 1], values.iloc[last:last + 1], "o", color=highlight, markersize=10,
+                    label="this run")
+        limit = limits.get(column)
+        if limit is not None:
+            ax.axhline(limit.warn, color=COLOURS["warn"], linestyle="--", linewidth=1, label="warn")
+            ax.axhline(limit.alert, color=COLOURS["alert"], linestyle="--", linewidth=1, label="alert")
+        if not known.any() or values[known].min() >= 0:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(at, [str(month) if i % every == 0 else "" for i, month in enumerate(calendar)], rotation=45,
+                      ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(calendar) - 0.5)
+        ax.set_title(column)
+        ax.set_xlabel("as_of month")
+        ax.set_ylabel(column)
+        ax.grid(axis="y", alpha=0.3)
+    if columns and any(ax.get_legend_handles_labels()[0] for ax in axes[0]):
+        axes[0][0].legend(fontsize=8)
     return fig

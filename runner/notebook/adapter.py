@@ -214,6 +214,8 @@ def execute(
         )
     except papermill.PapermillExecutionError as exc:
         nb = _read(output)
+        if headline_first(nb):
+            _write(nb, Path(output))
         index = _error_cell_index(nb)
         raise StepFailed(exc.ename, exc.evalue, index, str(output), cell=failed_cell(nb, index)) from None
     except CellTimeoutError:
@@ -224,6 +226,53 @@ def execute(
         raise _fail_at(output, started, "DeadKernelError", evalue) from None
     except StopExecution as exc:
         raise _fail_at(output, started, exc.ename, exc.evalue) from None
+    nb = _read(output)
+    if headline_first(nb):
+        _write(nb, Path(output))
+
+
+HEADLINE_TAG = "headline"  # an author's cell whose display outputs are the notebook's headline
+HEADLINE_METADATA = "runner_headline"  # an output runner.nb.headline marked so
+HEADLINE_CELL_TAG = "runner-headline"  # the runner's copy of the headline, near the top
+
+
+def headline_first(nb) -> bool:
+    """Copy the notebook's headline to a cell of its own after the opening markdown cells (a title, papermill's
+    error banner), so the executed notebook opens with it: the outputs ``runner.nb.headline`` marked, else the
+    display outputs of cells tagged ``headline``. The copy's source is a comment, hidden (JupyterLab's
+    ``source_hidden``; the step's page leaves it out). Returns whether the notebook changed."""
+    import copy
+
+    import nbformat
+
+    if any(HEADLINE_CELL_TAG in (cell.get("metadata") or {}).get("tags", []) for cell in nb.cells):
+        return False
+    marked, tagged = [], []
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        shown = [out for out in cell.get("outputs", []) if out.get("output_type") in ("display_data", "execute_result")]
+        marked += [out for out in shown if (out.get("metadata") or {}).get(HEADLINE_METADATA)]
+        if HEADLINE_TAG in (cell.get("metadata") or {}).get("tags", []):
+            tagged += shown
+    outputs = marked or tagged
+    if not outputs:
+        return False
+    cell = nbformat.v4.new_code_cell("# The headline: a copy of what the notebook shows below, put first by the runner")
+    cell.metadata["tags"] = [HEADLINE_CELL_TAG]
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    cell.metadata["editable"] = False
+    for output in outputs:
+        copied = copy.deepcopy(output)
+        if copied.get("output_type") == "execute_result":  # an output of its own here: not a result of this cell
+            copied = nbformat.v4.new_output("display_data", data=copied.get("data", {}),
+                                            metadata=copied.get("metadata", {}))
+        cell.outputs.append(copied)
+    at = 0
+    while at < len(nb.cells) and nb.cells[at].get("cell_type") != "code":
+        at += 1
+    nb.cells.insert(at, cell)
+    return True
 
 
 class Kernel:
@@ -368,8 +417,9 @@ def failed_cell(nb, index: int | None) -> FailedCell | None:
     if index is None or not 0 <= index < len(nb.cells) or nb.cells[index].get("cell_type") != "code":
         return None
     cell = nb.cells[index]
+    not_authored = {"injected-parameters", HEADLINE_CELL_TAG}
     authored = sum(1 for other in nb.cells[:index + 1] if other.get("cell_type") == "code"
-                   and "injected-parameters" not in (other.get("metadata") or {}).get("tags", []))
+                   and not not_authored & set((other.get("metadata") or {}).get("tags", [])))
     injected = "injected-parameters" in (cell.get("metadata") or {}).get("tags", [])
     source = cell.get("source") or ""
     source = "".join(source) if isinstance(source, list) else str(source)
@@ -464,13 +514,17 @@ def _html_exporter():
 
 # JupyterLab's page without what it fetches from CDNs (require.js, MathJax, mermaid, the widget manager): a step's
 # page opens offline, and fetches nothing when opened; math shows as its TeX source, interactive widgets as
-# their static output. The review site's policy would block these scripts anyway.
+# their static output. The review site's policy would block these scripts anyway. The runner's copy of a notebook's
+# headline (:func:`headline_first`) shows its outputs only.
 _OFFLINE_PAGE = "runner_offline.html.j2"
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block input_group -%}
+{%- if 'runner-headline' not in cell.metadata.get('tags', []) -%}{{ super() }}{%- endif -%}
+{%- endblock input_group -%}
 """
 
 

@@ -10,7 +10,8 @@ index.html, index-<n>.html      every run, newest first, :data:`PAGE_SIZE` a pag
                                 runs from ``index-data.js``, which lists every run as data)
 pipelines/<pipeline>.html       trends: one chart per numeric scrap over the pipeline's runs
 runs/<run_id>.html              one run: steps, parameters, scraps, timings, errors, links
-runs/<run_id>/<step>.html       the executed notebook, as nbconvert rendered it
+runs/<run_id>/<step>.html       the executed notebook, as nbconvert rendered it, under a header: the run (a
+                                link back), the step, its status, verdict and parameters, a "hide code" toggle
 diffs/<run_a>__<run_b>.html     two runs compared (:mod:`runner.review.diff`)
 ```
 
@@ -75,6 +76,8 @@ SITE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; i
 NOTEBOOK_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 NOTEBOOK_META = f'<meta http-equiv="Content-Security-Policy" content="{NOTEBOOK_CSP}">'.encode()
 HEAD = re.compile(rb"<head\b[^>]*>", re.IGNORECASE)
+BODY = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
+NOTEBOOK_HEADER = "notebook_header.html"  # the template of the header an executed notebook's page gets
 
 
 def environment():
@@ -93,15 +96,22 @@ def environment():
     return env
 
 
-def notebook_page(html: bytes) -> bytes:
-    """An executed notebook's page as the site shows it: :data:`NOTEBOOK_CSP` first in its ``<head>``.
+def notebook_page(html: bytes, header: bytes = b"") -> bytes:
+    """An executed notebook's page as the site shows it: :data:`NOTEBOOK_CSP` first in its ``<head>``, and
+    ``header`` (:meth:`Site.notebook_header`) first in its ``<body>``.
 
     nbconvert's page starts with its own ``<head>``, before any output, so the policy covers every
-    script and event handler an output may hold.
+    script and event handler an output may hold; its ``<body>`` opens with ``<main>``, which holds the cells, so
+    the header's checkbox comes before them (the CSS of its "hide code" toggle needs that, the page runs no script).
     """
     head = HEAD.search(html)
     at = head.end() if head else 0
-    return html if html.startswith(NOTEBOOK_META, at) else html[:at] + NOTEBOOK_META + html[at:]
+    if not html.startswith(NOTEBOOK_META, at):
+        html = html[:at] + NOTEBOOK_META + html[at:]
+    body = BODY.search(html)
+    if header and body and not html[body.end():].lstrip().startswith(header.lstrip()[:64]):
+        html = html[:body.end()] + header + html[body.end():]
+    return html
 
 
 class Site:
@@ -171,7 +181,29 @@ class Site:
         path = self.notebook_path(record, file_name) if known else None
         if path is None:
             raise RunnerError(f"run {run_id} has no executed notebook page {file_name!r}")
-        return notebook_page(self.store.fs.cat_file(path))
+        return notebook_page(self.store.fs.cat_file(path), self.notebook_header(record, file_name))
+
+    def notebook_header(self, record: RunRecord, page: str, root: str = "../../") -> bytes:
+        """The header of an executed notebook's page ``page`` (a step's or an attempt's): the run (a link back to
+        its page), the pipeline, the step, its status and verdict, its parameters and a "hide code" toggle."""
+        for step in record.steps.values():
+            if page in pages_of(step):
+                attempt = next((a for a in step.attempts[:-1] if a.html == page), None)
+                status = attempt.status if attempt else record.step_status(step)
+                return self.env.get_template(NOTEBOOK_HEADER).render(
+                    root=root, run=record, step=step, attempt=attempt, status=status).encode()
+        return b""
+
+    @functools.cached_property
+    def notebook_version(self) -> str:
+        """A digest of what draws an executed notebook's page besides the notebook: its policy, the header's
+        template and the code that puts them in. The site's other templates do not count: a change to them does
+        not copy every notebook again."""
+        import inspect
+
+        template = TEMPLATES / NOTEBOOK_HEADER
+        return digest(NOTEBOOK_CSP, template.read_text() if template.is_file() else "",
+                      inspect.getsource(notebook_page), inspect.getsource(Site.notebook_header))
 
     # -- rendering ---------------------------------------------------------------------------
     def _render(self, template: str, root: str, **context: Any) -> str:
@@ -340,8 +372,9 @@ class Site:
         folder.note_run(run_id, {"record": records[run_id], "notebooks": present})
         for page in present:
             source = f"{self.store.run_dir(record.pipeline, run_id)}/{page}"
-            inputs = digest(NOTEBOOK_CSP, records[run_id], page) if final else None  # a running run's: compared
-            if folder.page(f"runs/{run_id}/{page}", inputs, functools.partial(self._notebook_copy, source)):
+            inputs = digest(self.notebook_version, records[run_id], page) if final else None  # running: compared
+            if folder.page(f"runs/{run_id}/{page}", inputs, functools.partial(self._notebook_copy, record, page,
+                                                                              source)):
                 result.notebooks += 1
         inputs = digest(self.version, records[run_id], view.status, view.previous, view.next, present,
                         self.config.stores.tracking_uri)
@@ -354,8 +387,8 @@ class Site:
                            functools.partial(self.render_diff, previous.record, record)):
                 result.diffs += 1
 
-    def _notebook_copy(self, source: str) -> bytes:
-        return notebook_page(self.store.fs.cat_file(source))
+    def _notebook_copy(self, record: RunRecord, page: str, source: str) -> bytes:
+        return notebook_page(self.store.fs.cat_file(source), self.notebook_header(record, page))
 
 
 def timeline_span(record: RunRecord, start: float | None) -> float:
