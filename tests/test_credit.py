@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import mlflow.artifacts
+import nbformat
 import pandas as pd
 import pytest
 import yaml
@@ -180,7 +181,12 @@ def test_alerts_reach_the_notifier_and_fail_on_fails_the_step_after_saving(demo,
     assert "MonitoringAlert: monitoring status is 'alert'" in result.output
     run = RunStore(load_config(failing).stores.runs).list("credit_score")[0]
     assert run.steps["monitor"].status == "failed" and run.steps["score"].status == "succeeded"
-    assert (Path(load_config(failing).stores.runs) / "credit_score" / run.run_id / "monitor.ipynb").is_file()
+    executed = nbformat.read(Path(load_config(failing).stores.runs) / "credit_score" / run.run_id / "monitor.ipynb",
+                             as_version=4)
+    first = next(cell for cell in executed.cells if cell.get("outputs"))  # even when fail_on failed the step
+    assert "runner-headline" in first.metadata["tags"] and ">ALERT<" in first.outputs[0]["data"]["text/html"]
+    said = [out.get("data", {}).get("text/plain", "") for cell in executed.cells for out in cell.get("outputs", [])]
+    assert f"notice sent to webhook {url}" in said
     [event] = received
     assert event["kind"] == "alert" and event["run_id"] == run.run_id and event["pipeline"] == "credit_score"
     assert any("crypto" in reason for reason in event["reasons"])
