@@ -298,7 +298,12 @@ def test_a_model_failing_midway_leaves_no_row_of_the_run_and_the_earlier_run_who
     with pytest.raises(RuntimeError, match="model crashed"):
         nb.score(Model(fail_at=4), "lender", "3", "loans", chunksize=7)
     assert rows(url, "SELECT run_id, entity_id FROM predictions") == [("r1", "old")]
-    assert not readers() and not [thread for thread in threading.enumerate() if thread.name.startswith("runner-score")]
+    assert not readers() and not stages()
+
+
+def stages() -> list[threading.Thread]:
+    """The pipeline's threads still alive: reading, predicting, preparing the write."""
+    return [thread for thread in threading.enumerate() if thread.name.startswith(("runner-score", "runner-write"))]
 
 
 def test_a_database_failure_midway_rolls_the_run_back(scoring, url, backend):
@@ -314,6 +319,7 @@ def test_a_database_failure_midway_rolls_the_run_back(scoring, url, backend):
     with pytest.raises(RunnerError, match="entity refused|violates check constraint"):
         nb.score(Model(), "lender", "3", "loans", chunksize=7)
     assert rows(url, "SELECT run_id, entity_id FROM predictions") == [("r1", "old")]
+    assert not readers() and not stages()
 
 
 def test_a_score_breaking_the_dictionary_in_a_later_chunk_is_named_and_nothing_is_written(scoring, url):

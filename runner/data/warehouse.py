@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property, partial
 from itertools import repeat
 from pathlib import Path
@@ -363,24 +364,40 @@ class Warehouse:
                 replaced = {str(run_id): int(rows) for run_id, rows in counts}
                 if replaced:
                     conn.execute(sa.delete(sql_table).where(others))
-            written = 0
             drawn = once
-            constants: dict[str, pd.Series] | None = None  # the run's columns, validated with the first rows
             bulk = _bulk_writer(conn, table, spec)
-            for chunk in chunks:
-                missing = set(required) - set(chunk.columns)
-                if missing:
-                    raise DataContractError(f"{table} rows need columns {', '.join(required)}; missing {sorted(missing)}")
-                rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]]
-                if not len(rows):
-                    continue
-                if constants is None:
-                    whole = contract.validate(table, rows.assign(**run)[list(spec.columns)])
-                    constants = {name: whole[name].iloc[:1] for name in run}
-                    rows = whole[list(rows.columns)]
-                else:
-                    rows = _validated(contract, table, rows, run)
-                written += self._insert(conn, table, rows, spec, constants, bulk)
+
+            def prepared() -> Iterator[tuple[pd.DataFrame, list | None, dict]]:
+                """Each chunk checked, validated and, for a bulk insert, encoded: what may run a stage ahead."""
+                constants: dict[str, pd.Series] | None = None  # the run's columns, validated with the first rows
+                for chunk in chunks:
+                    missing = set(required) - set(chunk.columns)
+                    if missing:
+                        raise DataContractError(f"{table} rows need columns {', '.join(required)}; missing "
+                                                f"{sorted(missing)}")
+                    rows = chunk[[name for name in spec.columns if name in chunk.columns and name not in run]]
+                    if not len(rows):
+                        continue
+                    if constants is None:
+                        whole = contract.validate(table, rows.assign(**run)[list(spec.columns)])
+                        constants = {name: whole[name].iloc[:1] for name in run}
+                        rows = whole[list(rows.columns)]
+                    else:
+                        rows = _validated(contract, table, rows, run)
+                    yield rows, bulk.encode(rows, constants) if bulk is not None else None, constants
+
+            written = 0
+            # frames that come one by one (a scoring pipeline's) are prepared in a thread of their own, a chunk or
+            # two ahead, while this one inserts; a frame or a list, in this thread
+            with read_ahead(prepared(), name="runner-write-prepare") if once else contextlib.nullcontext(
+                    prepared()) as ready:
+                for rows, encoded, constants in ready:
+                    if encoded is None:
+                        written += self._insert(conn, table, rows, spec, constants)
+                        continue
+                    with _driver_errors(conn, f"inserting into {table}"):
+                        bulk.send(encoded)
+                    written += len(rows)
             return written, replaced
 
         written, replaced = self._in_transaction(table, write, replayable=lambda: not drawn)
@@ -787,7 +804,7 @@ class Warehouse:
             conn.execute(sa.delete(sql_table).where(condition))
 
     def _insert(self, conn: sa.Connection, table: str, frame: pd.DataFrame, spec: TableSpec | None,
-                constants: dict[str, pd.Series] | None = None, bulk: Callable | None = None) -> int:
+                constants: dict[str, pd.Series] | None = None, bulk: _Bulk | None = None) -> int:
         """Insert ``frame``'s rows, each with ``constants`` (one-value series with the dictionary's dtype: a run's
         columns), in the transaction of ``conn``; returns rows inserted.
 
@@ -804,7 +821,7 @@ class Warehouse:
         bulk = bulk or (_bulk_writer(conn, table, spec) if spec else None)
         if bulk is not None:
             with _driver_errors(conn, f"inserting into {table}"):
-                bulk(frame, constants)
+                bulk.send(bulk.encode(frame, constants))
             return len(frame)
         if constants:
             frame = frame.assign(**{name: value.iloc[0] for name, value in constants.items()})[names]
@@ -1150,52 +1167,71 @@ def _to_frame(data, names: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _bulk_writer(conn: sa.Connection, table: str, spec: TableSpec):
-    """``write(frame, constants)`` inserting in bulk on ``conn`` (see :meth:`Warehouse._insert`), or None."""
+@dataclass(frozen=True)
+class _Bulk:
+    """Inserting in bulk into one table on one transaction's connection (see :meth:`Warehouse._insert`), in two
+    halves: ``encode(frame, constants)`` makes the rows as the driver takes them, touching no connection (so it may
+    run a stage ahead, in a thread of its own), and ``send(encoded)`` inserts them on the connection."""
+
+    encode: Callable[[pd.DataFrame, dict[str, pd.Series]], list]
+    send: Callable[[list], None]
+
+
+def _bulk_writer(conn: sa.Connection, table: str, spec: TableSpec) -> _Bulk | None:
+    """The :class:`_Bulk` insert into ``table`` on ``conn``, or None (another database or driver; on PostgreSQL a
+    table whose column types are not the ones the runner creates, or a client encoding other than UTF-8)."""
     dialect = conn.dialect
     names = list(spec.columns)
+    kinds = [spec.columns[name].type for name in names]
     quote = dialect.identifier_preparer.quote
     listed = ", ".join(quote(name) for name in names)
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
         sql = f"INSERT INTO {quote(table)} ({listed}) VALUES ({', '.join('?' * len(names))})"
 
-        def write_sqlite(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> None:
+        def encode_sqlite(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> list:
             fixed = {name: _sqlite_values(value, spec.columns[name].type)[0] for name, value in constants.items()}
-            for start in range(0, len(frame), CHUNK_ROWS):
-                part = frame.iloc[start:start + CHUNK_ROWS]
-                # the driver's executemany of plain tuples, through SQLAlchemy (its events, its errors), which
-                # passes tuples on as they are
-                conn.exec_driver_sql(sql, list(zip(*(repeat(fixed[name]) if name in fixed else
-                                                     _sqlite_values(part[name], spec.columns[name].type)
-                                                     for name in names))))
+            return [list(zip(*(repeat(fixed[name]) if name in fixed else _sqlite_values(part[name], kind)
+                               for name, kind in zip(names, kinds))))
+                    for part in _parts(frame)]
 
-        return write_sqlite
+        def send_sqlite(encoded: list) -> None:
+            for rows in encoded:  # the driver's executemany of plain tuples, through SQLAlchemy (its events, its
+                conn.exec_driver_sql(sql, rows)  # errors), which hands tuples on as they are
+
+        return _Bulk(encode_sqlite, send_sqlite)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        types = [_COPY_TYPES[spec.columns[name].type] for name in names]
         found = dict(conn.execute(sa.text(
             "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
             "WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"),
             {"table": quote(table)}).all())
-        if [found.get(name) for name in names] != types:  # a table made otherwise: its types decide, through SQLAlchemy
-            return None
+        if [found.get(name) for name in names] != [_COPY_TYPES[kind] for kind in kinds]:
+            return None  # a table made otherwise: its types decide, through SQLAlchemy
         raw = conn.connection.driver_connection
-        if raw.info.encoding != "utf-8":  # binary text goes as the client's encoding: Arrow's is UTF-8
+        if raw.info.encoding != "utf-8":  # binary text goes in the client's encoding: Arrow's is UTF-8
             return None
         sql = f"COPY {quote(table)} ({listed}) FROM STDIN (FORMAT BINARY)"
 
-        def write_postgres(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> None:
+        def encode_postgres(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> list:
             fixed = {name: _copy_column(_arrow(value), spec.columns[name].type) for name, value in constants.items()}
+            return [_copy_rows([_repeated(fixed[name], len(part)) if name in fixed else
+                                _copy_column(_arrow(part[name]), kind) for name, kind in zip(names, kinds)])
+                    for part in _parts(frame)]
+
+        def send_postgres(encoded: list) -> None:
             with raw.cursor() as cursor, cursor.copy(sql) as copy:
                 copy.write(_COPY_SIGNATURE)
-                for start in range(0, len(frame), CHUNK_ROWS):
-                    part = frame.iloc[start:start + CHUNK_ROWS]
-                    copy.write(_copy_rows([
-                        _repeated(fixed[name], len(part)) if name in fixed else
-                        _copy_column(_arrow(part[name]), spec.columns[name].type) for name in names]))
+                for rows in encoded:
+                    copy.write(rows)
                 copy.write(_COPY_TRAILER)
 
-        return write_postgres
+        return _Bulk(encode_postgres, send_postgres)
     return None
+
+
+def _parts(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """``frame`` in parts of at most :data:`CHUNK_ROWS` rows."""
+    for start in range(0, len(frame), CHUNK_ROWS):
+        yield frame.iloc[start:start + CHUNK_ROWS]
 
 
 def _arrow(values: pd.Series):
