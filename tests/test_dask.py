@@ -48,8 +48,8 @@ def record_of(project, run_id: str) -> dict:
 
 
 def run_id_of(stdout: str) -> str:
-    """The run id of `runner run`'s summary line: "run <id> <status> in ..."."""
-    return re.search(r"^run (\S+) (?:succeeded|failed|interrupted) in ", stdout, re.MULTILINE).group(1)
+    """The run id of `runner run`'s summary line: "run <id> <status> in ..." or "run <id> <status>, verdict <v> in"."""
+    return re.search(r"^run (\S+) (?:succeeded|failed|interrupted)(?:, verdict \w+)? in ", stdout, re.MULTILINE).group(1)
 
 
 def test_dask_needs_an_address_and_stores_its_workers_can_reach(project):
