@@ -236,7 +236,7 @@ def _runner_names(trees: dict[int, ast.Module]) -> list[str]:
     for index, tree in trees.items():
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-                base = _dotted(node.value)
+                base = dotted_name(node.value)
                 module = bound.get(base) if base else None
                 if module is None or f"{module}.{node.attr}" in bound.values() or (module, node.attr) in seen:
                     continue
@@ -322,10 +322,11 @@ def _module_names(module: str, modules: bool = True) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _dotted(node: ast.expr) -> str | None:
+def dotted_name(node: ast.expr) -> str | None:
+    """``a.b.c`` of a name or attribute chain; None for anything else (a call, a subscript)."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        parent = _dotted(node.value)
+        parent = dotted_name(node.value)
         return f"{parent}.{node.attr}" if parent else None
     return None

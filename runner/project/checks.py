@@ -35,6 +35,7 @@ from typing import Any
 from runner.config import Config
 from runner.data.dictionary import REFERENCE, DataDictionary
 from runner.errors import ConfigError
+from runner.project.authoring import dotted_name
 
 # Calls of runner.nb that name a table: the function and the position of its ``table`` argument
 # (``table=`` as a keyword always counts).
@@ -294,12 +295,12 @@ def _table_call(func: ast.expr, modules: set[str], functions: dict[str, str]) ->
         return (name, NB_TABLE_ARGS[name]) if name in NB_TABLE_ARGS else None
     if not isinstance(func, ast.Attribute):
         return None
-    if _dotted(func.value) in modules:
+    if dotted_name(func.value) in modules:
         return (func.attr, NB_TABLE_ARGS[func.attr]) if func.attr in NB_TABLE_ARGS else None
     receiver = func.value
     if isinstance(receiver, ast.Call) and func.attr in WAREHOUSE_TABLE_ARGS:
         inner = receiver.func
-        called = (isinstance(inner, ast.Attribute) and inner.attr == "warehouse" and _dotted(inner.value) in modules
+        called = (isinstance(inner, ast.Attribute) and inner.attr == "warehouse" and dotted_name(inner.value) in modules
                   or isinstance(inner, ast.Name) and functions.get(inner.id) == "warehouse")
         if called:
             return func.attr, WAREHOUSE_TABLE_ARGS[func.attr]
@@ -313,15 +314,6 @@ def _argument(call: ast.Call, position: int, keyword_name: str = "table") -> ast
     before = call.args[:position + 1]
     if len(call.args) > position and not any(isinstance(arg, ast.Starred) for arg in before):
         return call.args[position]
-    return None
-
-
-def _dotted(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        parent = _dotted(node.value)
-        return f"{parent}.{node.attr}" if parent else None
     return None
 
 
