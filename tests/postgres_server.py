@@ -11,6 +11,7 @@ fails the tests that need it, in one line that says what was run and the tail of
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -115,3 +116,29 @@ def postgres_url() -> Iterator[str]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+def conninfo(url: str) -> str:
+    """libpq's connection string of a SQLAlchemy URL of the test server (no password: it trusts local users)."""
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    return f"host={parsed.host} port={parsed.port} user={parsed.username} dbname={parsed.database}"
+
+
+@contextlib.contextmanager
+def own_database(server: str):
+    """The URL of a database of the caller's own on the session's ``server``, dropped afterwards."""
+    import uuid
+
+    import psycopg
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(conninfo(server), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo(server), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

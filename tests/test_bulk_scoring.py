@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
+
+from postgres_server import conninfo, own_database
 
 from runner import nb
 from runner.data import DataDictionary, Warehouse
@@ -67,18 +68,8 @@ def url(backend, tmp_path, request) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'warehouse.db'}"
         return
-    server = request.getfixturevalue("postgres_url")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_conninfo(server), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_conninfo(server), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def _conninfo(url: str) -> str:
-    parsed = sa.make_url(url)
-    return f"host={parsed.host} port={parsed.port} user={parsed.username} dbname={parsed.database}"
+    with own_database(request.getfixturevalue("postgres_url")) as own:
+        yield own
 
 
 def rows(url: str, sql: str) -> list[tuple]:
@@ -90,7 +81,7 @@ def rows(url: str, sql: str) -> list[tuple]:
             except sqlite3.OperationalError as exc:
                 assert "no such table" in str(exc)
                 return []
-    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+    with psycopg.connect(conninfo(url), autocommit=True) as db:
         try:
             return db.execute(sql).fetchall()
         except psycopg.errors.UndefinedTable:
@@ -103,7 +94,7 @@ def run_sql(url: str, *statements: str) -> None:
             for statement in statements:
                 db.execute(statement)
         return
-    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+    with psycopg.connect(conninfo(url), autocommit=True) as db:
         for statement in statements:
             db.execute(statement)
 

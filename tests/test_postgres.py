@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import GENDER_RULE
+from postgres_server import conninfo, own_database
 
 from runner.cli import main
 from runner.data import DataDictionary, Warehouse
@@ -42,22 +42,13 @@ def month() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture
 def url(postgres_url) -> Iterator[str]:
     """A database of this test's own on the session's server."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_conninfo(postgres_url), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(_conninfo(postgres_url), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def _conninfo(url: str) -> str:
-    parsed = sa.make_url(url)
-    return f"host={parsed.host} port={parsed.port} user={parsed.username} dbname={parsed.database}"
+    with own_database(postgres_url) as own:
+        yield own
 
 
 def rows(url: str, sql: str) -> list[tuple]:
     """What the database holds, read with a connection of the test's own ([] when the table was never created)."""
-    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+    with psycopg.connect(conninfo(url), autocommit=True) as db:
         try:
             return db.execute(sql).fetchall()
         except psycopg.errors.UndefinedTable:
@@ -209,7 +200,7 @@ def test_predictions_are_written_all_or_none_and_a_rerun_replaces_the_earlier_ru
 
 
 def test_a_predictions_table_from_before_namespaces_gets_the_column_and_is_production(url):
-    with psycopg.connect(_conninfo(url), autocommit=True) as db:
+    with psycopg.connect(conninfo(url), autocommit=True) as db:
         db.execute("CREATE TABLE predictions (run_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT "
                    "NULL, as_of DATE NOT NULL, entity_id TEXT NOT NULL, score FLOAT NOT NULL, scored_at TIMESTAMP NOT "
                    "NULL)")
@@ -254,7 +245,7 @@ class Holder:
 
     def _hold(self, url: str, sql: str, hold: float) -> None:
         try:
-            with psycopg.connect(_conninfo(url)) as other:  # a transaction begins with the first statement
+            with psycopg.connect(conninfo(url)) as other:  # a transaction begins with the first statement
                 other.execute(sql)
                 self.held.set()
                 self.release.wait(hold)
