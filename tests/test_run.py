@@ -156,15 +156,18 @@ def test_runs_starting_together_on_a_fresh_home_write_the_kernelspec_safely(tmp_
 
 
 def test_the_program_exits_quickly_with_its_output_and_code_and_leaves_kernels_their_libraries(project):
-    """`runner` (the console script) and its step processes skip jsonschema's IRI grammars and the interpreter's
-    teardown; what they print, their exit codes and the run's record are all there, and a notebook's kernel still
-    has jsonschema whole."""
+    """`runner` (the console script) and its step processes skip the interpreter's teardown, and they and the
+    kernels put off jsonschema's IRI grammars; what they print, their exit codes and the run's record are all
+    there, and a notebook's kernel still checks IRIs, building the grammars only then."""
     from conftest import write_notebook
 
     write_notebook(project.root / "iri.ipynb", [
         ("parameters", "fail = False"),
         "import sys, jsonschema, scrapbook as sb\n"
+        "sb.glue('grammars_at_start', 'rfc3987_syntax.syntax_helpers' in sys.modules)\n"
         "sb.glue('kernel_iri', 'iri' in jsonschema.FormatChecker.checkers)\n"
+        "checker = jsonschema.FormatChecker()\n"
+        "sb.glue('iri_checked', [checker.conforms('https://例え.jp/ä?q=1', 'iri'), checker.conforms('not an iri', 'iri')])\n"
         "import os; os.write(2, b'last words of the kernel\\n')  # the kernel process's own stderr: the step's log\n"
         "assert not fail, 'asked to fail'",
     ])
@@ -173,7 +176,9 @@ def test_the_program_exits_quickly_with_its_output_and_code_and_leaves_kernels_t
     assert done.returncode == 0, done.stderr
     record = only_run(project)
     assert done.stdout.startswith(f"run {record.run_id} succeeded")
-    assert record.steps["iri"].scraps["kernel_iri"] is True
+    scraps = record.steps["iri"].scraps
+    assert scraps["kernel_iri"] is True and scraps["grammars_at_start"] is False
+    assert scraps["iri_checked"] == [True, False]
     run_dir = project.home / "runs" / "p" / record.run_id
     assert "last words of the kernel" in (run_dir / "iri.log").read_text()
     assert (run_dir / "iri.html").stat().st_size > 0
@@ -185,19 +190,23 @@ def test_the_program_exits_quickly_with_its_output_and_code_and_leaves_kernels_t
     assert usage.returncode == 2 and "nope" in usage.stderr
 
 
-def test_skipping_iri_checks_keeps_notebooks_readable(tmp_path):
-    """The step process's jsonschema without rfc3987_syntax still validates notebooks (nbformat's schema has no IRI)."""
+def test_putting_off_iri_grammars_keeps_notebooks_readable_and_iris_checked(tmp_path):
+    """In a process that put off the IRI grammars, nbformat validates notebooks without building them (its schema
+    has no IRI), and jsonschema still checks IRIs, building them on the first one."""
     import subprocess
 
-    code = ("from runner.notebook import adapter; adapter.skip_iri_checks()\n"
+    code = ("from runner.notebook import adapter; adapter.defer_iri_grammars()\n"
             "import sys, nbformat, jsonschema\n"
-            "assert 'iri' not in jsonschema.FormatChecker.checkers and 'rfc3987_syntax' in sys.modules\n"
             f"nb = nbformat.read({notebook('ok')!r}, as_version=4); nbformat.validate(nb)\n"
             "bad = nbformat.v4.new_notebook(); bad.cells.append({'cell_type': 'code'})\n"
-            "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n    print('refused')\n")
+            "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n    print('refused')\n"
+            "print('rfc3987_syntax.syntax_helpers' in sys.modules, 'iri' in jsonschema.FormatChecker.checkers)\n"
+            "checker = jsonschema.FormatChecker()\n"
+            "print(checker.conforms('urn:isbn:0451450523', 'iri'), checker.conforms('a b', 'iri-reference'))\n"
+            "print('rfc3987_syntax.syntax_helpers' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "refused"
+    assert done.stdout.split("\n")[:4] == ["refused", "False True", "True False", "True"]
 
 
 def test_a_steps_page_opens_offline_and_fetches_nothing(tmp_path, browser):

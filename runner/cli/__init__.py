@@ -15,14 +15,14 @@ __all__ = ["main", "entry"]
 def entry() -> None:
     """The ``runner`` program: :data:`main` with a quick start and a quick exit.
 
-    Tests call :data:`main` itself (click's runner, in their own process); only the program skips jsonschema's
-    IRI grammars and the interpreter's teardown (:func:`runner.notebook.adapter.skip_iri_checks`, :func:`runner.run.stepproc.quick_exit`): together about a second of
-    each command's time.
+    Tests call :data:`main` itself (click's runner, in their own process); only the program puts off jsonschema's
+    IRI grammars (:func:`runner.notebook.adapter.defer_iri_grammars`) and skips the interpreter's teardown
+    (:func:`runner.run.stepproc.quick_exit`): together a second or two of each command's time.
     """
     from runner.notebook import adapter
     from runner.run.stepproc import quick_exit
 
-    adapter.skip_iri_checks()
+    adapter.defer_iri_grammars()
     try:
         main()
         code = 0

@@ -42,15 +42,41 @@ class StopExecution(BaseException):
         self.evalue = evalue
 
 
-def skip_iri_checks() -> None:
-    """Keep jsonschema from importing ``rfc3987_syntax`` in this process: that module builds some 35 Lark
-    grammars at import (about 0.9 s of CPU here), and nbformat, papermill and nbconvert import jsonschema.
+# Run in kernels as source (a kernel's environment need not have the runner) and, through exec, in the runner's
+# own processes: see defer_iri_grammars.
+DEFER_IRI_GRAMMARS = """\
+import sys as _sys
+def _defer_iri_grammars(sys=_sys):
+    import importlib, importlib.util, types
+    if "rfc3987_syntax" in sys.modules or importlib.util.find_spec("rfc3987_syntax") is None:
+        return
+    stand_in = types.ModuleType("rfc3987_syntax")
+    def real():
+        if sys.modules.get("rfc3987_syntax") is stand_in:
+            del sys.modules["rfc3987_syntax"]
+        return importlib.import_module("rfc3987_syntax")
+    stand_in.is_valid_syntax = lambda term, value: real().is_valid_syntax(term, value)
+    def attribute(name):  # the import system's own questions (__path__, __spec__...) must not load it
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real(), name)
+    stand_in.__getattr__ = attribute
+    sys.modules["rfc3987_syntax"] = stand_in
+_defer_iri_grammars()
+del _sys, _defer_iri_grammars
+"""
 
-    jsonschema then checks no ``iri``/``iri-reference`` formats, which no notebook schema uses (jsonschema
-    issue #1428). For the runner's own processes only (the CLI, step processes), before anything imports
-    jsonschema; never in a kernel, where the author's code may validate with jsonschema.
+
+def defer_iri_grammars() -> None:
+    """Put off building ``rfc3987_syntax``'s Lark grammars until an IRI is checked.
+
+    jsonschema imports that module for its ``iri`` formats, and it builds some 35 grammars at import: about 1.8 s
+    of CPU in every process that imports nbformat, papermill, nbconvert or scrapbook (jsonschema issue #1428),
+    though no notebook schema has an IRI. A stand-in module takes its place; the first IRI checked imports the
+    real one, so jsonschema keeps every format. The runner's own processes call this first thing, and kernels run
+    :data:`DEFER_IRI_GRAMMARS` before their preloads.
     """
-    sys.modules.setdefault("rfc3987_syntax", None)  # None: importing it raises ImportError, which jsonschema skips
+    exec(DEFER_IRI_GRAMMARS, {})
 
 
 def sha256_file(path: str | Path) -> str:
@@ -298,12 +324,13 @@ class Kernel:
         self._client.start_channels()
         self._run_sync(self._client.wait_for_ready)(timeout=timeout)
         if modules:
-            code = "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass" for module in modules)
+            code = DEFER_IRI_GRAMMARS + "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass"
+                                                   for module in modules)
             self._preloading = self._client.execute(code, silent=True, store_history=False)
 
     def prepare(self, env: dict[str, str], cwd: str | Path, timeout: float = 60) -> None:
         """Give the kernel the step's environment and working folder, once any preload is done."""
-        code = f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
+        code = DEFER_IRI_GRAMMARS + f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
         self._run_sync(self._execute_silently)(code, timeout)
 
     async def _execute_silently(self, code: str, timeout: float) -> None:

@@ -374,7 +374,7 @@ def _child() -> int:
         from runner.notebook import adapter
         from runner.errors import StepFailed
 
-        adapter.skip_iri_checks()  # before papermill imports jsonschema
+        adapter.defer_iri_grammars()  # before papermill imports jsonschema
     except Exception:  # reported once a task arrives, in the step's log, where one looks
         broken = traceback.format_exc()
     else:
