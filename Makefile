@@ -28,15 +28,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	@if uv=$$($(FIND_UV)); then \
 	    echo "$$uv pip install --compile-bytecode --require-hashes -r $(LOCK); $$uv pip install --no-deps -e ."; \
 	    $$uv pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes -r $(LOCK) && \
-	    $$uv pip install --quiet --python $(BIN)/python --no-deps -e . && \
-	    $(BIN)/python -m compileall -q -j 0 runner; \
+	    $$uv pip install --quiet --python $(BIN)/python --no-deps -e .; \
 	else \
 	    echo "uv could not be installed: pip installs $(LOCK)"; \
 	    $(BIN)/python -m pip install --quiet --upgrade pip && \
 	    $(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK) && \
-	    $(BIN)/python -m pip install --quiet --no-deps -e . && \
-	    $(BIN)/python -m compileall -q -j 0 runner; \
+	    $(BIN)/python -m pip install --quiet --no-deps -e .; \
 	fi
+	$(BIN)/python -m compileall -q -j 0 runner
 	touch $(STAMP)
 
 # Resolves pyproject.toml with every extra for every platform (markers where they differ) from Python 3.11 up.

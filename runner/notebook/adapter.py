@@ -319,18 +319,18 @@ class Kernel:
         run_sync(self.manager.start_kernel)()
 
     def preload(self, modules: list[str], timeout: float = 60) -> None:
-        """Start importing ``modules`` in the kernel (installed libraries), without waiting for it."""
+        """Start importing ``modules`` in the kernel (installed libraries), without waiting for it; first, always,
+        the stand-in that puts off jsonschema's IRI grammars (:data:`DEFER_IRI_GRAMMARS`)."""
         self._client = self.manager.client()
         self._client.start_channels()
         self._run_sync(self._client.wait_for_ready)(timeout=timeout)
-        if modules:
-            code = DEFER_IRI_GRAMMARS + "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass"
-                                                   for module in modules)
-            self._preloading = self._client.execute(code, silent=True, store_history=False)
+        code = DEFER_IRI_GRAMMARS + "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass"
+                                               for module in modules)
+        self._preloading = self._client.execute(code, silent=True, store_history=False)
 
     def prepare(self, env: dict[str, str], cwd: str | Path, timeout: float = 60) -> None:
         """Give the kernel the step's environment and working folder, once any preload is done."""
-        code = DEFER_IRI_GRAMMARS + f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
+        code = f"import os as _o; _o.environ.update({dict(env)!r}); _o.chdir({str(cwd)!r}); del _o"
         self._run_sync(self._execute_silently)(code, timeout)
 
     async def _execute_silently(self, code: str, timeout: float) -> None:
