@@ -107,6 +107,12 @@ def project(tmp_path, runner_home) -> Project:
     return Project(root, runner_home)
 
 
+def is_kernel(cmdline: list[str] | None) -> bool:
+    """A kernel's command line: as jupyter_client starts it, or as a kernel from the fork server shows it (one
+    string: runner.notebook.forkserver)."""
+    return "ipykernel_launcher" in " ".join(cmdline or []).split()
+
+
 def notebook(name: str) -> str:
     return str(NOTEBOOKS / f"{name}.ipynb")
 

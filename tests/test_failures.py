@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from conftest import NOTEBOOKS, step
+from conftest import NOTEBOOKS, is_kernel, step
 from mlflow.tracking import MlflowClient
 
 from runner.run import pipeline
@@ -41,7 +41,7 @@ def kernels_of(home: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "ipykernel_launcher" in (proc.info["cmdline"] or []) and proc.environ().get("RUNNER_HOME") == str(home):
+            if is_kernel(proc.info["cmdline"]) and proc.environ().get("RUNNER_HOME") == str(home):
                 found.append(proc)
         except (psutil.AccessDenied, psutil.NoSuchProcess):
             continue

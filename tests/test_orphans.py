@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from conftest import step
+from conftest import is_kernel, step
 
 from runner.config import load_config
 from runner.data.warehouse import Warehouse
@@ -84,12 +84,14 @@ def test_a_killed_runner_takes_its_steps_kernels_and_their_writes_with_it(projec
     try:
         kernel, helper, inside_at = wait_for_file(marker, runner).split()
         kernel, helper = int(kernel), int(helper)
-        step_process = psutil.Process(kernel).parent().pid
         started = processes_of(project.home)
-        assert {runner.pid, step_process, kernel, helper} <= {proc.pid for proc in started}
         (record,) = records(project)
         recorded = {child.pid: child.role for child in record.process.children}
-        assert recorded.get(step_process) == "step process" and recorded.get(kernel) == "kernel", recorded
+        step_process = next(child.pid for child in record.process.children
+                            if child.role == "step process" and child.step == "score")
+        assert {runner.pid, step_process, kernel, helper} <= {proc.pid for proc in started}
+        assert recorded.get(kernel) == "kernel", recorded
+        assert is_kernel(psutil.Process(kernel).cmdline()), "the kernel's command line"
 
         runner.kill()
         runner.wait()
@@ -115,8 +117,9 @@ def test_a_warm_step_process_dies_with_its_runner_too(project, tmp_path):
         deadline, warm = time.monotonic() + 120, []
         while time.monotonic() < deadline and not warm:
             attempted = list((project.home / "runs" / "p").glob("*/flaky.attempt1.ipynb"))
-            warm = [proc for proc in processes_of(project.home) if "runner.run.stepproc" in proc.cmdline()
-                    and any("ipykernel_launcher" in child.cmdline() for child in proc.children())] if attempted else []
+            found = processes_of(project.home) if attempted else []
+            kernels = [proc for proc in found if is_kernel(proc.cmdline())]
+            warm = [proc for proc in found if "runner.run.stepproc" in proc.cmdline()] if len(kernels) >= 1 else []
             time.sleep(0.3)
         assert warm, "no warm step process with its kernel while the retry waits"
         time.sleep(2)  # its kernel ready, the process reads stdin

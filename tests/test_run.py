@@ -195,7 +195,7 @@ def test_putting_off_iri_grammars_keeps_notebooks_readable_and_iris_checked(tmp_
     has no IRI), and jsonschema still checks IRIs, building them on the first one."""
     import subprocess
 
-    code = ("from runner.notebook import adapter; adapter.defer_iri_grammars()\n"
+    code = ("from runner.notebook import grammars; grammars.defer_iri_grammars()\n"
             "import sys, nbformat, jsonschema\n"
             f"nb = nbformat.read({notebook('ok')!r}, as_version=4); nbformat.validate(nb)\n"
             "bad = nbformat.v4.new_notebook(); bad.cells.append({'cell_type': 'code'})\n"

@@ -16,13 +16,13 @@ def entry() -> None:
     """The ``runner`` program: :data:`main` with a quick start and a quick exit.
 
     Tests call :data:`main` itself (click's runner, in their own process); only the program puts off jsonschema's
-    IRI grammars (:func:`runner.notebook.adapter.defer_iri_grammars`) and skips the interpreter's teardown
+    IRI grammars (:func:`runner.notebook.grammars.defer_iri_grammars`) and skips the interpreter's teardown
     (:func:`runner.run.stepproc.quick_exit`): together a second or two of each command's time.
     """
-    from runner.notebook import adapter
+    from runner.notebook.grammars import defer_iri_grammars
     from runner.run.stepproc import quick_exit
 
-    adapter.defer_iri_grammars()
+    defer_iri_grammars()
     try:
         main()
         code = 0

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import FIRST_LINE_LENGTH, FailedCell, ParameterError, StepFailed
+from runner.notebook import forkserver
 from runner.notebook.contract import Declared, Parameter, ParameterContract, declared_parameters, infer_type
+from runner.notebook.grammars import DEFER_IRI_GRAMMARS
 from runner.secrets import SECRET_MARK, Redactor, kernel_source, secret_parameters
 
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill's own tag, so its tools strip our banner too
@@ -40,43 +42,6 @@ class StopExecution(BaseException):
         super().__init__(ename, evalue)
         self.ename = ename
         self.evalue = evalue
-
-
-# Run in kernels as source (a kernel's environment need not have the runner) and, through exec, in the runner's
-# own processes: see defer_iri_grammars.
-DEFER_IRI_GRAMMARS = """\
-import sys as _sys
-def _defer_iri_grammars(sys=_sys):
-    import importlib, importlib.util, types
-    if "rfc3987_syntax" in sys.modules or importlib.util.find_spec("rfc3987_syntax") is None:
-        return
-    stand_in = types.ModuleType("rfc3987_syntax")
-    def real():
-        if sys.modules.get("rfc3987_syntax") is stand_in:
-            del sys.modules["rfc3987_syntax"]
-        return importlib.import_module("rfc3987_syntax")
-    stand_in.is_valid_syntax = lambda term, value: real().is_valid_syntax(term, value)
-    def attribute(name):  # the import system's own questions (__path__, __spec__...) must not load it
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(real(), name)
-    stand_in.__getattr__ = attribute
-    sys.modules["rfc3987_syntax"] = stand_in
-_defer_iri_grammars()
-del _sys, _defer_iri_grammars
-"""
-
-
-def defer_iri_grammars() -> None:
-    """Put off building ``rfc3987_syntax``'s Lark grammars until an IRI is checked.
-
-    jsonschema imports that module for its ``iri`` formats, and it builds some 35 grammars at import: about 1.8 s
-    of CPU in every process that imports nbformat, papermill, nbconvert or scrapbook (jsonschema issue #1428),
-    though no notebook schema has an IRI. A stand-in module takes its place; the first IRI checked imports the
-    real one, so jsonschema keeps every format. The runner's own processes call this first thing, and kernels run
-    :data:`DEFER_IRI_GRAMMARS` before their preloads.
-    """
-    exec(DEFER_IRI_GRAMMARS, {})
 
 
 def sha256_file(path: str | Path) -> str:
@@ -316,6 +281,7 @@ class Kernel:
         self._client = None
         self._preloading: str | None = None
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
+        forkserver.use_forked_kernels(self.manager)
         run_sync(self.manager.start_kernel)()
 
     def preload(self, modules: list[str], timeout: float = 60) -> None:

@@ -157,7 +157,7 @@ def step_processes(config: Config, keep_warm: int = 0) -> StepProcesses:
     """Step processes for this project's kernel, preloads and logs."""
     home = config.stores.home
     return StepProcesses(adapter.ensure_kernel(home), str(home), str(home / "logs"), config.defaults.preload,
-                         keep_warm)
+                         keep_warm, fork_kernels=True)
 
 
 def _result(future: Future) -> tuple[StepOutcome, list[Attempt]]:

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from runner.notebook import forkserver
+
 GRACE_SECONDS = 20.0  # after a deadline or stop request, how long a step gets before it is killed
 RUNNER_PID = "RUNNER_STEP_PARENT"  # in a step process's environment: the pid of the runner it must die with
 PARENT_POLL_SECONDS = 0.5  # how often a step process checks that its runner is alive (besides the signal below)
@@ -226,10 +228,13 @@ class StepProcesses:
         log_dir: str,
         preload: tuple[str, ...] = (),
         keep_warm: int = 0,
+        fork_kernels: bool = False,
     ) -> None:
         self.kernel_name, self.jupyter_path, self.log_dir = kernel_name, jupyter_path, log_dir
         self.preload = preload
         self.keep_warm = keep_warm  # processes kept ready between runs (replay, scheduler)
+        self.fork_kernels = fork_kernels  # kernels come from a fork server that imported the preloads once
+        self._forkserver: forkserver.ForkServer | None = None
         self._lock = threading.RLock()  # warm() spawns while holding it
         self._idle: list[subprocess.Popen] = []
         self._logs: dict[int, str] = {}  # pid -> log file of a process not yet given a step
@@ -256,8 +261,12 @@ class StepProcesses:
     def _spawn(self) -> subprocess.Popen:
         os.makedirs(self.log_dir, exist_ok=True)
         log = os.path.join(self.log_dir, f"step-{uuid.uuid4().hex}.log")
+        with self._lock:
+            if self.fork_kernels and self._forkserver is None:
+                self._forkserver = forkserver.ForkServer(self.preload, os.path.join(self.log_dir, "kernels.log"))
         env = {
             **os.environ,
+            **(self._forkserver.env if self._forkserver is not None else {}),
             "RUNNER_KERNEL_NAME": self.kernel_name,
             "RUNNER_STEP_LOG": log,
             "RUNNER_KERNEL_PRELOAD": json.dumps(list(self.preload)),
@@ -294,6 +303,10 @@ class StepProcesses:
             proc.wait()
             with contextlib.suppress(OSError):
                 os.unlink(self._logs.pop(proc.pid, ""))
+        with self._lock:
+            server, self._forkserver = self._forkserver, None
+        if server is not None:
+            server.close()  # the kernels it forked run on, each until its step process ends
 
 
 def run_step(
@@ -371,10 +384,11 @@ def _child() -> int:
     kernel = broken = None
     reported: set[int] = set()
     try:
-        from runner.notebook import adapter
-        from runner.errors import StepFailed
+        from runner.notebook.grammars import defer_iri_grammars
 
-        adapter.defer_iri_grammars()  # before papermill imports jsonschema
+        defer_iri_grammars()  # before papermill imports jsonschema
+        from runner.errors import StepFailed
+        from runner.notebook import adapter
     except Exception:  # reported once a task arrives, in the step's log, where one looks
         broken = traceback.format_exc()
     else:
@@ -512,11 +526,26 @@ def _report_processes(emit: Callable[..., None], reported: set[int]) -> set[int]
     """Tell the runner of this process's descendants (its kernel) it was not told of yet; returns their pids."""
     import psutil
 
-    pids = [proc.pid for proc in psutil.Process().children(recursive=True) if proc.pid not in reported]
+    pids = [proc.pid for proc in _descendants() if proc.pid not in reported]
     found = _identities(pids, "kernel")
     if found:
         emit(event="processes", processes=found)
     return {process["pid"] for process in found}
+
+
+def _descendants() -> list[Any]:
+    """The processes this one started, as psutil sees them, with the kernels it had forked
+    (:mod:`runner.notebook.forkserver`: not its children) and what those started."""
+    import psutil
+
+    found = []
+    with contextlib.suppress(psutil.Error):
+        found += psutil.Process().children(recursive=True)
+    for pid in forkserver.forked_pids():
+        with contextlib.suppress(psutil.Error):
+            kernel = psutil.Process(pid)
+            found += [kernel, *kernel.children(recursive=True)]
+    return found
 
 
 def _die_with_runner(runner: int) -> None:
@@ -558,13 +587,11 @@ def _orphaned(runner: int) -> None:
     """
     import psutil
 
-    try:
-        tree = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        tree = []
+    forked = set(forkserver.forked_pids())
+    tree = _descendants()
     for proc in tree:
         with contextlib.suppress(OSError, psutil.Error):
-            if proc.ppid() == os.getpid() and os.getpgid(proc.pid) == proc.pid:
+            if (proc.pid in forked or proc.ppid() == os.getpid()) and os.getpgid(proc.pid) == proc.pid:
                 os.killpg(proc.pid, signal.SIGKILL)
     for proc in tree:
         with contextlib.suppress(psutil.Error):

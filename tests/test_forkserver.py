@@ -1,0 +1,95 @@
+"""Kernels come from a fork server that imported their libraries once (runner.notebook.forkserver): each step's
+kernel is a child of the server, with the preloads already imported, the step's environment and working folder, a
+kernel's command line; the server ends with its run; without a server, kernels start the usual way."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+from conftest import is_kernel, write_notebook
+
+from runner.config import load_config
+from runner.run.stepproc import StepProcesses
+from runner.store.records import RunStore
+
+PRELOAD = "xml.dom.minidom"  # imported by neither ipykernel, scrapbook nor the runner: only the preload puts it there
+WHO = """\
+import os, sys, psutil, scrapbook as sb
+me = psutil.Process()
+parent = me.parent()
+sb.glue("pid", me.pid)
+sb.glue("parent", parent.pid)
+sb.glue("parent_cmdline", parent.cmdline())
+sb.glue("cmdline", me.cmdline())
+sb.glue("preloaded", "%s" in sys.modules)
+sb.glue("cwd", os.getcwd())
+sb.glue("env", os.environ.get("FORK_TEST_VALUE", "unset"))
+sb.glue("mlflow_run", os.environ.get("MLFLOW_RUN_ID", "unset"))
+""" % PRELOAD
+
+
+def words(cmdline: list[str]) -> list[str]:
+    """A command line's words, also when setproctitle made it one string (the server's and its kernels')."""
+    return " ".join(cmdline).split()
+
+
+def scraps_of(project) -> tuple[dict, object]:
+    (record,) = RunStore(load_config(project.config).stores.runs).list()
+    return {name: step.scraps for name, step in record.steps.items()}, record
+
+
+def servers_of(home) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if "runner.notebook.forkserver" in words(proc.cmdline()) and proc.environ().get("RUNNER_HOME") == str(home):
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_each_steps_kernel_is_forked_from_one_server_that_imported_the_preloads(project, monkeypatch):
+    write_notebook(project.root / "who.ipynb", [("parameters", "x = 1"), WHO])
+    monkeypatch.setenv("FORK_TEST_VALUE", "from the runner's environment")
+    project.write({"p": {"steps": {"a": {"notebook": "who.ipynb"}, "b": {"notebook": "who.ipynb", "needs": ["a"]}}}},
+                  defaults={"preload": [PRELOAD]})
+    result = project.cli("run", "p")
+    assert result.exit_code == 0, result.output
+    scraps, record = scraps_of(project)
+    a, b = scraps["a"], scraps["b"]
+    assert a["parent"] == b["parent"], "one server forked both kernels"
+    assert words(a["parent_cmdline"])[1:3] == ["-m", "runner.notebook.forkserver"], a["parent_cmdline"]
+    assert a["preloaded"] is True and b["preloaded"] is True
+    assert is_kernel(a["cmdline"]) and words(a["cmdline"])[1:4] == ["-m", "ipykernel_launcher", "-f"], a["cmdline"]
+    assert a["env"] == b["env"] == "from the runner's environment"
+    assert a["cwd"] == b["cwd"] == str(project.root)
+    assert a["mlflow_run"] == record.steps["a"].mlflow_run_id and b["mlflow_run"] == record.steps["b"].mlflow_run_id
+    recorded = {child.pid: child.role for child in record.process.children}
+    assert recorded.get(a["pid"]) == "kernel" and recorded.get(b["pid"]) == "kernel", "recorded for the lock"
+    assert servers_of(project.home) == [], "the server ends with its run"
+
+
+def test_kernels_start_the_usual_way_once_the_server_is_gone(project):
+    """Step a kills the server (its kernel's parent); step c, whose process starts after, gets a kernel of its own."""
+    write_notebook(project.root / "who.ipynb", [("parameters", "x = 1"), WHO])
+    write_notebook(project.root / "kill.ipynb", [("parameters", "x = 1"), WHO,
+                                                 "import signal\nos.kill(parent.pid, signal.SIGKILL)"])
+    project.write({"p": {"steps": {"a": {"notebook": "kill.ipynb"}, "b": {"notebook": "who.ipynb", "needs": ["a"]},
+                                   "c": {"notebook": "who.ipynb", "needs": ["b"]}}}})
+    result = project.cli("run", "p")
+    assert result.exit_code == 0, result.output
+    scraps, record = scraps_of(project)
+    assert "runner.notebook.forkserver" in words(scraps["a"]["parent_cmdline"])
+    assert "runner.run.stepproc" in words(scraps["c"]["parent_cmdline"]), scraps["c"]["parent_cmdline"]
+    assert record.steps["b"].status == "succeeded" and record.steps["c"].status == "succeeded"
+
+
+def test_closing_the_step_processes_ends_their_server(tmp_path):
+    processes = StepProcesses("no-such-kernel", str(tmp_path), str(tmp_path / "logs"), fork_kernels=True)
+    processes.warm(1)
+    server = psutil.Process(processes._forkserver._proc.pid)
+    assert "runner.notebook.forkserver" in words(server.cmdline())
+    processes.close()
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
