@@ -338,7 +338,8 @@ class DefaultsConfig(_Frozen):
     executor: str = Field("local", pattern=PLUGIN_NAME, description="where steps run: local (this machine) or an "
                           "executor from a plugin (entry point group notebook_runner.executors); --executor overrides")
     # Installed libraries a kernel imports while it waits for its step (start-up off the critical path).
-    preload: tuple[str, ...] = Field(("scrapbook",), description="libraries each kernel imports while it waits")
+    preload: tuple[str, ...] = Field(("scrapbook",), description="libraries the kernels' fork server imports once, so "
+                                     "that each step's kernel starts with them (runner.notebook.forkserver)")
 
     _durations = field_validator("timeout", "cell_timeout", mode="before")(parse_duration)
     _deadlines = field_validator("timeout", "cell_timeout")(positive_deadline)

@@ -270,6 +270,7 @@ def _import(modules: list[str]) -> None:
         import setproctitle
 
         setproctitle.getproctitle()  # finds the command line now, while the environment is the one it began with
+        setproctitle.setthreadtitle(os.path.basename(sys.executable)[:15])  # the name top shows, not the title's
     except ImportError:
         pass
     finally:

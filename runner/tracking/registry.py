@@ -139,7 +139,10 @@ class Registry:
         import mlflow.sklearn
 
         with self.tracker.wrapped(f"load the model {uri} from"):
-            loaded = mlflow.pyfunc.load_model(uri)
+            # Without MLflow's check of the version's requirements against what is installed: it maps every
+            # installed distribution to its modules (about 3 s per kernel) to log a warning that kernels keep
+            # quiet anyway (nb.quiet_expected_warnings: MLflow's logger at ERROR)
+            loaded = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
             if "sklearn" in loaded.metadata.flavors:  # versions registered before the pyfunc wrapper
                 return mlflow.sklearn.load_model(uri)
             return loaded.unwrap_python_model().estimator
