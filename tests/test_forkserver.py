@@ -5,11 +5,14 @@ kernel's command line; the server ends with its run; without a server, kernels s
 from __future__ import annotations
 
 import os
+import socket
 
 import psutil
 from conftest import is_kernel, write_notebook
 
 from runner.config import load_config
+from runner.notebook import adapter
+from runner.notebook.forkserver import SOCKET_ENV, ForkServer
 from runner.run.stepproc import StepProcesses
 from runner.store.records import RunStore
 
@@ -93,3 +96,24 @@ def test_closing_the_step_processes_ends_their_server(tmp_path):
     assert "runner.notebook.forkserver" in words(server.cmdline())
     processes.close()
     assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_bad_request_leaves_the_server_serving_and_its_kernel_runs_code_and_reports_its_exit(tmp_path, monkeypatch):
+    server = ForkServer((), tmp_path / "server.log")
+    try:
+        for garbage in (b"", b"\x00\x01", b"\x00" * 7 + b"\x05{bad}"):  # cut short, too short, not JSON
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bad:
+                bad.connect(server.socket)
+                bad.sendall(garbage)
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+        monkeypatch.setenv(SOCKET_ENV, server.socket)
+        kernel = adapter.Kernel(adapter.ensure_kernel(tmp_path))
+        forked = kernel.manager.provisioner.process
+        assert psutil.Process(forked.pid).ppid() == server._proc.pid
+        kernel.prepare({"FORKED": "yes"}, tmp_path)  # runs code in it
+        kernel.shutdown()
+        assert forked.returncode == 0, "its exit, as the server reported it"
+        assert not psutil.pid_exists(forked.pid)
+    finally:
+        server.close()
+    assert not os.path.exists(server.socket)

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,19 @@ class ForkServer:
 
         self._folder = tempfile.mkdtemp(prefix="runner-kernels-")  # 0700: only this user may ask it to fork
         self.socket = os.path.join(self._folder, "socket")
+        # Listening before the server starts: step processes may connect (and wait) while it imports
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.socket)
+        listener.listen(64)
         env = {**os.environ, MODULES_ENV: json.dumps(list(modules)), OWNER_ENV: str(os.getpid())}
-        with open(log, "ab") as stderr:
-            self._proc = subprocess.Popen([sys.executable, "-m", __name__, self.socket, " " * _TITLE_ROOM], env=env,
-                                          stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                          start_new_session=True)  # Ctrl-C on the runner is not for it
+        try:
+            with open(log, "ab") as stderr:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", __name__, str(listener.fileno()), self.socket, " " * _TITLE_ROOM],
+                    env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, pass_fds=[listener.fileno()],
+                    start_new_session=True)  # Ctrl-C on the runner is not for it
+        finally:
+            listener.close()
 
     @property
     def env(self) -> dict[str, str]:
@@ -227,12 +236,21 @@ def _read_line(conn: socket.socket) -> bytes:
 # The server ---------------------------------------------------------------------------------------------------
 
 
-def serve(path: str, modules: list[str], owner: int) -> None:
-    """Listen on ``path``, import ``modules``, then fork a kernel for each request until ``owner`` is gone."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)  # step processes may connect (and wait) while the imports below run
-    _import(modules)
+def serve(fd: int, path: str, modules: list[str], owner: int) -> None:
+    """Import ``modules``, then fork a kernel for each request on the listening socket ``fd`` (bound to ``path``,
+    removed on the way out) until ``owner`` is gone."""
+    listener = socket.socket(fileno=fd)
+    try:
+        _import(modules)
+        _serve(listener, owner)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))
+
+
+def _serve(listener: socket.socket, owner: int) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -243,6 +261,14 @@ def serve(path: str, modules: list[str], owner: int) -> None:
     owner_fd = _pidfd(owner)
     if owner_fd is not None:
         selector.register(owner_fd, selectors.EVENT_READ, "owner")
+
+    def close_in_child() -> None:
+        selector.close()
+        listener.close()
+        for fd in (wake_r, wake_w, owner_fd):
+            if fd is not None:
+                os.close(fd)
+
     children: dict[int, socket.socket] = {}
     while os.getppid() == owner:
         for key, _ in selector.select(timeout=POLL_SECONDS):
@@ -254,9 +280,8 @@ def serve(path: str, modules: list[str], owner: int) -> None:
                 _reap(children)
             else:
                 conn, _ = listener.accept()
-                with contextlib.suppress(OSError, ValueError):
-                    _fork(conn, children, lambda: (selector.close(), listener.close(), os.close(wake_r),
-                                                   os.close(wake_w)))
+                with contextlib.suppress(OSError, ValueError, struct.error):  # that request only: it is closed
+                    _fork(conn, children, close_in_child)
 
 
 def _import(modules: list[str]) -> None:
@@ -286,7 +311,7 @@ def _import(modules: list[str]) -> None:
             print(f"kernel fork server: could not preload {module}: {exc}", file=sys.stderr, flush=True)
 
 
-def _fork(conn: socket.socket, children: dict[int, socket.socket], close_server) -> None:
+def _fork(conn: socket.socket, children: dict[int, socket.socket], close_server: Callable[[], None]) -> None:
     conn.settimeout(10)
     header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
     try:
@@ -349,6 +374,7 @@ def _become_kernel(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = [_launcher_path(), *request["args"]]
+        sys.path[0] = os.getcwd()  # as `python -m` sets it in the folder the kernel starts in (the server's was)
         _retitle([sys.executable, *_LAUNCHER, *request["args"]])
         _die_with(int(request["owner"]))
         from ipykernel import kernelapp
@@ -433,4 +459,4 @@ def _alive(pid: int) -> bool:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], json.loads(os.environ.get(MODULES_ENV, "[]")), int(os.environ[OWNER_ENV]))
+    serve(int(sys.argv[1]), sys.argv[2], json.loads(os.environ.get(MODULES_ENV, "[]")), int(os.environ[OWNER_ENV]))
