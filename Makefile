@@ -14,7 +14,7 @@ FIND_UV = command -v uv || { { test -x $(BIN)/uv || $(BIN)/python -m pip install
 # that still fit and resolves only what pyproject.toml changed.
 LOCK_FLAGS ?=
 
-.PHONY: venv lock test test-fast demo bench clean docs
+.PHONY: venv lock test test-fast demo bench clean docs durations
 
 venv: $(STAMP)
 
@@ -49,6 +49,10 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --site-dir build/docs
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
+
+# Measures each test module into tests/durations.json, which `make test` reads to start the longest first.
+durations: $(STAMP)
+	RUNNER_TEST_DURATIONS=tests/durations.json $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The documentation site (mkdocs.yml, docs/) into build/docs; --strict fails on any warning.
 docs: $(STAMP)
