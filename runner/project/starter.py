@@ -37,6 +37,13 @@ RUNNER_YAML = """\
 
 dictionary: data/dictionary.yaml   # the data dictionary: tables, columns, PII, allowed purposes
 
+defaults:
+  # What the notebooks import, imported once by the kernels' fork server: each step's kernel starts with them
+  preload: [scrapbook, pandas, sklearn.ensemble, sklearn.pipeline, sklearn.compose, sklearn.impute,
+            sklearn.preprocessing, sklearn.model_selection, sklearn.metrics, matplotlib.pyplot, mlflow,
+            mlflow.sklearn, mlflow.pyfunc, mlflow.store.tracking.sqlalchemy_store,
+            mlflow.store.model_registry.sqlalchemy_store, skops.io, runner.nb, runner.data, runner.monitoring]
+
 pipelines:
   churn_ingest:                      # a month of customers from data/example/customers.csv into the warehouse
     purpose: churn_modelling         # what the data is used for: a purpose of data/dictionary.yaml
