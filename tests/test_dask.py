@@ -176,8 +176,8 @@ def test_a_teams_project_trains_scores_and_monitors_on_the_cluster_and_two_sched
 
     runner("init", str(root))
     config = root / "runner.yaml"
-    config.write_text(config.read_text() + f"\ndefaults: {{executor: dask}}\nexecutors:\n  dask: {{address: "
-                                           f"'{dask_cluster.address}'}}\n")
+    text = config.read_text().replace("\ndefaults:\n", "\ndefaults:\n  executor: dask\n", 1)  # as a team would
+    config.write_text(text + f"\nexecutors:\n  dask: {{address: '{dask_cluster.address}'}}\n")
     ids = {}
     for pipeline, params in (("churn_ingest", ["-p", "ingest.months=3"]), ("churn_train", ["-p", "train.train_months=2"]),
                              ("churn_score", [])):

@@ -237,7 +237,8 @@ def _processes(kernel: str, home: Path, logs: Path) -> StepProcesses:
     with _PROCESSES_LOCK:
         found = _PROCESSES.get((kernel, str(home)))
         if found is None:
-            found = _PROCESSES[(kernel, str(home))] = StepProcesses(kernel, str(home), str(logs), keep_warm=1)
+            found = _PROCESSES[(kernel, str(home))] = StepProcesses(kernel, str(home), str(logs), keep_warm=1,
+                                                                   fork_kernels=True)
         return found
 
 
