@@ -44,15 +44,17 @@ lock:
 	uv=$$($(FIND_UV)) && $$uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
 	    --generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) --output-file $(LOCK)
 
-# Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once.
+# Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once; in the order
+# tests/conftest.py sorts them (the longest first), which xdist would otherwise replace by the number of tests.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --site-dir build/docs
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest $(XDIST) --durations=25
 
 # Measures each test module into tests/durations.json, which `make test` reads to start the longest first.
 durations: $(STAMP)
-	RUNNER_TEST_DURATIONS=tests/durations.json $(BIN)/python -m pytest -n 2 --dist loadfile
+	RUNNER_TEST_DURATIONS=tests/durations.json $(BIN)/python -m pytest $(XDIST)
 
 # The documentation site (mkdocs.yml, docs/) into build/docs; --strict fails on any warning.
 docs: $(STAMP)

@@ -431,8 +431,6 @@ def _die_with(owner: int) -> None:
                 time.sleep(POLL_SECONDS)
         os.killpg(0, signal.SIGKILL)
 
-    if fd is None and not _alive(owner):
-        os.killpg(0, signal.SIGKILL)
     threading.Thread(target=watch, name="step-watch", daemon=True).start()
 
 
@@ -453,8 +451,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's: alive
+        pass
     return True
 
 
