@@ -14,7 +14,7 @@ FIND_UV = command -v uv || { { test -x $(BIN)/uv || $(BIN)/python -m pip install
 # that still fit and resolves only what pyproject.toml changed.
 LOCK_FLAGS ?=
 
-.PHONY: venv lock test test-fast demo bench clean docs durations
+.PHONY: venv lock test test-fast demo bench clean docs
 
 venv: $(STAMP)
 
@@ -44,17 +44,11 @@ lock:
 	uv=$$($(FIND_UV)) && $$uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
 	    --generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) --output-file $(LOCK)
 
-# Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once; in the order
-# tests/conftest.py sorts them (the longest first), which xdist would otherwise replace by the number of tests.
-XDIST := -n 2 --dist loadfile --no-loadscope-reorder
+# Two workers (pytest-xdist), each taking whole test modules, so a module's shared fixtures start once.
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --site-dir build/docs
-	$(BIN)/python -m pytest $(XDIST) --durations=25
-
-# Measures each test module into tests/durations.json, which `make test` reads to start the longest first.
-durations: $(STAMP)
-	RUNNER_TEST_DURATIONS=tests/durations.json $(BIN)/python -m pytest $(XDIST)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # The documentation site (mkdocs.yml, docs/) into build/docs; --strict fails on any warning.
 docs: $(STAMP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import shutil
@@ -30,34 +29,11 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-# Seconds each test module took in a full run (`make durations` writes it): the longest start first
-DURATIONS = Path(__file__).with_name("durations.json")
-DURATIONS_ENV = "RUNNER_TEST_DURATIONS"  # where a run writes what it measured (make durations)
-
-
 def pytest_collection_modifyitems(config, items):
-    """The longest modules first, as measured (:data:`DURATIONS`), then those with slow tests, each module's tests
-    in their order: `make test` spreads whole modules over two workers (pytest-xdist, --dist loadfile), and a long
-    one started last would leave one worker running alone."""
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    """Modules with slow tests first, in their order: `make test` spreads whole modules over two workers
+    (pytest-xdist, --dist loadfile), and the long ones started last would leave one worker running alone."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: (-seconds.get(item.nodeid.split("::")[0], 0), item.module.__name__ not in slow))
-
-
-_measured: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report):
-    """Each test's set-up, call and teardown, summed by module (on xdist's controller, reports from both workers)."""
-    module = report.nodeid.split("::")[0]
-    _measured[module] = _measured.get(module, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session):
-    if os.environ.get(DURATIONS_ENV) and not hasattr(session.config, "workerinput") and _measured:
-        ordered = dict(sorted(((module, round(spent, 1)) for module, spent in _measured.items()),
-                              key=lambda entry: -entry[1]))
-        Path(os.environ[DURATIONS_ENV]).write_text(json.dumps(ordered, indent=1) + "\n")
+    items.sort(key=lambda item: item.module.__name__ not in slow)
 
 
 @pytest.fixture(scope="session")
