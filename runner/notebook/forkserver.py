@@ -178,9 +178,7 @@ class _Forked:
                 self._done(int(told.split()[1]))
                 return self.returncode
             self._orphan = True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+        if not _alive(self.pid):
             self._done(-1)
         return self.returncode
 
