@@ -113,6 +113,11 @@ def is_kernel(cmdline: list[str] | None) -> bool:
     return "ipykernel_launcher" in " ".join(cmdline or []).split()
 
 
+def is_step_process(cmdline: list[str] | None) -> bool:
+    """A step process's command line (``python -m runner.run.stepproc``), also as one string (forked ones)."""
+    return "runner.run.stepproc" in " ".join(cmdline or []).split()
+
+
 def notebook(name: str) -> str:
     return str(NOTEBOOKS / f"{name}.ipynb")
 

@@ -74,6 +74,46 @@ def test_each_steps_kernel_is_forked_from_one_server_that_imported_the_preloads(
     assert servers_of(project.home) == [], "the server ends with its run"
 
 
+STEP_PROCESSES = """\
+import psutil, scrapbook as sb
+found = {}
+for proc in psutil.process_iter():
+    try:
+        words = " ".join(proc.cmdline()).split()
+        if "runner.run.stepproc" in words:
+            found[str(proc.pid)] = {"ppid": proc.ppid(), "cmdline": words, "threads": proc.num_threads()}
+    except psutil.Error:
+        continue
+sb.glue("step_processes", found)
+sb.glue("kernel_parent", psutil.Process().ppid())
+"""
+
+
+def test_step_processes_are_forked_from_the_server_too_and_do_their_work(project):
+    """Each step's process is a child of the server that forked its kernel, shown as `python -m
+    runner.run.stepproc`; it runs the notebook, renders its page and reads its scraps as one started the usual way
+    does; and the runner hears of its end (the run finishes, each step's record complete)."""
+    write_notebook(project.root / "steps.ipynb", [("parameters", "x = 1"), STEP_PROCESSES])
+    project.write({"p": {"steps": {"a": {"notebook": "steps.ipynb"},
+                                   "b": {"notebook": "steps.ipynb", "needs": ["a"], "parameters": {"x": 2}},
+                                   "c": {"notebook": "steps.ipynb", "needs": ["b"]}}}})
+    result = project.cli("run", "p")
+    assert result.exit_code == 0, result.output
+    scraps, record = scraps_of(project)
+    recorded = {child.step: child.pid for child in record.process.children if child.role == "step process"}
+    assert sorted(recorded) == ["a", "b", "c"], record.process.children
+    for name, pid in recorded.items():
+        seen = scraps[name]["step_processes"].get(str(pid))
+        assert seen is not None, f"step {name}'s process {pid} was not running its notebook"
+        assert seen["ppid"] == scraps[name]["kernel_parent"], f"step {name}'s process is not the server's child"
+        assert seen["cmdline"][1:3] == ["-m", "runner.run.stepproc"], seen["cmdline"]
+        step = record.steps[name]
+        assert step.status == "succeeded" and step.ended_at and step.scraps["kernel_parent"] > 0
+        run_dir = project.home / "runs" / "p" / record.run_id
+        assert (run_dir / f"{name}.html").stat().st_size > 0 and (run_dir / f"{name}.ipynb").is_file()
+    assert servers_of(project.home) == [], "the server ends with its run"
+
+
 def test_kernels_start_the_usual_way_once_the_server_is_gone(project):
     """Step a kills the server (its kernel's parent); step c, whose process starts after, gets a kernel of its own."""
     write_notebook(project.root / "who.ipynb", [("parameters", "x = 1"), WHO])
@@ -92,6 +132,7 @@ def test_kernels_start_the_usual_way_once_the_server_is_gone(project):
 def test_closing_the_step_processes_ends_their_server(tmp_path):
     processes = StepProcesses("no-such-kernel", str(tmp_path), str(tmp_path / "logs"), fork_kernels=True)
     processes.warm(1)
+    processes._idle[0].result()  # started in a thread of its own
     server = psutil.Process(processes._forkserver._proc.pid)
     assert "runner.notebook.forkserver" in words(server.cmdline())
     processes.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from conftest import is_kernel, step
+from conftest import is_kernel, is_step_process, step
 
 from runner.config import load_config
 from runner.data.warehouse import Warehouse
@@ -119,7 +119,7 @@ def test_a_warm_step_process_dies_with_its_runner_too(project, tmp_path):
             attempted = list((project.home / "runs" / "p").glob("*/flaky.attempt1.ipynb"))
             found = processes_of(project.home) if attempted else []
             kernels = [proc for proc in found if is_kernel(proc.cmdline())]
-            warm = [proc for proc in found if "runner.run.stepproc" in proc.cmdline()] if len(kernels) >= 1 else []
+            warm = [proc for proc in found if is_step_process(proc.cmdline())] if len(kernels) >= 1 else []
             time.sleep(0.3)
         assert warm, "no warm step process with its kernel while the retry waits"
         time.sleep(2)  # its kernel ready, the process reads stdin
@@ -150,20 +150,22 @@ def clean_up(runner: subprocess.Popen, home: Path) -> None:
 
 
 def test_a_step_process_outlives_the_thread_that_started_it(tmp_path):
-    """Linux sends the parent-death signal when the *thread* that started a process ends; a step
-    process started ahead by a worker thread must not take that for its runner's death."""
+    """A step process started ahead is started by a thread that ends at once (StepProcesses.warm), inside a
+    worker thread that ends too; it must not take either for its runner's death (Linux's parent-death signal
+    would: it follows the thread that started a process)."""
     processes = StepProcesses("no-such-kernel", str(tmp_path), str(tmp_path / "logs"))
 
     def start_and_linger() -> None:
         processes.warm(1)
-        time.sleep(3)  # until the process asked for the signal
+        time.sleep(3)  # until the process watches its runner
 
     worker = threading.Thread(target=start_and_linger)
     worker.start()
     worker.join()
     try:
-        time.sleep(2)  # the signal, its handler and the watch thread's polls
-        (proc,) = processes._idle
+        (starting,) = processes._idle
+        proc = starting.result()
+        time.sleep(2)  # a watch that took the threads' end for the runner's would have ended it by now
         assert proc.poll() is None
     finally:
         processes.close()

@@ -12,6 +12,14 @@ its own. :func:`use_forked_kernels` gives a kernel manager the jupyter_client pr
 starts the kernel the usual way when there is no server, it cannot be reached, or the kernelspec runs another
 interpreter.
 
+The runner's step processes come from the same server (:meth:`ForkServer.fork`): a step process imports papermill
+and nbconvert and compiles the page's templates (about 1.7 s of CPU), and a pipeline starts one per step. Such a
+request names the function the child runs (``module:function``), with its standard streams; the runner gets a
+handle like a ``Popen``'s (:class:`Forked`). The server imports what those children need first (``processes``;
+an entry ``module:function`` is imported, then called once), and serves their requests between its imports of
+what kernels need (ipykernel, then ``kernels``, the project's preloads): a step process is forked within a second
+or two of the server's start, while a kernel's request waits until every import is done.
+
 A forked kernel is not a child of the step process that asked for it, so walking that process's children does
 not find it: the step process adds the pids it was given (:func:`forked_pids`), and the kernel watches its step
 process and SIGKILLs its own process group as soon as that process is gone, as a step process does with its
@@ -38,25 +46,26 @@ from pathlib import Path
 from typing import Any
 
 SOCKET_ENV = "RUNNER_KERNEL_FORKSERVER"  # in a step process's environment: the server's socket
-MODULES_ENV = "RUNNER_FORKSERVER_MODULES"  # in the server's: JSON list of the modules it imports first
+MODULES_ENV = "RUNNER_FORKSERVER_MODULES"  # in the server's: JSON, the modules it imports for processes and kernels
 OWNER_ENV = "RUNNER_FORKSERVER_OWNER"  # in the server's: the pid it lives and dies with
 REPLY_TIMEOUT = 300.0  # seconds a step process waits for its kernel's pid (the server may still be importing)
 POLL_SECONDS = 0.5  # how often the server and its kernels look for their owner, where a pidfd is not to be had
-_HEADER = struct.Struct("!Q")  # a request: its length, with the kernel's stdout and stderr attached, then JSON
+_HEADER = struct.Struct("!Q")  # a request: its length, with the child's stdout and stderr (and stdin) attached
 _LAUNCHER = ("-m", "ipykernel_launcher")
 # Blanks at the end of the server's command line: the room a kernel's own command line takes there (setproctitle)
 _TITLE_ROOM = 256
-_forked: dict[int, _Forked] = {}  # the kernels this process had forked, by pid
+_forked: dict[int, Forked] = {}  # the kernels this process had forked, by pid
 
 
 class ForkServer:
     """The fork server of one runner process (or worker): started at once, importing while steps get ready.
 
-    ``env`` goes into the environment of the step processes that should use it; :meth:`close` ends it (kernels
-    it forked run on). Its own output (a preload that failed to import) goes to ``log``.
+    ``env`` goes into the environment of the step processes that should use it; :meth:`fork` starts one of them
+    from it; :meth:`close` ends it (what it forked runs on). Its own output (a preload that failed to import) goes
+    to ``log``.
     """
 
-    def __init__(self, modules: tuple[str, ...], log: str | Path):
+    def __init__(self, kernels: tuple[str, ...], log: str | Path, processes: tuple[str, ...] = ()):
         import subprocess
 
         self._folder = tempfile.mkdtemp(prefix="runner-kernels-")  # 0700: only this user may ask it to fork
@@ -65,7 +74,8 @@ class ForkServer:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.socket)
         listener.listen(64)
-        env = {**os.environ, MODULES_ENV: json.dumps(list(modules)), OWNER_ENV: str(os.getpid())}
+        modules = json.dumps({"processes": list(processes), "kernels": list(kernels)})
+        env = {**os.environ, MODULES_ENV: modules, OWNER_ENV: str(os.getpid())}
         try:
             with open(log, "ab") as stderr:
                 self._proc = subprocess.Popen(
@@ -78,6 +88,26 @@ class ForkServer:
     @property
     def env(self) -> dict[str, str]:
         return {SOCKET_ENV: self.socket}
+
+    def fork(self, target: str, title: list[str], env: dict[str, str], stderr: Any) -> Forked | None:
+        """A process forked from the server that runs ``target`` (``module:function``, of the server's
+        ``processes``) with a pipe on its stdin and one on its stdout (the handle's ``stdin`` and ``stdout``,
+        binary) and ``stderr``, in a session of its own, shown as ``title`` in ``ps``; waits while the server
+        imports those modules. None when the server is gone (start it the usual way)."""
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        try:
+            forked = _request(self.socket, {"target": target, "title": title, "env": env, "cwd": os.getcwd()},
+                              [stdout_w, _fileno(stderr, 2), stdin_r])
+        finally:
+            os.close(stdin_r)
+            os.close(stdout_w)
+        if forked is None:
+            os.close(stdin_w)
+            os.close(stdout_r)
+            return None
+        forked.stdin, forked.stdout = os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb")
+        return forked
 
     def close(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -121,28 +151,35 @@ def _provisioner_class() -> type:
 
 
 def fork_kernel(cmd: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                stdout: Any = None, stderr: Any = None, **_: Any) -> _Forked | None:
+                stdout: Any = None, stderr: Any = None, **_: Any) -> Forked | None:
     """Ask the fork server for a kernel running ``cmd``; None when there is no server to ask, it is gone, or
     ``cmd`` is not ``<this python> -m ipykernel_launcher ...``."""
     env = dict(os.environ if env is None else env)
     path = env.pop(SOCKET_ENV, None)
     if not path or len(cmd) < 3 or tuple(cmd[1:3]) != _LAUNCHER or not _same_file(cmd[0], sys.executable):
         return None
-    request = json.dumps({"args": cmd[3:], "env": env, "cwd": str(cwd or os.getcwd()), "owner": os.getpid()})
-    fds = [_fileno(stdout, 1), _fileno(stderr, 2)]
+    forked = _request(path, {"args": cmd[3:], "env": env, "cwd": str(cwd or os.getcwd()), "owner": os.getpid()},
+                      [_fileno(stdout, 1), _fileno(stderr, 2)])
+    if forked is not None:
+        _forked[forked.pid] = forked
+    return forked
+
+
+def _request(path: str, request: dict[str, Any], fds: list[int]) -> Forked | None:
+    """The child the server at ``path`` forked for ``request`` (with ``fds``: stdout, stderr, and stdin if
+    given); None when there is no server to ask (it died, or was never started)."""
+    body = json.dumps(request).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(REPLY_TIMEOUT)
         conn.connect(path)
-        socket.send_fds(conn, [_HEADER.pack(len(request))], fds)
-        conn.sendall(request.encode())
-        reply = json.loads(_read_line(conn))
-        pid = int(reply["pid"])
-    except (OSError, ValueError, KeyError):  # no server (it died, or was never started): start it the usual way
+        socket.send_fds(conn, [_HEADER.pack(len(body))], fds)
+        conn.sendall(body)
+        pid = int(json.loads(_read_line(conn))["pid"])
+    except (OSError, ValueError, KeyError):
         conn.close()
         return None
-    forked = _forked[pid] = _Forked(pid, conn)
-    return forked
+    return Forked(pid, conn)
 
 
 def forked_pids() -> list[int]:
@@ -150,13 +187,16 @@ def forked_pids() -> list[int]:
     return [pid for pid, forked in list(_forked.items()) if forked.poll() is None]
 
 
-class _Forked:
-    """A forked kernel as jupyter_client's provisioner handles a ``Popen``: poll, wait, signals.
+class Forked:
+    """A forked child as one handles a ``Popen`` (jupyter_client's provisioner, the runner's step processes):
+    poll, wait, signals, and the pipes it was given.
 
     Its exit status comes from the server, its parent, over the connection that asked for it.
     """
 
-    stdin = stdout = stderr = None
+    stdin: Any = None
+    stdout: Any = None
+    stderr: Any = None
 
     def __init__(self, pid: int, conn: socket.socket):
         self.pid, self._conn = pid, conn
@@ -188,13 +228,19 @@ class _Forked:
         _forked.pop(self.pid, None)
 
     def wait(self, timeout: float | None = None) -> int:
+        import select
+
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
+            left = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+            if left <= 0:
                 import subprocess
 
                 raise subprocess.TimeoutExpired(str(self.pid), timeout)
-            time.sleep(0.05)
+            if self._orphan:
+                time.sleep(min(left, 0.05))
+            else:
+                select.select([self._conn], [], [], left)  # until the server tells of its end
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
@@ -234,13 +280,15 @@ def _read_line(conn: socket.socket) -> bytes:
 # The server ---------------------------------------------------------------------------------------------------
 
 
-def serve(fd: int, path: str, modules: list[str], owner: int) -> None:
-    """Import ``modules``, then fork a kernel for each request on the listening socket ``fd`` (bound to ``path``,
-    removed on the way out) until ``owner`` is gone."""
+def serve(fd: int, path: str, modules: dict[str, list[str]], owner: int) -> None:
+    """Import ``modules["processes"]``, then fork a child for each request on the listening socket ``fd`` (bound to
+    ``path``, removed on the way out) until ``owner`` is gone, importing what kernels need between requests."""
     listener = socket.socket(fileno=fd)
     try:
-        _import(modules)
-        _serve(listener, owner)
+        _prepare()
+        for entry in modules.get("processes", []):
+            _load(entry)
+        _serve(listener, owner, ["ipykernel.ipkernel", "ipykernel.kernelapp", *modules.get("kernels", [])])
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -248,7 +296,9 @@ def serve(fd: int, path: str, modules: list[str], owner: int) -> None:
             os.rmdir(os.path.dirname(path))
 
 
-def _serve(listener: socket.socket, owner: int) -> None:
+def _serve(listener: socket.socket, owner: int, imports: list[str]) -> None:
+    """Serve requests until ``owner`` is gone; while ``imports`` remain, import one between looks at the socket,
+    and keep kernels' requests waiting until the last is imported."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -259,6 +309,8 @@ def _serve(listener: socket.socket, owner: int) -> None:
     owner_fd = _pidfd(owner)
     if owner_fd is not None:
         selector.register(owner_fd, selectors.EVENT_READ, "owner")
+    children: dict[int, socket.socket] = {}
+    waiting: list[tuple[socket.socket, dict[str, Any], list[int]]] = []  # kernels' requests, until imports are done
 
     def close_in_child() -> None:
         selector.close()
@@ -266,25 +318,40 @@ def _serve(listener: socket.socket, owner: int) -> None:
         for fd in (wake_r, wake_w, owner_fd):
             if fd is not None:
                 os.close(fd)
+        for conn in [*children.values(), *(conn for conn, _, _ in waiting)]:
+            conn.close()
 
-    children: dict[int, socket.socket] = {}
+    def fork(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        try:
+            _fork(conn, request, fds, children, close_in_child)
+        except (OSError, ValueError):  # that request only: it is closed
+            pass
+
     while os.getppid() == owner:
-        for key, _ in selector.select(timeout=POLL_SECONDS):
+        for key, _ in selector.select(timeout=0 if imports else POLL_SECONDS):
             if key.data == "owner":
                 return
             if key.data == "child":
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
                 _reap(children)
-            else:
-                conn, _ = listener.accept()
-                with contextlib.suppress(OSError, ValueError, struct.error):  # that request only: it is closed
-                    _fork(conn, children, close_in_child)
+                continue
+            conn, _ = listener.accept()
+            received = _receive(conn)
+            if received is not None and imports and "target" not in received[0]:
+                waiting.append((conn, *received))
+            elif received is not None:
+                fork(conn, *received)
+        if imports:
+            _load(imports.pop(0))
+            if not imports:
+                while waiting:
+                    fork(*waiting.pop(0))
 
 
-def _import(modules: list[str]) -> None:
-    """What every kernel imports, then the project's preloads, as a kernel would (ipykernel's matplotlib backend
-    set first, since matplotlib reads it at import)."""
+def _prepare() -> None:
+    """What the server does before any import: jsonschema's IRI grammars put off, setproctitle told where the
+    command line is, ipykernel's matplotlib backend set (matplotlib reads it at import)."""
     from runner.notebook.grammars import defer_iri_grammars
 
     defer_iri_grammars()
@@ -299,20 +366,28 @@ def _import(modules: list[str]) -> None:
     finally:
         del os.environ["SPT_NOENV"]
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    import ipykernel.ipkernel  # noqa: F401
-    import ipykernel.kernelapp  # noqa: F401
-
-    for module in modules:
-        try:
-            __import__(module)
-        except Exception as exc:  # the kernel imports it again, and the notebook's own import reports it
-            print(f"kernel fork server: could not preload {module}: {exc}", file=sys.stderr, flush=True)
 
 
-def _fork(conn: socket.socket, children: dict[int, socket.socket], close_server: Callable[[], None]) -> None:
-    conn.settimeout(10)
-    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 2)
+def _load(entry: str) -> None:
+    """Import ``entry``'s module and, for ``module:function``, call the function; a failure is logged, not raised
+    (the child imports it again, and the notebook's own import reports it)."""
+    import importlib
+
+    module, _, function = entry.partition(":")
     try:
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
+    except Exception as exc:
+        print(f"kernel fork server: could not preload {entry}: {exc}", file=sys.stderr, flush=True)
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """A request and the descriptors attached to it; None (the connection closed) when it is malformed."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(10)
+        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
         (length,) = _HEADER.unpack(header)
         body = b""
         while len(body) < length:
@@ -321,15 +396,26 @@ def _fork(conn: socket.socket, children: dict[int, socket.socket], close_server:
                 raise OSError("the step process went away")
             body += chunk
         request = json.loads(body)
+        if not isinstance(request, dict) or len(fds) < 2:
+            raise ValueError("not a request")
+        return request, list(fds)
+    except (OSError, ValueError, struct.error):
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+        return None
+
+
+def _fork(conn: socket.socket, request: dict[str, Any], fds: list[int], children: dict[int, socket.socket],
+          close_server: Callable[[], None]) -> None:
+    try:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the child writes what is buffered here again
         pid = os.fork()
         if pid == 0:
             close_server()
-            for other in children.values():
-                other.close()
             conn.close()
-            _become_kernel(request, fds)  # never returns
+            _become(request, fds)  # never returns
         children[pid] = conn
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     except BaseException:
@@ -355,29 +441,40 @@ def _reap(children: dict[int, socket.socket]) -> None:
             conn.close()
 
 
-def _become_kernel(request: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child: take the kernel's session, files, folder, environment and command line, and run it."""
+def _become(request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: take the session, files, folder, environment and command line asked for, and run the
+    kernel (``args``: its command line's) or the function (``target``: ``module:function``)."""
     code: Any = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        stdin = fds[2] if len(fds) > 2 else os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
-        for fd in (null, *fds):
-            os.close(fd)
+        for fd in {stdin, *fds}:
+            if fd > 2:
+                os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [_launcher_path(), *request["args"]]
-        sys.path[0] = os.getcwd()  # as `python -m` sets it in the folder the kernel starts in (the server's was)
-        _retitle([sys.executable, *_LAUNCHER, *request["args"]])
-        _die_with(int(request["owner"]))
-        from ipykernel import kernelapp
+        sys.path[0] = os.getcwd()  # as `python -m` sets it in the folder the child starts in (the server's was)
+        _reseed()
+        if "target" in request:
+            sys.argv = list(request["title"][2:]) or [sys.executable]
+            _retitle(list(request["title"]))
+            module, _, function = request["target"].partition(":")
+            import importlib
 
-        kernelapp.launch_new_instance()
+            getattr(importlib.import_module(module), function)()
+        else:
+            sys.argv = [_launcher_path(), *request["args"]]
+            _retitle([sys.executable, *_LAUNCHER, *request["args"]])
+            on_exit(int(request["owner"]), lambda: os.killpg(0, signal.SIGKILL), "step-watch")
+            from ipykernel import kernelapp
+
+            kernelapp.launch_new_instance()
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -399,7 +496,7 @@ def _retitle(argv: list[str]) -> None:
     """Show ``argv`` as this process's command line (``ps``, ``/proc/<pid>/cmdline``): a kernel's, not the server's.
 
     setproctitle writes it where the server's command line was, which left room for it (:data:`_TITLE_ROOM`); the
-    server imported it (:func:`_import`), since it finds that place from the environment as the process began."""
+    server imported it (:func:`_prepare`), since it finds that place from the environment as the process began."""
     with contextlib.suppress(ImportError):
         import setproctitle
 
@@ -409,15 +506,26 @@ def _retitle(argv: list[str]) -> None:
         setproctitle.setthreadtitle(os.path.basename(argv[0])[:15])  # the name top shows, which it set to the title's
 
 
+def _reseed() -> None:
+    """A fresh seed for numpy's global generator, which the children would otherwise share with the server (the
+    standard library's ``random`` reseeds itself after a fork)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()
+
+
 def _launcher_path() -> str:
     import ipykernel_launcher
 
     return ipykernel_launcher.__file__
 
 
-def _die_with(owner: int) -> None:
-    """SIGKILL this kernel's process group (itself and what it started) as soon as ``owner`` is gone."""
-    fd = _pidfd(owner)
+def on_exit(pid: int, action: Callable[[], None], name: str) -> None:
+    """Call ``action`` in a thread of its own (a daemon, called ``name``) as soon as process ``pid`` is gone: at
+    once through a pidfd (Linux 5.3+), else within :data:`POLL_SECONDS`. A forked kernel SIGKILLs its process
+    group when its step process is gone; a step process kills its kernel when its runner is."""
+    fd = _pidfd(pid)
 
     def watch() -> None:
         if fd is not None:
@@ -425,11 +533,11 @@ def _die_with(owner: int) -> None:
 
             select.select([fd], [], [])
         else:
-            while _alive(owner):
+            while _alive(pid):
                 time.sleep(POLL_SECONDS)
-        os.killpg(0, signal.SIGKILL)
+        action()
 
-    threading.Thread(target=watch, name="step-watch", daemon=True).start()
+    threading.Thread(target=watch, name=name, daemon=True).start()
 
 
 def _pidfd(pid: int) -> int | None:
@@ -455,4 +563,4 @@ def _alive(pid: int) -> bool:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2], json.loads(os.environ.get(MODULES_ENV, "[]")), int(os.environ[OWNER_ENV]))
+    serve(int(sys.argv[1]), sys.argv[2], json.loads(os.environ.get(MODULES_ENV, "{}")), int(os.environ[OWNER_ENV]))

@@ -10,6 +10,10 @@ A process per step keeps environments apart when steps run in parallel, lets a d
 stop request end a step cleanly (the kernel is shut down on the way out), and, as a backstop,
 lets the parent kill the whole process tree of a step that does not stop.
 
+Step processes, like kernels, are forked from the runner's fork server once it has imported what
+they need (:mod:`runner.notebook.forkserver`), and start as ``python -m runner.run.stepproc`` until
+then: the same code, from ``main``, either way.
+
 A step process dies with its runner. It runs in a session of its own (Ctrl-C on the runner must
 not reach it) and its kernel in another, so nothing would end them when the runner is killed
 (SIGKILL, the OOM killer): the step would run on and commit what it writes. So a step process
@@ -29,7 +33,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,13 +43,9 @@ from runner.notebook import forkserver
 
 GRACE_SECONDS = 20.0  # after a deadline or stop request, how long a step gets before it is killed
 RUNNER_PID = "RUNNER_STEP_PARENT"  # in a step process's environment: the pid of the runner it must die with
-PARENT_POLL_SECONDS = 0.5  # how often a step process checks that its runner is alive (besides the signal below)
-# Linux tells a step process of its runner's death with this signal (prctl PR_SET_PDEATHSIG). Not SIGKILL:
-# the step process must live long enough to kill its kernel, which is in a session of its own; and Linux
-# sends it when the *thread* that started the process ends, which for a process started ahead by a worker
-# thread is no death at all, so the handler checks who its parent is before acting.
-PARENT_DEATH_SIGNAL = signal.SIGHUP
-_PR_SET_PDEATHSIG = 1
+MODULE = "runner.run.stepproc"  # this module, also when it runs as __main__
+TITLE = [sys.executable, "-m", MODULE]  # a step process's command line, however it was started
+Process = subprocess.Popen | forkserver.Forked  # a step process's handle, however it was started
 
 
 @dataclass(frozen=True)
@@ -123,8 +122,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
-        self._backstops: dict[subprocess.Popen, threading.Timer] = {}
+        self._procs: set[Process] = set()
+        self._backstops: dict[Process, threading.Timer] = {}
         self.requested = False
         self.stopping = threading.Event()  # set by drain or stop; waits between retries end early
         self.on_started: ProcessesStarted | None = None
@@ -140,14 +139,14 @@ class StopRequest:
     def drain(self) -> None:
         self.stopping.set()
 
-    def attach(self, proc: subprocess.Popen) -> None:
+    def attach(self, proc: Process) -> None:
         with self._lock:
             self._procs.add(proc)
             stop_now = self.requested
         if stop_now:
             _signal(proc, signal.SIGTERM)
 
-    def detach(self, proc: subprocess.Popen) -> None:
+    def detach(self, proc: Process) -> None:
         with self._lock:
             self._procs.discard(proc)
             backstop = self._backstops.pop(proc, None)
@@ -177,7 +176,7 @@ class StopRequest:
             backstop.start()
 
 
-def _signal(proc: subprocess.Popen, signum: int) -> None:
+def _signal(proc: Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signum)
 
@@ -219,6 +218,9 @@ class StepProcesses:
     A step process imports papermill and starts its kernel (seconds) before it knows its step;
     starting it while the runner sets up MLflow, or while the previous step runs, takes that off
     the critical path. Its stderr (and its kernel's) goes to a log file that becomes the step's.
+    With ``fork_kernels``, a fork server imports once what step processes and kernels need and
+    both are forked from it. A process started ahead starts in a thread of its own (:class:`_Starting`),
+    since a fork waits while the server imports.
     """
 
     def __init__(
@@ -235,8 +237,8 @@ class StepProcesses:
         self.keep_warm = keep_warm  # processes kept ready between runs (replay, scheduler)
         self.fork_kernels = fork_kernels  # kernels come from a fork server that imported the preloads once
         self._forkserver: forkserver.ForkServer | None = None
-        self._lock = threading.RLock()  # warm() spawns while holding it
-        self._idle: list[subprocess.Popen] = []
+        self._lock = threading.RLock()
+        self._idle: list[_Starting] = []
         self._logs: dict[int, str] = {}  # pid -> log file of a process not yet given a step
 
     @classmethod
@@ -246,24 +248,31 @@ class StepProcesses:
     def warm(self, count: int) -> None:
         with self._lock:
             while len(self._idle) < count:
-                self._idle.append(self._spawn())
+                self._idle.append(_Starting(self._spawn))
 
-    def take(self) -> subprocess.Popen:
-        with self._lock:
-            proc = None
-            while self._idle and proc is None:
-                candidate = self._idle.pop(0)
-                self._logs.pop(candidate.pid, None)  # a step's process adopts its log
+    def take(self) -> Process:
+        proc = None
+        while proc is None:
+            with self._lock:
+                if not self._idle:
+                    break
+                starting = self._idle.pop(0)
+            candidate = starting.result()  # None: it could not start; the one started below says why
+            if candidate is not None:
+                with self._lock:
+                    self._logs.pop(candidate.pid, None)  # a step's process adopts its log
                 proc = candidate if candidate.poll() is None else None
         self.warm(self.keep_warm)
         return proc or self._spawn()
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> Process:
         os.makedirs(self.log_dir, exist_ok=True)
         log = os.path.join(self.log_dir, f"step-{uuid.uuid4().hex}.log")
         with self._lock:
             if self.fork_kernels and self._forkserver is None:
-                self._forkserver = forkserver.ForkServer(self.preload, os.path.join(self.log_dir, "kernels.log"))
+                # what a step process imports and prepares (papermill, nbconvert's page), then the kernels' preloads
+                self._forkserver = forkserver.ForkServer(self.preload, os.path.join(self.log_dir, "kernels.log"),
+                                                         processes=(MODULE, "runner.notebook.adapter:preload"))
         env = {
             **os.environ,
             **(self._forkserver.env if self._forkserver is not None else {}),
@@ -274,14 +283,10 @@ class StepProcesses:
             "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
         }
         with open(log, "ab") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "runner.run.stepproc"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                start_new_session=True,  # Ctrl-C on the runner reaches us, not the step; we stop it
-            )
+            # a session of its own either way: Ctrl-C on the runner reaches us, not the step; we stop it
+            forked = self._forkserver.fork(f"{MODULE}:main", TITLE, env, stderr) if self._forkserver else None
+            proc = forked or subprocess.Popen(TITLE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                              env=env, start_new_session=True)
         with self._lock:
             self._logs[proc.pid] = log
         return proc
@@ -298,7 +303,7 @@ class StepProcesses:
         needed, and stopping them outright lets an early error (a bad parameter) return at once."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for proc in idle:
+        for proc in filter(None, (starting.result() for starting in idle)):
             kill_tree(proc.pid, grace=0)
             proc.wait()
             with contextlib.suppress(OSError):
@@ -307,6 +312,23 @@ class StepProcesses:
             server, self._forkserver = self._forkserver, None
         if server is not None:
             server.close()  # the kernels it forked run on, each until its step process ends
+
+
+class _Starting:
+    """A step process being started ahead, in a thread of its own: :meth:`result` waits for it."""
+
+    def __init__(self, spawn: Callable[[], Process]) -> None:
+        self._proc: Process | None = None
+        self._thread = threading.Thread(target=self._start, args=(spawn,), name="runner-step-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, spawn: Callable[[], Process]) -> None:
+        with contextlib.suppress(Exception):  # StepProcesses.take starts another in its own thread, which raises
+            self._proc = spawn()
+
+    def result(self) -> Process | None:
+        self._thread.join()
+        return self._proc
 
 
 def run_step(
@@ -549,32 +571,10 @@ def _descendants() -> list[Any]:
 
 
 def _die_with_runner(runner: int) -> None:
-    """End this step process, with its kernel, as soon as the runner (pid ``runner``) is gone.
-
-    Two watchers, since either may be late: Linux sends :data:`PARENT_DEATH_SIGNAL` when the
-    parent dies (prctl ``PR_SET_PDEATHSIG``, through ctypes), and a thread compares
-    ``os.getppid()`` with ``runner`` every :data:`PARENT_POLL_SECONDS` (other systems, and a
-    signal handler that waits for the main thread). Checked once at once: the runner may have
-    died before this process got here.
-    """
-
-    def check(*_: Any) -> None:
-        if os.getppid() != runner:  # else a thread of the runner ended, not the runner
-            _orphaned(runner)
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_POLL_SECONDS)
-            check()
-
-    signal.signal(PARENT_DEATH_SIGNAL, check)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
-    check()
-    threading.Thread(target=watch, name="runner-watch", daemon=True).start()
+    """End this step process, with its kernel, as soon as the runner (pid ``runner``) is gone: a thread waits
+    on the runner's pidfd (its parent or not: a forked step process is the fork server's child), which is
+    readable at once when the runner died before this process got here."""
+    forkserver.on_exit(runner, lambda: _orphaned(runner), "runner-watch")
 
 
 def _orphaned(runner: int) -> None:
@@ -617,5 +617,10 @@ def _adopt_log(warm_log: str, step_log: str) -> None:
     os.dup2(log, 2)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The step process, started as ``python -m runner.run.stepproc`` or forked from the fork server."""
     quick_exit(_child())
+
+
+if __name__ == "__main__":
+    main()
