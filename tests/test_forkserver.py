@@ -29,6 +29,8 @@ sb.glue("preloaded", "%s" in sys.modules)
 sb.glue("cwd", os.getcwd())
 sb.glue("env", os.environ.get("FORK_TEST_VALUE", "unset"))
 sb.glue("mlflow_run", os.environ.get("MLFLOW_RUN_ID", "unset"))
+import numpy  # imported by the server already (scrapbook's pandas): each child draws from a generator of its own
+sb.glue("draw", float(numpy.random.rand()))
 """ % PRELOAD
 
 
@@ -65,6 +67,7 @@ def test_each_steps_kernel_is_forked_from_one_server_that_imported_the_preloads(
     assert a["parent"] == b["parent"], "one server forked both kernels"
     assert words(a["parent_cmdline"])[1:3] == ["-m", "runner.notebook.forkserver"], a["parent_cmdline"]
     assert a["preloaded"] is True and b["preloaded"] is True
+    assert a["draw"] != b["draw"], "numpy's global generator reseeded in each kernel"
     assert is_kernel(a["cmdline"]) and words(a["cmdline"])[1:4] == ["-m", "ipykernel_launcher", "-f"], a["cmdline"]
     assert a["env"] == b["env"] == "from the runner's environment"
     assert a["cwd"] == b["cwd"] == str(project.root)
