@@ -90,12 +90,22 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_recorded(pr
 def test_steps_run_on_the_workers_and_leave_their_files_in_the_bucket(project, dask_cluster, s3_env, bucket,
                                                                       warehouse, shared_mlflow, monkeypatch):
     """Two independent steps, two workers: each attempt's record names the worker it ran on, the bucket holds each
-    step's notebook, page and log, and nothing of the run is left in a local folder."""
+    step's notebook, page and log, and nothing of the run is left in a local folder. The worker's kernel comes
+    from its fork server, which imported the project's preloads."""
+    from conftest import write_notebook
+
     monkeypatch.setenv("RUNNER_RUN_STORE", f"s3://{bucket}/runs")
     monkeypatch.setenv("RUNNER_SNAPSHOTS", f"s3://{bucket}/snapshots")
     monkeypatch.setenv("RUNNER_WAREHOUSE_URL", warehouse)
     monkeypatch.setenv("RUNNER_TRACKING_URI", shared_mlflow.url)
-    project.write({"p": {"steps": {"a": step("glues_values"), "b": step("ok")}}},
+    write_notebook(project.root / "preloaded.ipynb", [
+        ("parameters", "x = 1"),
+        "import sys, psutil, scrapbook as sb\n"
+        "sb.glue('preloaded', 'xml.dom.minidom' in sys.modules)  # imported by nothing else: the preload only\n"
+        "sb.glue('parent', ' '.join(psutil.Process().parent().cmdline()).split())",
+    ])
+    project.write({"p": {"steps": {"a": step("glues_values"), "b": {"notebook": "preloaded.ipynb"}}}},
+                  defaults={"preload": ["scrapbook", "xml.dom.minidom"]},
                   executors={"dask": {"address": dask_cluster.address}})
     done = project.cli("run", "p", "--executor", "dask", "--max-workers", "2")
     assert done.exit_code == 0, done.output
@@ -103,10 +113,12 @@ def test_steps_run_on_the_workers_and_leave_their_files_in_the_bucket(project, d
     workers = {step["attempts"][0]["worker"].split()[0] for step in record["steps"].values()}
     assert workers <= set(dask_cluster.workers()) and len(workers) == 2
     assert record["steps"]["a"]["scraps"]["number"] == 42
+    assert record["steps"]["b"]["scraps"]["preloaded"] is True
+    assert record["steps"]["b"]["scraps"]["parent"][1:3] == ["-m", "runner.notebook.forkserver"]
     files = {path.rsplit("/", 1)[1] for path in s3fs.S3FileSystem(skip_instance_cache=True).find(
         f"{bucket}/runs/p/{record['run_id']}")}
     assert files == {"run.json", *(f"{name}.{kind}" for name in "ab" for kind in ("ipynb", "html", "log",
-                                                                                    "source.ipynb"))}
+                                                                                    "source.ipynb"))}, files
     assert not (project.home / "runs").exists() and not list((project.home / "staging").glob("*/*"))
 
 

@@ -176,7 +176,7 @@ class DaskExecutor(RemoteExecutor):
 
 # -- on the worker -------------------------------------------------------------------------------------------
 
-_PROCESSES: dict[tuple[str, str], StepProcesses] = {}  # per worker process: kept warm
+_PROCESSES: dict[tuple[str, str, tuple[str, ...]], StepProcesses] = {}  # per worker process: kept warm
 _PROCESSES_LOCK = threading.Lock()
 
 
@@ -223,7 +223,7 @@ def run_on_worker(step: RemoteStep) -> StepOutcome:
                                name=f"runner-watch-{task.step}", daemon=True)
     watcher.start()
     try:
-        outcome = run_step(local, None, stop, _processes(kernel, home, scratch / "logs"))
+        outcome = run_step(local, None, stop, _processes(kernel, home, scratch / "logs", tuple(task.preload)))
     finally:
         done.set()
         notebook.unlink(missing_ok=True)
@@ -232,13 +232,14 @@ def run_on_worker(step: RemoteStep) -> StepOutcome:
     return replace(outcome, worker=here)
 
 
-def _processes(kernel: str, home: Path, logs: Path) -> StepProcesses:
-    """This worker's step processes, one kept ready (imports done, kernel started) for the next attempt."""
+def _processes(kernel: str, home: Path, logs: Path, preload: tuple[str, ...]) -> StepProcesses:
+    """This worker's step processes for a project's preloads, one kept ready (imports done, kernel started) for the
+    next attempt; their fork server imports the preloads the runner sent (``defaults.preload``)."""
     with _PROCESSES_LOCK:
-        found = _PROCESSES.get((kernel, str(home)))
+        found = _PROCESSES.get((kernel, str(home), preload))
         if found is None:
-            found = _PROCESSES[(kernel, str(home))] = StepProcesses(kernel, str(home), str(logs), keep_warm=1,
-                                                                   fork_kernels=True)
+            found = _PROCESSES[(kernel, str(home), preload)] = StepProcesses(
+                kernel, str(home), str(logs), preload, keep_warm=1, fork_kernels=True)
         return found
 
 

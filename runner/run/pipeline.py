@@ -386,6 +386,7 @@ class _PipelineRun:
             timeout=timeout,
             env=env,
             environment=self.environment if self.check_environment else {},
+            preload=tuple(self.config.defaults.preload),
         )
         self._write()
         if self.observer:

@@ -65,6 +65,7 @@ class StepTask:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)  # the run's (runner.run.environment); {}: unchecked
+    preload: tuple[str, ...] = ()  # the project's defaults.preload: a Dask worker's fork server imports them
 
 
 @dataclass(frozen=True)
