@@ -29,13 +29,6 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def pytest_collection_modifyitems(config, items):
-    """Modules with slow tests first, in their order: `make test` spreads whole modules over two workers
-    (pytest-xdist, --dist loadfile), and the long ones started last would leave one worker running alone."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
-
-
 @pytest.fixture(scope="session")
 def migrated_mlflow_db(tmp_path_factory) -> Path:
     """An empty MLflow sqlite database with its schema created once (migrations take seconds)."""
