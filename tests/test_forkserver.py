@@ -4,6 +4,7 @@ kernel's command line; the server ends with its run; without a server, kernels s
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -161,3 +162,31 @@ def test_a_bad_request_leaves_the_server_serving_and_its_kernel_runs_code_and_re
     finally:
         server.close()
     assert not os.path.exists(server.socket)
+
+
+def test_a_forked_process_has_its_pipes_and_its_exit_status_reaches_its_handle(tmp_path):
+    """ForkServer.fork: the child's stdout is the handle's pipe, its end status comes from the server (SIGABRT: -6),
+    also when the server's word of it came in the same read as the child's pid."""
+    import signal
+
+    from runner.notebook.forkserver import Forked, _read_line
+
+    server = ForkServer((), tmp_path / "server.log", processes=("json",))
+    try:
+        with open(tmp_path / "child.err", "wb") as stderr:
+            echo = server.fork("json.tool:main", ["python", "-m", "json.tool"], dict(os.environ), stderr)
+            aborts = server.fork("os:abort", ["python", "-c", "abort"], dict(os.environ), stderr)
+        assert echo is not None and aborts is not None
+        echo.stdin.write(b'{"b": [1, 2]}')
+        echo.stdin.close()
+        assert json.loads(echo.stdout.read()) == {"b": [1, 2]}
+        assert echo.wait(timeout=30) == 0
+        assert aborts.wait(timeout=30) == -signal.SIGABRT
+        assert psutil.Process(server._proc.pid).is_running()
+    finally:
+        server.close()
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b'{"pid": 123456}\nexit 3\n')
+    theirs.close()
+    reply, rest = _read_line(ours)
+    assert json.loads(reply) == {"pid": 123456} and Forked(123456, ours, rest).poll() == 3

@@ -175,11 +175,12 @@ def _request(path: str, request: dict[str, Any], fds: list[int]) -> Forked | Non
         conn.connect(path)
         socket.send_fds(conn, [_HEADER.pack(len(body))], fds)
         conn.sendall(body)
-        pid = int(json.loads(_read_line(conn))["pid"])
+        reply, rest = _read_line(conn)
+        pid = int(json.loads(reply)["pid"])
     except (OSError, ValueError, KeyError):
         conn.close()
         return None
-    return Forked(pid, conn)
+    return Forked(pid, conn, rest)
 
 
 def forked_pids() -> list[int]:
@@ -198,24 +199,30 @@ class Forked:
     stdout: Any = None
     stderr: Any = None
 
-    def __init__(self, pid: int, conn: socket.socket):
+    def __init__(self, pid: int, conn: socket.socket, told: bytes = b""):
         self.pid, self._conn = pid, conn
         self._conn.setblocking(False)
+        self._told = told  # what the server said after the pid: ``exit <code>\n``, once the child ended
         self.returncode: int | None = None
-        self._orphan = False  # the server is gone: the kernel's end is known only by its pid
+        self._orphan = False  # the server is gone: the child's end is known only by its pid
 
     def poll(self) -> int | None:
         if self.returncode is not None:
             return self.returncode
         if not self._orphan:
-            try:
-                told = self._conn.recv(64)
-            except BlockingIOError:
-                return None
-            except OSError:
-                told = b""
-            if told.startswith(b"exit "):
-                self._done(int(told.split()[1]))
+            while b"\n" not in self._told:
+                try:
+                    chunk = self._conn.recv(64)
+                except BlockingIOError:
+                    return None
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                self._told += chunk
+            line = self._told.split(b"\n")[0]
+            if b"\n" in self._told and line.startswith(b"exit "):
+                self._done(int(line.split()[1]))
                 return self.returncode
             self._orphan = True
         if not _alive(self.pid):
@@ -267,14 +274,16 @@ def _fileno(stream: Any, default: int) -> int:
     return stream.fileno() if hasattr(stream, "fileno") else default
 
 
-def _read_line(conn: socket.socket) -> bytes:
+def _read_line(conn: socket.socket) -> tuple[bytes, bytes]:
+    """A line the server sent, and what it sent after it (a child that ended at once: its exit)."""
     data = b""
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         chunk = conn.recv(4096)
         if not chunk:
             raise OSError("the kernel fork server closed the connection")
         data += chunk
-    return data
+    line, _, rest = data.partition(b"\n")
+    return line, rest
 
 
 # The server ---------------------------------------------------------------------------------------------------
