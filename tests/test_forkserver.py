@@ -131,6 +131,7 @@ def test_kernels_start_the_usual_way_once_the_server_is_gone(project):
     assert "runner.notebook.forkserver" in words(scraps["a"]["parent_cmdline"])
     assert "runner.run.stepproc" in words(scraps["c"]["parent_cmdline"]), scraps["c"]["parent_cmdline"]
     assert record.steps["b"].status == "succeeded" and record.steps["c"].status == "succeeded"
+    assert list((project.home / "logs").glob("step-*.log")) == [], "a log of a process that was never started"
 
 
 def test_closing_the_step_processes_ends_their_server(tmp_path):
@@ -190,3 +191,45 @@ def test_a_forked_process_has_its_pipes_and_its_exit_status_reaches_its_handle(t
     theirs.close()
     reply, rest = _read_line(ours)
     assert json.loads(reply) == {"pid": 123456} and Forked(123456, ours, rest).poll() == 3
+
+
+def test_a_server_stuck_in_an_import_is_not_waited_for_and_its_late_child_leaves_nothing(tmp_path, monkeypatch):
+    """A preload whose import hangs (here: sleeps 8 s) keeps the server from answering: the runner waits
+    PROCESS_REPLY_TIMEOUT for a step process, then starts one the usual way with a log of its own; the child the
+    server forks once the import is over finds its pipes closed and ends, leaving no log behind."""
+    import subprocess
+    import time
+
+    from runner.notebook import forkserver
+
+    (tmp_path / "modules").mkdir()
+    marker = tmp_path / "importing"
+    (tmp_path / "modules" / "sleepy_preload.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(8)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "modules"))
+    logs = tmp_path / "logs"
+    processes = StepProcesses("no-such-kernel", str(tmp_path), str(logs), ("sleepy_preload",), fork_kernels=True)
+    try:
+        processes.warm(1)
+        first = processes._idle[0].result()
+        assert isinstance(first, forkserver.Forked), "forked before the preloads' imports"
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the server never reached the preload"
+        monkeypatch.setattr(forkserver, "PROCESS_REPLY_TIMEOUT", 1.0)  # 60 s: the server's own start fits in it
+        with processes._lock:
+            processes._idle.pop(0)  # the warm one (first) aside: the next take() has to start one
+        processes.warm(1)
+        taken = processes.take()
+        assert isinstance(taken, subprocess.Popen), "started the usual way while the server hangs"
+        time.sleep(10)  # the import ends; the server forks the request that was given up on
+        server = psutil.Process(processes._forkserver._proc.pid)
+        children = [child for child in server.children() if "runner.run.stepproc" in words(child.cmdline())]
+        assert [child.pid for child in children] == [first.pid], "the late child ended"
+        live = {processes._logs[first.pid], psutil.Process(taken.pid).environ()["RUNNER_STEP_LOG"]}
+        assert {str(path) for path in logs.glob("step-*.log")} == live, "no log but the live processes'"
+    finally:
+        for proc in [first, *([taken] if "taken" in locals() else [])]:
+            proc.stdin.close()
+        processes.close()

@@ -49,6 +49,9 @@ SOCKET_ENV = "RUNNER_KERNEL_FORKSERVER"  # in a step process's environment: the 
 MODULES_ENV = "RUNNER_FORKSERVER_MODULES"  # in the server's: JSON, the modules it imports for processes and kernels
 OWNER_ENV = "RUNNER_FORKSERVER_OWNER"  # in the server's: the pid it lives and dies with
 REPLY_TIMEOUT = 300.0  # seconds a step process waits for its kernel's pid (the server may still be importing)
+# seconds the runner waits for a step process's pid: the server answers between two imports, so only an import that
+# hangs (a preload that connects somewhere) keeps it longer; the process then starts the usual way
+PROCESS_REPLY_TIMEOUT = 60.0
 POLL_SECONDS = 0.5  # how often the server and its kernels look for their owner, where a pidfd is not to be had
 _HEADER = struct.Struct("!Q")  # a request: its length, with the child's stdout and stderr (and stdin) attached
 _LAUNCHER = ("-m", "ipykernel_launcher")
@@ -98,7 +101,7 @@ class ForkServer:
         stdout_r, stdout_w = os.pipe()
         try:
             forked = _request(self.socket, {"target": target, "title": title, "env": env, "cwd": os.getcwd()},
-                              [stdout_w, _fileno(stderr, 2), stdin_r])
+                              [stdout_w, _fileno(stderr, 2), stdin_r], PROCESS_REPLY_TIMEOUT)
         finally:
             os.close(stdin_r)
             os.close(stdout_w)
@@ -165,13 +168,14 @@ def fork_kernel(cmd: list[str], env: dict[str, str] | None = None, cwd: str | No
     return forked
 
 
-def _request(path: str, request: dict[str, Any], fds: list[int]) -> Forked | None:
+def _request(path: str, request: dict[str, Any], fds: list[int], timeout: float = REPLY_TIMEOUT) -> Forked | None:
     """The child the server at ``path`` forked for ``request`` (with ``fds``: stdout, stderr, and stdin if
-    given); None when there is no server to ask (it died, or was never started)."""
+    given); None when there is no server to ask (it died, or was never started) or it did not answer within
+    ``timeout`` seconds (a child it forks later finds its pipes closed)."""
     body = json.dumps(request).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.settimeout(REPLY_TIMEOUT)
+        conn.settimeout(timeout)
         conn.connect(path)
         socket.send_fds(conn, [_HEADER.pack(len(body))], fds)
         conn.sendall(body)

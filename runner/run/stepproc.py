@@ -268,13 +268,34 @@ class StepProcesses:
 
     def _spawn(self) -> Process:
         os.makedirs(self.log_dir, exist_ok=True)
-        log = os.path.join(self.log_dir, f"step-{uuid.uuid4().hex}.log")
         with self._lock:
             if self.fork_kernels and self._forkserver is None:
                 # what a step process imports and prepares (papermill, nbconvert's page), then the kernels' preloads
                 self._forkserver = forkserver.ForkServer(self.preload, os.path.join(self.log_dir, "kernels.log"),
                                                          processes=(MODULE, "runner.notebook.adapter:preload"))
-        env = {
+        # a session of its own either way: Ctrl-C on the runner reaches us, not the step; we stop it
+        proc = None
+        if self._forkserver is not None:
+            log = self._new_log()
+            with open(log, "ab") as stderr:
+                proc = self._forkserver.fork(f"{MODULE}:main", TITLE, self._env(log), stderr)
+            if proc is None:  # a child the server forks late finds its pipes closed, and no log to remove
+                os.unlink(log)
+        if proc is None:
+            log = self._new_log()
+            with open(log, "ab") as stderr:
+                proc = subprocess.Popen(TITLE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                        env=self._env(log), start_new_session=True)
+        with self._lock:
+            self._logs[proc.pid] = log
+        return proc
+
+    def _new_log(self) -> str:
+        return os.path.join(self.log_dir, f"step-{uuid.uuid4().hex}.log")
+
+    def _env(self, log: str) -> dict[str, str]:
+        """A step process's environment: the runner's, its fork server, its kernel and log, the runner to die with."""
+        return {
             **os.environ,
             **(self._forkserver.env if self._forkserver is not None else {}),
             "RUNNER_KERNEL_NAME": self.kernel_name,
@@ -283,14 +304,6 @@ class StepProcesses:
             RUNNER_PID: str(os.getpid()),
             "JUPYTER_PATH": os.pathsep.join(filter(None, [self.jupyter_path, os.environ.get("JUPYTER_PATH")])),
         }
-        with open(log, "ab") as stderr:
-            # a session of its own either way: Ctrl-C on the runner reaches us, not the step; we stop it
-            forked = self._forkserver.fork(f"{MODULE}:main", TITLE, env, stderr) if self._forkserver else None
-            proc = forked or subprocess.Popen(TITLE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                              env=env, start_new_session=True)
-        with self._lock:
-            self._logs[proc.pid] = log
-        return proc
 
     def attempt(self, task: StepTask, on_cell: CellProgress | None, stop: StopRequest) -> StepOutcome:
         return run_step(task, on_cell, stop, self)
@@ -430,7 +443,8 @@ def _child() -> int:
     if not raw.strip():  # a warm process that was not needed
         if kernel is not None:
             kernel.shutdown()
-        os.unlink(os.environ["RUNNER_STEP_LOG"])
+        with contextlib.suppress(FileNotFoundError):  # a process forked too late: its log was removed
+            os.unlink(os.environ["RUNNER_STEP_LOG"])
         return 0
     task = StepTask(**json.loads(raw))
     _adopt_log(os.environ["RUNNER_STEP_LOG"], task.log)
