@@ -86,11 +86,12 @@ def store(tmp_path_factory, migrated_mlflow_db):
         f"from runner import nb\nnb.glue('max_psi', psi)\nnb.glue('rows', 120)\nnb.verdict('alert', {REASONS!r})",
     ])
     write_notebook(project.root / "hang.ipynb", [("parameters", "seconds = 600"), "import time\ntime.sleep(seconds)"])
+    notices = base / "notices.jsonl"
     project.write({
         "watch": {"steps": {"check": {"notebook": "check.ipynb"}}, "key_scraps": ["check.rows"]},
         "stuck": {"steps": {"hang": {"notebook": "hang.ipynb"}}},
-    })
-    facts: dict = {"project": project}
+    }, notify={"command": f"(cat; echo) >> {notices}", "events": ["failure"]})
+    facts: dict = {"project": project, "notices": notices}
     with pytest.MonkeyPatch.context() as env:
         for name in RUNNER_VARS + ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             env.delenv(name, raising=False)
@@ -173,6 +174,13 @@ def test_a_killed_runner_s_run_reads_interrupted_and_the_next_run_records_its_en
     assert any("ended without recording the run's end" in warning for warning in record.warnings)
     stopped = record_of(project, store["stopped"])  # SIGTERM: its runner stopped its step and recorded its end
     assert stopped.status == "interrupted" and stopped.steps["hang"].status == "interrupted"
+    # the failure notice the killed runner could not send went out when the next run recorded its end
+    notices = {notice["run_id"]: notice for notice in map(json.loads, store["notices"].read_text().splitlines())}
+    assert set(notices) == {killed, store["stopped"]}, notices
+    late = notices[killed]
+    assert late["kind"] == "failure" and late["summary"].endswith("interrupted"), late
+    assert "ended without recording the run's end" in late["reasons"][0] and late["reasons"][1].startswith("hang interrupted")
+    assert [delivery["ok"] for delivery in record.notifications] == [True]
     runs = {run_id: mlflow.info.status for run_id, mlflow in mlflow_runs(project, "stuck").items()}
     for run in (record, stopped):
         assert runs[run.mlflow_run_id] == "KILLED" and runs[run.steps["hang"].mlflow_run_id] == "KILLED"

@@ -304,30 +304,38 @@ class FailureNotices(Hook):
 
     @staticmethod
     def _send(run: RunState, reason: str = "") -> None:
-        record = run.record
-        settings = run.config.notify_for(record.pipeline)
-        if not wanted(settings, "failure"):
-            return
-        bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
-        reasons = tuple(
-            f"{step.name} {step.status}{f' in {step.error.where()}' if step.error.where() else ''}: "
-            f"{step.error.ename}: {step.error.evalue}" if step.error
-            else f"{step.name} {step.status}"
-            for step in bad
-        )
-        if reason or run.failed_by is not None:
-            reasons = (reason or f"the run stopped: {describe(run.failed_by)}", *reasons)
-        event = Event(
-            "failure", record.pipeline, record.run_id, as_of=record.as_of, step=bad[0].name if bad else "",
-            summary=f"run {record.run_id} of {record.pipeline} (as_of {record.as_of}, {record.trigger}) "
-                    f"{record.status}",
-            reasons=reasons,
-            details={"status": record.status, "trigger": record.trigger, "scheduled_for": record.scheduled_for,
-                     "run_dir": run.store.run_dir(record.pipeline, record.run_id),
-                     "resume": f"runner resume {record.run_id}"},
-        )
-        for delivery in notify(settings, event):
-            record.notifications.append(delivery.as_dict())
-            if not delivery.ok:
-                record.warnings.append(f"failure notice to {delivery.channel} {delivery.target} not sent: "
-                                       f"{delivery.detail}")
+        if not reason and run.failed_by is not None:
+            reason = f"the run stopped: {describe(run.failed_by)}"
+        send_failure_notice(run.config, run.store, run.record, reason)
+
+
+def send_failure_notice(config: Config, store: RunStore, record: RunRecord, reason: str = "") -> None:
+    """Send the failure notice of ``record`` (a run that did not succeed) where the pipeline's ``notify`` wants
+    failures, ``reason`` first among its reasons, then each failed or interrupted step's; each delivery goes into
+    the record, a failed one as a warning too. Also for a run whose runner died, once the next run of its pipeline
+    records its end (:func:`runner.run.pipeline.settle_abandoned`)."""
+    settings = config.notify_for(record.pipeline)
+    if not wanted(settings, "failure"):
+        return
+    bad = [step for step in record.steps.values() if step.status in ("failed", "interrupted")]
+    reasons = tuple(
+        f"{step.name} {step.status}{f' in {step.error.where()}' if step.error.where() else ''}: "
+        f"{step.error.ename}: {step.error.evalue}" if step.error
+        else f"{step.name} {step.status}"
+        for step in bad
+    )
+    if reason:
+        reasons = (reason, *reasons)
+    event = Event(
+        "failure", record.pipeline, record.run_id, as_of=record.as_of, step=bad[0].name if bad else "",
+        summary=f"run {record.run_id} of {record.pipeline} (as_of {record.as_of}, {record.trigger}) {record.status}",
+        reasons=reasons,
+        details={"status": record.status, "trigger": record.trigger, "scheduled_for": record.scheduled_for,
+                 "run_dir": store.run_dir(record.pipeline, record.run_id),
+                 "resume": f"runner resume {record.run_id}"},
+    )
+    for delivery in notify(settings, event):
+        record.notifications.append(delivery.as_dict())
+        if not delivery.ok:
+            record.warnings.append(f"failure notice to {delivery.channel} {delivery.target} not sent: "
+                                   f"{delivery.detail}")

@@ -23,7 +23,7 @@ from runner.errors import ParameterError, RunnerError, StoreError, TrackingError
 from runner.notebook import adapter
 from runner.run import environment
 from runner.run.executors import get_executor
-from runner.run.hooks import Hook, RunState, StepResult, default_hooks, describe
+from runner.run.hooks import Hook, RunState, StepResult, default_hooks, describe, send_failure_notice
 from runner.run.plan import Plan, PlannedStep, RunRequest, check_recordable, plan_run
 from runner.run.remote import RemoteExecutor
 from runner.run.retries import run_with_retries
@@ -116,8 +116,9 @@ def settle_abandoned(config: Config, pipeline: str, since: str | None = None) ->
     killer, a reboot): their record still says running, their process is gone. Called with the pipeline's lock
     held, once it was taken over from a dead owner (:attr:`PipelineLock.took_over`), for that owner's runs (those
     whose id sorts at or after ``since``, all when None), so none of them can be running. Each becomes ``interrupted``, ended at its last heartbeat, its running
-    and pending steps ``interrupted``, and its MLflow parent and step runs still RUNNING end ``KILLED``. A run that
-    never ended is written this once; a run that ended is never rewritten. Returns the records settled."""
+    and pending steps ``interrupted``, and its MLflow parent and step runs still RUNNING end ``KILLED``; its failure
+    notice, which its runner could not send, goes out now. A run that never ended is written this once; a run that
+    ended is never rewritten. Returns the records settled."""
     store = RunStore(config.stores.runs)
     settled: list[RunRecord] = []
     tracker = None
@@ -148,6 +149,7 @@ def settle_abandoned(config: Config, pipeline: str, since: str | None = None) ->
                     tracker.end_if_running(run_id, status, end_ms)
             except TrackingError as exc:
                 record.warnings.append(f"its MLflow runs could not be ended: {exc}")
+        send_failure_notice(config, store, record, f"{who} ended without recording the run's end (killed?)")
         store.write(record)
         settled.append(record)
     return settled
