@@ -233,3 +233,16 @@ def test_a_server_stuck_in_an_import_is_not_waited_for_and_its_late_child_leaves
         for proc in [first, *([taken] if "taken" in locals() else [])]:
             proc.stdin.close()
         processes.close()
+
+
+def test_the_servers_log_is_moved_aside_once_it_grows_past_its_size(tmp_path):
+    from runner.notebook.forkserver import LOG_KEPT_BYTES
+
+    log = tmp_path / "kernels.log"
+    log.write_bytes(b"old line\n" * (LOG_KEPT_BYTES // 9 + 1))
+    ForkServer((), log).close()
+    assert (tmp_path / "kernels.log.1").stat().st_size > LOG_KEPT_BYTES and log.stat().st_size < LOG_KEPT_BYTES
+    with log.open("ab") as small:
+        small.write(b"a line of the next server\n")
+    ForkServer((), log).close()  # small: appended to, not moved
+    assert log.read_bytes().startswith(b"a line of the next server\n")

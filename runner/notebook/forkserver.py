@@ -52,6 +52,7 @@ REPLY_TIMEOUT = 300.0  # seconds a step process waits for its kernel's pid (the 
 # seconds the runner waits for a step process's pid: the server answers between two imports, so only an import that
 # hangs (a preload that connects somewhere) keeps it longer; the process then starts the usual way
 PROCESS_REPLY_TIMEOUT = 60.0
+LOG_KEPT_BYTES = 1 << 20  # a server's log (every server of a home appends to one) moves to <log>.1 past this size
 POLL_SECONDS = 0.5  # how often the server and its kernels look for their owner, where a pidfd is not to be had
 _HEADER = struct.Struct("!Q")  # a request: its length, with the child's stdout and stderr (and stdin) attached
 _LAUNCHER = ("-m", "ipykernel_launcher")
@@ -65,7 +66,7 @@ class ForkServer:
 
     ``env`` goes into the environment of the step processes that should use it; :meth:`fork` starts one of them
     from it; :meth:`close` ends it (what it forked runs on). Its own output (a preload that failed to import) goes
-    to ``log``.
+    to ``log``, which is moved to ``<log>.1`` first once it holds more than :data:`LOG_KEPT_BYTES`.
     """
 
     def __init__(self, kernels: tuple[str, ...], log: str | Path, processes: tuple[str, ...] = ()):
@@ -79,6 +80,9 @@ class ForkServer:
         listener.listen(64)
         modules = json.dumps({"processes": list(processes), "kernels": list(kernels)})
         env = {**os.environ, MODULES_ENV: modules, OWNER_ENV: str(os.getpid())}
+        with contextlib.suppress(OSError):
+            if os.path.getsize(log) > LOG_KEPT_BYTES:
+                os.replace(log, f"{log}.1")  # a server still writing to it goes on writing there
         try:
             with open(log, "ab") as stderr:
                 self._proc = subprocess.Popen(
