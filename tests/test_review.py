@@ -230,6 +230,14 @@ def test_a_diff_shows_html_outputs_as_text_ignores_styler_ids_and_shows_images_s
         assert (target.parent / link).resolve().is_file(), f"{link} in {target.name} leads nowhere"
 
     page = target.read_text()
+    # run A took the notebook's defaults, run B was given values: compared with the defaults, not "added"
+    parameters = page[page.index('id="parameters-diff"'):]
+    parameters = parameters[:parameters.index("</table>")]
+    rows = re.findall(r'<tr class="(\w+)">.*?<td class="mono"[^>]*>(\w+)</td><td class="state">(\w*)</td>\s*'
+                      r'<td>(.*?)</td>\s*<td>(.*?)</td>', parameters, re.S)
+    shown = {name: (state, re.sub(r"<[^>]+>", "", a), re.sub(r"<[^>]+>", "", b)) for _, name, state, a, b in rows}
+    assert shown == {"level": ("changed", "OK  (default)", "ALERT"),
+                     "psi": ("changed", "0.04  (default)", "0.31")}, shown
     notebook_diff = page[page.index('id="notebook-watch"'):]
     assert '<div class="del">- Month status: OK</div>' in notebook_diff  # the headline, HTML read as text
     assert '<div class="add">+ Month status: ALERT</div>' in notebook_diff

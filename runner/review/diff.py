@@ -114,30 +114,62 @@ class Comparison:
 
 
 def compare(store: RunStore, a: RunRecord, b: RunRecord) -> Comparison:
+    """The two runs' parameters, scraps and executed notebooks, step by step. A parameter one run was given and
+    the other was not is compared with the other's default (its notebook's parameters cell), shown as such."""
     steps = list(dict.fromkeys([*a.steps, *b.steps]))
     parameters, scraps, notebooks = [], [], []
     for name in steps:
         sa, sb = a.steps.get(name), b.steps.get(name)
-        parameters += _rows(name, sa.parameters if sa else {}, sb.parameters if sb else {})
+        nb_a, nb_b = _read_notebook(store, a, name), _read_notebook(store, b, name)
+        given_a, given_b = (sa.parameters if sa else {}), (sb.parameters if sb else {})
+        parameters += _rows(name, given_a, given_b, (_defaults(nb_a, set(given_b) - set(given_a)) if sa else {},
+                                                     _defaults(nb_b, set(given_a) - set(given_b)) if sb else {}))
         scraps += _rows(name, _scraps(sa), _scraps(sb))
-        notebooks.append(_notebook(store, name, a, b))
+        notebooks.append(_notebook(store, name, a, b, nb_a, nb_b))
     return Comparison(a, b, parameters, scraps, notebooks)
+
+
+def _defaults(notebook, names: set[str]) -> dict[str, Any]:
+    """The defaults of ``names`` in ``notebook``'s parameters cell: those it declares as literals (a default that
+    is computed, ``date.today()``, is not known here)."""
+    import ast
+
+    from runner.notebook.contract import declared_parameters
+
+    if notebook is None or not names:
+        return {}
+    cell = next((cell for cell in notebook.cells if cell.cell_type == "code"
+                 and "parameters" in cell.get("metadata", {}).get("tags", [])), None)
+    found = {}
+    for declared in (declared_parameters(cell.source) or []) if cell is not None else []:
+        if declared.name in names:
+            try:
+                found[declared.name] = ast.literal_eval(declared.default)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+    return found
 
 
 def _scraps(step) -> dict[str, Any]:
     return {k: v for k, v in step.scraps.items() if k not in HIDDEN_SCRAPS} if step else {}
 
 
-def _rows(step: str, a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
+def _rows(step: str, a: dict[str, Any], b: dict[str, Any],
+          defaults: tuple[dict[str, Any], dict[str, Any]] = ({}, {})) -> list[Row]:
+    """A row per name of either side; a name one side lacks takes that side's default when given one."""
     rows = []
     for name in dict.fromkeys([*a, *b]):
-        va, vb = a.get(name), b.get(name)
-        state = "added" if name not in a else "removed" if name not in b else "same" if va == vb else "changed"
+        in_a, in_b = name in a or name in defaults[0], name in b or name in defaults[1]
+        va, vb = a.get(name, defaults[0].get(name)), b.get(name, defaults[1].get(name))
+        state = "added" if not in_a else "removed" if not in_b else "same" if va == vb else "changed"
         delta = ""
         if state == "changed" and is_number(va) and is_number(vb):
             delta = f"{'+' if vb >= va else ''}{format_value(vb - va)}"
-        rows.append(Row(step, name, None if name not in a else format_value(va),
-                        None if name not in b else format_value(vb), state, delta))
+
+        def shown(value: Any, given: bool, present: bool) -> str | None:
+            return None if not present else format_value(value) + ("" if given else "  (default)")
+
+        rows.append(Row(step, name, shown(va, name in a, in_a), shown(vb, name in b, in_b), state, delta))
     return rows
 
 
@@ -154,8 +186,7 @@ def _read_notebook(store: RunStore, record: RunRecord, step: str):
         return None
 
 
-def _notebook(store: RunStore, step: str, a: RunRecord, b: RunRecord) -> NotebookDiff:
-    nb_a, nb_b = _read_notebook(store, a, step), _read_notebook(store, b, step)
+def _notebook(store: RunStore, step: str, a: RunRecord, b: RunRecord, nb_a, nb_b) -> NotebookDiff:
     pages = (_page(store, a, step), _page(store, b, step))
     if nb_a is None or nb_b is None:
         missing = " and ".join(r.run_id for r, nb in ((a, nb_a), (b, nb_b)) if nb is None)
