@@ -20,7 +20,14 @@ from typing import Any
 
 from runner.errors import FIRST_LINE_LENGTH, FailedCell, ParameterError, StepFailed
 from runner.notebook import forkserver
-from runner.notebook.contract import Declared, Parameter, ParameterContract, declared_parameters, infer_type
+from runner.notebook.contract import (
+    Declared,
+    Parameter,
+    ParameterContract,
+    declared_parameters,
+    infer_type,
+    parameters_source,
+)
 from runner.notebook.grammars import DEFER_IRI_GRAMMARS
 from runner.secrets import SECRET_MARK, Redactor, kernel_source, secret_parameters
 
@@ -88,15 +95,13 @@ def read_contract(path: str | Path) -> ParameterContract:
     """
     nb = _read_quickly(path)
     check_language(nb, path)
-    cell = next((c for c in nb["cells"] if "parameters" in (c.get("metadata") or {}).get("tags", [])), None)
-    if cell is None:
+    source = parameters_source(nb["cells"])
+    if source is None:
         raise ParameterError(
             "no cell tagged 'parameters'; in JupyterLab select the cell holding the defaults, open the "
             "property inspector and add the tag 'parameters'",
             str(path),
         )
-    source = cell.get("source") or ""
-    source = "".join(source) if isinstance(source, list) else str(source)
     found = declared_parameters(source)
     if found is None:  # not Python: papermill skips the lines it cannot read
         from papermill.translators import PythonTranslator

@@ -65,6 +65,16 @@ class Declared:
 _MAGIC = re.compile(r"^\s*[%!]")  # IPython's line magics and shell escapes: not Python
 
 
+def parameters_source(cells: Iterable[Mapping[str, Any]]) -> str | None:
+    """The source of the first cell tagged ``parameters`` among ``cells`` (as nbformat reads them, or as plain
+    JSON), None when no cell is tagged so."""
+    cell = next((c for c in cells if "parameters" in ((c.get("metadata") or {}).get("tags") or [])), None)
+    if cell is None:
+        return None
+    source = cell.get("source") or ""
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
 def declared_parameters(source: str) -> list[Declared] | None:
     """The parameters a cell's source declares, read with Python's own parser; None when it is not Python
     (a syntax error): then papermill's line-by-line reading decides (:func:`runner.notebook.adapter.read_contract`).

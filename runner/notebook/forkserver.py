@@ -388,15 +388,20 @@ def _prepare() -> None:
 def _load(entry: str) -> None:
     """Import ``entry``'s module and, for ``module:function``, call the function; a failure is logged, not raised
     (the child imports it again, and the notebook's own import reports it)."""
+    try:
+        _call(entry)
+    except Exception as exc:
+        print(f"kernel fork server: could not preload {entry}: {exc}", file=sys.stderr, flush=True)
+
+
+def _call(entry: str) -> None:
+    """Import ``entry``'s module (``module`` or ``module:function``) and call its function, if it names one."""
     import importlib
 
     module, _, function = entry.partition(":")
-    try:
-        imported = importlib.import_module(module)
-        if function:
-            getattr(imported, function)()
-    except Exception as exc:
-        print(f"kernel fork server: could not preload {entry}: {exc}", file=sys.stderr, flush=True)
+    imported = importlib.import_module(module)
+    if function:
+        getattr(imported, function)()
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
@@ -481,10 +486,7 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
         if "target" in request:
             sys.argv = list(request["title"][2:]) or [sys.executable]
             _retitle(list(request["title"]))
-            module, _, function = request["target"].partition(":")
-            import importlib
-
-            getattr(importlib.import_module(module), function)()
+            _call(request["target"])
         else:
             sys.argv = [_launcher_path(), *request["args"]]
             _retitle([sys.executable, *_LAUNCHER, *request["args"]])

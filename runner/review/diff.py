@@ -122,8 +122,8 @@ def compare(store: RunStore, a: RunRecord, b: RunRecord) -> Comparison:
         sa, sb = a.steps.get(name), b.steps.get(name)
         nb_a, nb_b = _read_notebook(store, a, name), _read_notebook(store, b, name)
         given_a, given_b = (sa.parameters if sa else {}), (sb.parameters if sb else {})
-        parameters += _rows(name, given_a, given_b, (_defaults(nb_a, set(given_b) - set(given_a)) if sa else {},
-                                                     _defaults(nb_b, set(given_a) - set(given_b)) if sb else {}))
+        parameters += _rows(name, given_a, given_b, (_defaults(nb_a, set(given_b) - set(given_a)),
+                                                     _defaults(nb_b, set(given_a) - set(given_b))))
         scraps += _rows(name, _scraps(sa), _scraps(sb))
         notebooks.append(_notebook(store, name, a, b, nb_a, nb_b))
     return Comparison(a, b, parameters, scraps, notebooks)
@@ -134,14 +134,11 @@ def _defaults(notebook, names: set[str]) -> dict[str, Any]:
     is computed, ``date.today()``, is not known here)."""
     import ast
 
-    from runner.notebook.contract import declared_parameters
+    from runner.notebook.contract import declared_parameters, parameters_source
 
-    if notebook is None or not names:
-        return {}
-    cell = next((cell for cell in notebook.cells if cell.cell_type == "code"
-                 and "parameters" in cell.get("metadata", {}).get("tags", [])), None)
+    source = parameters_source(notebook.cells) if notebook is not None and names else None
     found = {}
-    for declared in (declared_parameters(cell.source) or []) if cell is not None else []:
+    for declared in (declared_parameters(source) or []) if source is not None else []:
         if declared.name in names:
             try:
                 found[declared.name] = ast.literal_eval(declared.default)
@@ -165,12 +162,13 @@ def _rows(step: str, a: dict[str, Any], b: dict[str, Any],
         delta = ""
         if state == "changed" and is_number(va) and is_number(vb):
             delta = f"{'+' if vb >= va else ''}{format_value(vb - va)}"
-
-        def shown(value: Any, given: bool, present: bool) -> str | None:
-            return None if not present else format_value(value) + ("" if given else "  (default)")
-
-        rows.append(Row(step, name, shown(va, name in a, in_a), shown(vb, name in b, in_b), state, delta))
+        rows.append(Row(step, name, _shown(va, name in a, in_a), _shown(vb, name in b, in_b), state, delta))
     return rows
+
+
+def _shown(value: Any, given: bool, present: bool) -> str | None:
+    """A row's value: none when absent, marked when it is the notebook's default rather than given."""
+    return None if not present else format_value(value) + ("" if given else "  (default)")
 
 
 def _read_notebook(store: RunStore, record: RunRecord, step: str):
