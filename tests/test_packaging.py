@@ -129,6 +129,38 @@ def test_the_installed_libraries_and_the_runner_carry_their_bytecode():
         assert compiled.is_file(), f"{module.__name__} has no bytecode ({compiled}); `make venv` compiles it"
 
 
+def test_the_install_compiles_modules_but_not_test_suites_or_installers_and_only_once(tmp_path):
+    """tools/compile_bytecode.py, which `make venv` runs over site-packages: modules get bytecode Python accepts; a
+    package's tests, pip and moto get none; a file that does not compile is counted, not fatal; a second run compiles
+    nothing to do, and a changed source is compiled again."""
+    import importlib.util
+
+    site = tmp_path / "site-packages"
+    files = {"pkg/__init__.py": "", "pkg/core.py": "VALUE = 1\n", "pkg/tests/test_core.py": "def test(): pass\n",
+             "pkg/py2.py": "print 'hello'\n", "pip/__init__.py": "", "moto/server.py": "", "top.py": "X = 2\n"}
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    tool = [sys.executable, str(ROOT / "tools" / "compile_bytecode.py"), str(site)]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def compiled(name: str) -> Path:
+        return Path(importlib.util.cache_from_source(str(site / name)))
+
+    done = subprocess.run(tool, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "modules compiled: 3; not compiling: 1 (left to Python)"
+    assert all(compiled(name).is_file() for name in ("pkg/__init__.py", "pkg/core.py", "top.py"))
+    assert not any(compiled(name).exists() for name in ("pkg/tests/test_core.py", "pkg/py2.py", "pip/__init__.py",
+                                                        "moto/server.py"))
+    loaded = subprocess.run([sys.executable, "-v", "-c", "import pkg.core"], capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": str(site)}, cwd=tmp_path)
+    assert f"matches {site / 'pkg' / 'core.py'}" in loaded.stderr  # Python used the bytecode, did not compile
+    assert subprocess.run(tool, capture_output=True, text=True, env=env).stdout == "modules compiled: 0; not compiling: 1 (left to Python)\n"
+    (site / "pkg" / "core.py").write_text("VALUE = 22\n")
+    assert subprocess.run(tool, capture_output=True, text=True, env=env).stdout == "modules compiled: 1; not compiling: 1 (left to Python)\n"
+
+
 def test_importing_runner_is_cheap_and_has_no_side_effects():
     code = (
         "import os, sys; before = dict(os.environ); import runner, runner.cli, runner.config, runner.errors; "
