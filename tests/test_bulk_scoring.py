@@ -303,10 +303,10 @@ def test_a_database_failure_midway_rolls_the_run_back(scoring, url, backend):
     refused = loans(50)["loan_id"].iloc[40]  # in the sixth chunk of seven rows
     quoted = refused.replace("'", "''")
     if backend == "sqlite":
-        run_sql(url, f"CREATE TRIGGER refuse BEFORE INSERT ON predictions WHEN NEW.entity_id = '{quoted}' "
+        run_sql(url, f"CREATE TRIGGER refuse BEFORE INSERT ON prediction_scores WHEN NEW.entity_id = '{quoted}' "
                      "BEGIN SELECT RAISE(ABORT, 'entity refused'); END")
     else:
-        run_sql(url, f"ALTER TABLE predictions ADD CONSTRAINT refuse CHECK (entity_id <> '{quoted}')")
+        run_sql(url, f"ALTER TABLE prediction_scores ADD CONSTRAINT refuse CHECK (entity_id <> '{quoted}')")
     with pytest.raises(RunnerError, match="entity refused|violates check constraint"):
         nb.score(Model(), "lender", "3", "loans", chunksize=7)
     assert rows(url, "SELECT run_id, entity_id FROM predictions") == [("r1", "old")]

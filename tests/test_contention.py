@@ -196,7 +196,7 @@ def test_a_transient_error_midway_reruns_the_whole_transaction(db, statements):
         (1, 10.0), (2, 20.0), (3, 20.0), (4, 20.0)]
 
     # scores in two chunks: the second chunk's insert fails once; the first chunk is not written twice
-    statements.fail("INSERT INTO predictions", sqlite3.OperationalError("database is locked"), at=2)
+    statements.fail("INSERT INTO prediction_scores", sqlite3.OperationalError("database is locked"), at=2)
     assert store.write_predictions([scores("a", "b"), scores("c")], run_id="r1", model_name="m", model_version="1",
                                    as_of="2026-02-28") == 3
     assert statements.attempts == 3 + 2
@@ -229,7 +229,7 @@ def test_scores_from_an_iterator_already_drawn_are_not_written_again(db, stateme
             drawn.append(chunk)
             yield chunk
 
-    statements.fail("INSERT INTO predictions", sqlite3.OperationalError("database is locked"), at=2)
+    statements.fail("INSERT INTO prediction_scores", sqlite3.OperationalError("database is locked"), at=2)
     with pytest.raises(RunnerError) as raised:
         store.write_predictions(chunks(), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")
     message = str(raised.value)

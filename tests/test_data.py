@@ -42,6 +42,12 @@ def count(warehouse: Warehouse, table: str) -> int:
     return int(warehouse.for_purpose(SCORING).read_sql(f"SELECT COUNT(*) AS n FROM {table}")["n"].iloc[0])
 
 
+def rows(warehouse: Warehouse, sql: str) -> list[tuple]:
+    """What the database itself holds, past the runner (its storage tables are not the dictionary's)."""
+    with sa.create_engine(warehouse.url).connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(sql))]
+
+
 def scores(apps: pd.DataFrame, value: float = 0.5) -> pd.DataFrame:
     return pd.DataFrame({"entity_id": apps["application_id"], "score": value})
 
@@ -216,8 +222,15 @@ def test_write_predictions_from_a_chunked_read_and_twice_is_idempotent(warehouse
     assert (written["model_version"] == "3").all() and (written["as_of"] == pd.Timestamp("2026-02-28")).all()
     assert len(warehouse.read_predictions(as_of="2026-02-28")) == len(apps)
     assert warehouse.read_predictions(as_of="2026-03-31").empty
-    indexed = {tuple(index["column_names"]) for index in sa.inspect(sa.create_engine(warehouse.url)).get_indexes("predictions")}
-    assert {("run_id",), ("as_of",)} <= indexed
+    inspector = sa.inspect(sa.create_engine(warehouse.url))  # the run's columns once, in its batch; scores by batch
+    assert "predictions" in inspector.get_view_names() and "predictions" not in inspector.get_table_names()
+    assert [column["name"] for column in inspector.get_columns("prediction_scores")] == ["batch", "entity_id", "score"]
+    assert {tuple(index["column_names"]) for index in inspector.get_indexes("prediction_batches")} == {("run_id",),
+                                                                                                     ("as_of",)}
+    assert [index["column_names"] for index in inspector.get_indexes("prediction_scores")] == [["batch"]]
+    # the second write replaced the first's batch and scores: one batch, counting its rows, and no orphan score
+    assert rows(warehouse, "SELECT run_id, row_count FROM prediction_batches") == [("r1", len(apps))]
+    assert rows(warehouse, "SELECT COUNT(*) FROM prediction_scores") == [(len(apps),)]
 
 
 def test_scores_written_by_hand_stay_out_of_productions_view(warehouse, month):
@@ -240,6 +253,43 @@ def test_a_predictions_table_from_before_namespaces_is_production(warehouse):
                              "'2026-01-31 06:00:00')"))
     old = warehouse.read_predictions()
     assert list(old["run_id"]) == ["old"] and list(old["namespace"]) == ["production"]
+
+
+def test_a_predictions_table_of_an_earlier_runner_moves_into_batches_and_reads_as_before(warehouse, month):
+    """A warehouse an earlier runner wrote (one predictions table, every column on each row, two runs, one by hand,
+    one run written in two goes): its first read moves the rows into batches, exactly; a rerun then replaces the
+    other run's production scores as it did."""
+    apps, _ = month
+    ids = apps["application_id"].head(4).tolist()
+    engine = sa.create_engine(warehouse.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE predictions (run_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version "
+                             "TEXT NOT NULL, as_of DATE NOT NULL, entity_id TEXT NOT NULL, score FLOAT NOT NULL, "
+                             "scored_at DATETIME NOT NULL, namespace TEXT NOT NULL)"))
+        conn.execute(sa.text("CREATE INDEX ix_predictions_run_id ON predictions (run_id)"))
+        values = [("prod-1", "1", ids[0], 0.125, "06:00:00", "production"), ("prod-1", "1", ids[1], 0.25, "06:00:00",
+                  "production"), ("prod-1", "1", ids[2], 1 / 3, "06:00:05", "production"),
+                  ("mine", "2", ids[0], 0.5, "07:00:00", "user:bob")]
+        for run_id, version, entity, score, at, namespace in values:
+            conn.execute(sa.text("INSERT INTO predictions VALUES (:run, 'm', :version, '2026-01-31', :entity, :score, "
+                                 ":at, :namespace)"), {"run": run_id, "version": version, "entity": entity,
+                                                       "score": score, "at": f"2026-01-31 {at}.000000",
+                                                       "namespace": namespace})
+    before = pd.read_sql("SELECT * FROM predictions ORDER BY run_id, entity_id", engine)
+    after = warehouse.read_predictions(namespace=None).sort_values(["run_id", "entity_id"], ignore_index=True)
+    inspector = sa.inspect(engine)
+    assert "predictions" in inspector.get_view_names() and "predictions" not in inspector.get_table_names()
+    assert rows(warehouse, "SELECT run_id, scored_at, row_count FROM prediction_batches ORDER BY batch") == [
+        ("prod-1", "2026-01-31 06:00:00.000000", 2), ("prod-1", "2026-01-31 06:00:05.000000", 1),
+        ("mine", "2026-01-31 07:00:00.000000", 1)]
+    assert after["score"].tolist() == before["score"].tolist() == [0.5, 0.125, 0.25, 1 / 3]
+    assert after["entity_id"].tolist() == before["entity_id"].tolist()
+    assert after["namespace"].tolist() == ["user:bob", "production", "production", "production"]
+    assert after["scored_at"].tolist() == pd.to_datetime(before["scored_at"]).tolist()
+    assert warehouse.write_predictions(scores(apps.head(3), 0.75), run_id="prod-2", model_name="m", model_version="1",
+                                       as_of="2026-01-31") == 3
+    assert sorted(set(warehouse.read_predictions(namespace=None)["run_id"])) == ["mine", "prod-2"]
+    assert rows(warehouse, "SELECT COUNT(*) FROM prediction_scores") == [(4,)]
 
 
 def test_write_predictions_is_all_or_nothing(warehouse, month):

@@ -195,8 +195,12 @@ def test_predictions_are_written_all_or_none_and_a_rerun_replaces_the_earlier_ru
     back = store.read_predictions(as_of="2026-02-28")
     assert set(back["run_id"]) == {"r2"} and str(back["as_of"].dtype) == "datetime64[ns]"
     assert str(back["scored_at"].dtype) == "datetime64[ns]"
-    indexes = {name for name, in rows(url, "SELECT indexname FROM pg_indexes WHERE tablename = 'predictions'")}
-    assert indexes == {"ix_predictions_run_id", "ix_predictions_as_of"}
+    indexes = {name for name, in rows(url, "SELECT indexname FROM pg_indexes WHERE tablename LIKE 'prediction%'")}
+    assert indexes == {"prediction_batches_pkey", "ix_prediction_batches_run_id", "ix_prediction_batches_as_of",
+                       "ix_prediction_scores_batch"}
+    # the replaced run's batch and scores went with it: a batch per write, counting its rows, and no orphan score
+    assert rows(url, "SELECT run_id, row_count FROM prediction_batches ORDER BY run_id") == [("by-hand", 5), ("r2", 30)]
+    assert rows(url, "SELECT COUNT(*) FROM prediction_scores") == [(35,)]
 
 
 def test_a_predictions_table_from_before_namespaces_gets_the_column_and_is_production(url):

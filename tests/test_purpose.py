@@ -22,7 +22,7 @@ from runner import nb
 from runner.config import load_config
 from runner.data import DataDictionary, Warehouse
 from runner.demo.generate import generate_month
-from runner.errors import ConfigError, DataContractError
+from runner.errors import ConfigError, DataContractError, RunnerError
 from runner.store.records import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,9 +222,15 @@ def test_writes_to_undeclared_tables_are_refused(tmp_path, dictionary, month):
     message = refusal(lambda: store.write_table("quarantine", month[0].head(3)))
     assert message.startswith("table 'quarantine' is not declared in the data dictionary")
     assert "quarantine" not in store.tables()
-    assert store.write_table("predictions", pd.DataFrame({  # a run table of the runner
-        "run_id": ["r"], "model_name": ["m"], "model_version": ["1"], "as_of": ["2026-02-28"], "entity_id": ["a"],
-        "score": [0.5], "scored_at": [pd.Timestamp("2026-02-28 06:00")], "namespace": ["production"]})) == 1
+    assert store.write_table("monitoring_metrics", pd.DataFrame({  # a run table of the runner
+        "run_id": ["r"], "pipeline": ["p"], "step": ["monitor"], "as_of": ["2026-02-28"], "model_name": ["m"],
+        "model_version": ["1"], "feature": ["score"], "statistic": ["psi"], "value": [0.1], "p_value": [None],
+        "severity": ["ok"], "detail": [None], "computed_at": [pd.Timestamp("2026-02-28 06:00")],
+        "namespace": ["production"]})) == 1
+    with pytest.raises(RunnerError, match="predictions are written by a run's write_predictions"):
+        store.write_table("predictions", pd.DataFrame({"entity_id": ["a"], "score": [0.5]}))
+    assert store.write_predictions(pd.DataFrame({"entity_id": ["a"], "score": [0.5]}), run_id="r", model_name="m",
+                                   model_version="1", as_of="2026-02-28") == 1
 
 
 def test_rejected_rows_keep_their_pii_to_its_own_purposes(tmp_path, dictionary):

@@ -104,6 +104,14 @@ _REQUEST_COLUMNS = {  # name: (type, description, nullable); one row per scored 
     "flags": ("string", "what was scored but is worth a look: levels the model never saw in training", True),
 }
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
+# How predictions are stored: ``predictions`` is a view joining one row per write (the run's columns, a batch number
+# and its row count) to the scores, three columns a row. A run's columns are the same on each of its rows: stored once,
+# a row takes 25 bytes, not 130, and a write of 1M rows a third of the time (docs/design/benchmarks.md).
+PREDICTION_BATCHES = "prediction_batches"
+PREDICTION_SCORES = "prediction_scores"
+_BATCH_COLUMNS = ("run_id", "model_name", "model_version", "as_of", "scored_at", "namespace")
+_PREDICTIONS_VIEW = (f"SELECT b.run_id, b.model_name, b.model_version, b.as_of, s.entity_id, s.score, b.scored_at, "
+                     f"b.namespace FROM {PREDICTION_SCORES} s JOIN {PREDICTION_BATCHES} b ON b.batch = s.batch")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 BUILTIN = DataDictionary.from_dict({
@@ -129,6 +137,12 @@ BUILTIN = DataDictionary.from_dict({
         },
     },
 }, source="runner.data.warehouse (built-in tables)")
+STORAGE = DataDictionary.from_dict({  # the scores' own table, as it is written (not read: readers see predictions)
+    "purposes": {},
+    "tables": {PREDICTION_SCORES: {"description": "the scores of predictions, by batch", "owner": "runner", "columns": {
+        name: {"type": kind, "description": name, "nullable": False, "pii": False, "allowed_purposes": ["any"]}
+        for name, kind in (("batch", "int"), ("entity_id", "string"), ("score", "float"))}}},
+}, source="runner.data.warehouse (storage of predictions)")
 
 
 class Warehouse:
@@ -184,8 +198,10 @@ class Warehouse:
         return view
 
     def tables(self) -> list[str]:
+        """The warehouse's tables and views (``predictions`` is a view: see :meth:`write_predictions`)."""
         with self._connect() as conn:
-            return sorted(sa.inspect(conn).get_table_names())
+            inspector = sa.inspect(conn)
+            return sorted({*inspector.get_table_names(), *inspector.get_view_names()})
 
     def write_table(self, table: str, frame: pd.DataFrame, *, mode: str = "append") -> int:
         """Write ``frame`` in one transaction; returns rows written.
@@ -198,6 +214,9 @@ class Warehouse:
         """
         if mode not in ("append", "replace"):
             raise RunnerError(f"write mode must be 'append' or 'replace', got {mode!r}")
+        if table == PREDICTIONS:
+            raise RunnerError("predictions are written by a run's write_predictions (nb.write_predictions or nb.score), "
+                              "one run's scores at a time, never by write_table")
         self._declaration(table, "write")
         contract = self._contract(table)
         spec = contract.table(table)
@@ -307,6 +326,11 @@ class Warehouse:
         a scored month replaces the earlier run's scores instead of doubling them. After the commit,
         ``on_replaced`` hears which runs lost how many rows (when any did). Rows of other namespaces
         are never touched, and a run by hand replaces only its own rows.
+
+        ``predictions`` is a view: each write is a row of ``prediction_batches`` (the run's columns, a batch number,
+        its row count) and the scores are rows of ``prediction_scores`` (batch, ``entity_id``, ``score``), so the
+        run's columns are stored once, not on every score. A warehouse with a ``predictions`` table of an earlier
+        runner has it moved into the two the first time it is written or read.
         """
         run = {"run_id": run_id, "model_name": model_name, "model_version": str(model_version), "as_of": as_of,
                "scored_at": _now(), "namespace": namespace}
@@ -350,22 +374,18 @@ class Warehouse:
         def write(conn: sa.Connection) -> tuple[int, dict[str, int]]:
             nonlocal drawn
             sql_table = self._ensure_table(conn, table, spec)
-
-            def matching(names: tuple[str, ...]) -> list:
-                return [sql_table.c[name] == (pd.Timestamp(run[name]).date() if spec.columns[name].type == "date"
-                                              else run[name]) for name in names]
-
-            conn.execute(sa.delete(sql_table).where(*matching(scope)))
-            replaced: dict[str, int] = {}
-            if supersede:
-                others = sa.and_(*matching(supersede), sql_table.c.run_id != run["run_id"])
-                counts = conn.execute(sa.select(sql_table.c.run_id, sa.func.count()).where(others)
-                                      .group_by(sql_table.c.run_id).order_by(sql_table.c.run_id))
-                replaced = {str(run_id): int(rows) for run_id, rows in counts}
-                if replaced:
-                    conn.execute(sa.delete(sql_table).where(others))
+            if table == PREDICTIONS:  # the run's columns once, in a batch of its own; the scores by batch number
+                batches, scores = _prediction_tables()
+                replaced = _clear_batches(conn, batches, scores, run, scope, supersede)
+                batch = conn.execute(batches.insert().values(
+                    **{name: _matched(name, run) for name in _BATCH_COLUMNS}, row_count=0)).inserted_primary_key[0]
+                target, target_spec = PREDICTION_SCORES, STORAGE.table(PREDICTION_SCORES)
+                fixed: dict[str, pd.Series] | None = {"batch": pd.Series([batch], dtype="int64")}
+            else:
+                replaced = _clear_rows(conn, sql_table, run, scope, supersede)
+                target, target_spec, fixed = table, spec, None
             drawn = once
-            bulk = _bulk_writer(conn, table, spec)
+            bulk = _bulk_writer(conn, target, target_spec)
 
             def prepared() -> Iterator[tuple[pd.DataFrame, list | None, dict]]:
                 """Each chunk checked, validated and, for a bulk insert, encoded: what may run a stage ahead."""
@@ -384,20 +404,24 @@ class Warehouse:
                         rows = whole[list(rows.columns)]
                     else:
                         rows = _validated(contract, table, rows, run)
-                    yield rows, bulk.encode(rows, constants) if bulk is not None else None, constants
+                    stored = fixed or constants  # what each stored row carries beside its own columns
+                    yield rows, bulk.encode(rows, stored) if bulk is not None else None, stored
 
             written = 0
             # frames that come one by one (a scoring pipeline's) are prepared in a thread of their own, a chunk or
             # two ahead, while this one inserts; a frame or a list, in this thread
             with read_ahead(prepared(), name="runner-write-prepare") if once else contextlib.nullcontext(
                     prepared()) as ready:
-                for rows, encoded, constants in ready:
+                for rows, encoded, stored in ready:
                     if encoded is None:
-                        written += self._insert(conn, table, rows, spec, constants)
+                        written += self._insert(conn, target, rows, target_spec, stored)
                         continue
-                    with _driver_errors(conn, f"inserting into {table}"):
+                    with _driver_errors(conn, f"inserting into {target}"):
                         bulk.send(encoded)
                     written += len(rows)
+            if table == PREDICTIONS:
+                conn.execute(sa.delete(batches).where(batches.c.batch == batch) if not written else
+                             sa.update(batches).where(batches.c.batch == batch).values(row_count=written))
             return written, replaced
 
         written, replaced = self._in_transaction(table, write, replayable=lambda: not drawn)
@@ -774,7 +798,12 @@ class Warehouse:
             return [column["name"] for column in inspector.get_columns(table)]
 
     def _ensure_table(self, conn: sa.Connection, table: str, spec: TableSpec) -> sa.Table:
-        """The table as declared (types, NOT NULL, unique key), created with its indexes if missing."""
+        """The table as declared (types, NOT NULL, unique key), created with its indexes if missing; for
+        ``predictions``, its tables and view (:func:`_ensure_predictions`)."""
+        if table == PREDICTIONS:
+            _ensure_predictions(conn)
+            return sa.table(PREDICTIONS, *(sa.column(name, SQL_TYPES[column.type])
+                                           for name, column in spec.columns.items()))
         sql_table = sa.Table(table, sa.MetaData(), *(
             sa.Column(name, SQL_TYPES[column.type], nullable=column.nullable) for name, column in spec.columns.items()
         ))
@@ -785,8 +814,8 @@ class Warehouse:
         for names in indexes:
             sa.Index(f"ix_{table}_{'_'.join(names)}", *(sql_table.c[name] for name in names))
         sql_table.create(conn, checkfirst=True)
-        if table in (PREDICTIONS, MONITORING_METRICS):
-            _add_namespace(conn, sql_table)
+        if table == MONITORING_METRICS:
+            _add_namespace(conn, sql_table.name)
         for index in sql_table.indexes:
             index.create(conn, checkfirst=True)
         return sql_table
@@ -922,13 +951,100 @@ def _driver_insert(conn: sa.Connection, sql_table: sa.Table, rows: list[dict[str
     return compiled.string, [dict(zip(names, value)) for value in values]
 
 
-def _add_namespace(conn: sa.Connection, sql_table: sa.Table) -> None:
+def _add_namespace(conn: sa.Connection, table: str) -> None:
     """Give a run table written before namespaces existed its ``namespace`` column; its rows are production's."""
-    if "namespace" in {column["name"] for column in sa.inspect(conn).get_columns(sql_table.name)}:
+    if "namespace" in {column["name"] for column in sa.inspect(conn).get_columns(table)}:
         return
     quote = conn.dialect.identifier_preparer.quote
-    conn.execute(sa.text(f"ALTER TABLE {quote(sql_table.name)} ADD COLUMN namespace TEXT NOT NULL "
-                         f"DEFAULT '{PRODUCTION}'"))
+    conn.execute(sa.text(f"ALTER TABLE {quote(table)} ADD COLUMN namespace TEXT NOT NULL DEFAULT '{PRODUCTION}'"))
+
+
+def _matched(name: str, run: dict):
+    """A run's value of column ``name`` as a run table compares it (a date as a date)."""
+    return pd.Timestamp(run[name]).date() if name == "as_of" else run[name]
+
+
+def _clear_rows(conn: sa.Connection, sql_table: sa.Table, run: dict, scope: tuple[str, ...],
+                supersede: tuple[str, ...]) -> dict[str, int]:
+    """Deletes the rows of ``sql_table`` that match ``run`` on ``scope``, and those of other runs that match it on
+    ``supersede`` (when given); returns how many rows each other run lost."""
+    conn.execute(sa.delete(sql_table).where(*(sql_table.c[name] == _matched(name, run) for name in scope)))
+    if not supersede:
+        return {}
+    others = sa.and_(*(sql_table.c[name] == _matched(name, run) for name in supersede),
+                     sql_table.c.run_id != run["run_id"])
+    counts = conn.execute(sa.select(sql_table.c.run_id, sa.func.count()).where(others)
+                          .group_by(sql_table.c.run_id).order_by(sql_table.c.run_id))
+    replaced = {str(run_id): int(rows) for run_id, rows in counts}
+    if replaced:
+        conn.execute(sa.delete(sql_table).where(others))
+    return replaced
+
+
+def _clear_batches(conn: sa.Connection, batches: sa.Table, scores: sa.Table, run: dict, scope: tuple[str, ...],
+                   supersede: tuple[str, ...]) -> dict[str, int]:
+    """:func:`_clear_rows` for predictions: the batches that match, and their scores."""
+    gone = sa.and_(*(batches.c[name] == _matched(name, run) for name in scope))
+    replaced: dict[str, int] = {}
+    if supersede:
+        others = sa.and_(*(batches.c[name] == _matched(name, run) for name in supersede),
+                         batches.c.run_id != run["run_id"])
+        counts = conn.execute(sa.select(batches.c.run_id, sa.func.sum(batches.c.row_count)).where(others)
+                              .group_by(batches.c.run_id).order_by(batches.c.run_id))
+        replaced = {str(run_id): int(rows) for run_id, rows in counts if rows}
+        gone = sa.or_(gone, others)
+    numbers = [number for number, in conn.execute(sa.select(batches.c.batch).where(gone))]
+    for start in range(0, len(numbers), 1000):
+        conn.execute(sa.delete(scores).where(scores.c.batch.in_(numbers[start:start + 1000])))
+    if numbers:
+        conn.execute(sa.delete(batches).where(gone))
+    return replaced
+
+
+def _prediction_tables() -> tuple[sa.Table, sa.Table]:
+    """(``prediction_batches``, ``prediction_scores``): the tables behind the ``predictions`` view."""
+    metadata = sa.MetaData()
+    batches = sa.Table(
+        PREDICTION_BATCHES, metadata,
+        # sqlite: INTEGER PRIMARY KEY is the rowid, numbered by the database; PostgreSQL: BIGSERIAL
+        sa.Column("batch", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        *(sa.Column(name, SQL_TYPES[_PREDICTION_COLUMNS[name][0]], nullable=False) for name in _BATCH_COLUMNS),
+        sa.Column("row_count", sa.BigInteger, nullable=False),
+    )
+    for names in RUN_TABLE_INDEXES:
+        sa.Index(f"ix_{PREDICTION_BATCHES}_{'_'.join(names)}", *(batches.c[name] for name in names))
+    scores = sa.Table(PREDICTION_SCORES, metadata, *(
+        sa.Column(name, SQL_TYPES[column.type], nullable=False)
+        for name, column in STORAGE.table(PREDICTION_SCORES).columns.items()))
+    sa.Index(f"ix_{PREDICTION_SCORES}_batch", scores.c.batch)
+    return batches, scores
+
+
+def _ensure_predictions(conn: sa.Connection) -> None:
+    """Creates ``predictions``' tables and view where missing. A ``predictions`` table of a runner before batches
+    (one row per score, every column on it) is moved into them, in the caller's transaction, then dropped."""
+    inspector = sa.inspect(conn)
+    tables, views = set(inspector.get_table_names()), set(inspector.get_view_names())
+    if PREDICTIONS in views and {PREDICTION_BATCHES, PREDICTION_SCORES} <= tables:
+        return
+    batches, scores = _prediction_tables()
+    batches.metadata.create_all(conn, checkfirst=True)
+    quote = conn.dialect.identifier_preparer.quote
+    if PREDICTIONS in tables:
+        _add_namespace(conn, PREDICTIONS)
+        listed = ", ".join(quote(name) for name in _BATCH_COLUMNS)
+        conn.execute(sa.text(
+            f"INSERT INTO {PREDICTION_BATCHES} ({listed}, row_count) SELECT {listed}, COUNT(*) FROM {PREDICTIONS} "
+            f"GROUP BY {listed} ORDER BY MIN(scored_at), {listed}"))
+        joined = " AND ".join(f"b.{quote(name)} = p.{quote(name)}" for name in _BATCH_COLUMNS)
+        conn.execute(sa.text(
+            f"INSERT INTO {PREDICTION_SCORES} (batch, entity_id, score) SELECT b.batch, p.entity_id, p.score "
+            f"FROM {PREDICTIONS} p JOIN {PREDICTION_BATCHES} b ON {joined}"))
+        conn.execute(sa.text(f"DROP TABLE {PREDICTIONS}"))
+        log.info("moved the predictions table into %s and %s (the view predictions shows them as before)",
+                 PREDICTION_BATCHES, PREDICTION_SCORES)
+    if PREDICTIONS not in views:
+        conn.execute(sa.text(f"CREATE VIEW {PREDICTIONS} AS {_PREDICTIONS_VIEW}"))
 
 
 def _now() -> pd.Timestamp:
