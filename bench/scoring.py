@@ -7,7 +7,7 @@ same rows already in memory (reading them is not timed), in the same run. Each m
 so its peak RSS is its own; ``runner`` runs on a month of a quarter of the rows and on a month of all of them, to
 show that its memory does not grow with rows, on each warehouse.
 
-    .venv/bin/python bench/scoring.py [--rows 1000000] [--repeat 2] [--chunksize 20000] [--workdir DIR]
+    .venv/bin/python bench/scoring.py [--rows 1000000] [--repeat 2] [--chunksize 50000] [--workdir DIR]
                                       [--backends sqlite,postgresql]
 
 Set-up, once per work folder: a minimal runner.yaml, a sqlite warehouse holding ``rows`` applications in 2026-01
@@ -317,7 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2, help="measurements per mode and size; medians reported")
-    parser.add_argument("--chunksize", type=int, default=20_000)
+    parser.add_argument("--chunksize", type=int, default=50_000)
     parser.add_argument("--workdir", type=Path, help="set up here, or reuse a folder set up for the same rows")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="warehouses to measure: sqlite,postgresql")
     parser.add_argument("--measure", choices=["raw", "runner"], help=argparse.SUPPRESS)

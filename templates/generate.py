@@ -141,7 +141,7 @@ model_name = "{{model}}"      # the registered model to score with
 alias = "champion"            # which version: champion or challenger
 table = "{{table}}"           # the warehouse table with the rows to score
 month_column = "month"        # score the rows of as_of's month; "" scores every row
-chunksize = 20000             # rows read, scored and written at a time"""),
+chunksize = 50000             # rows read, scored and written at a time"""),
     ("code", """import matplotlib.pyplot as plt
 
 from runner import nb
