@@ -49,6 +49,9 @@ NUMERIC = ["age", "income", "loan_amount", "term_months", "employment_years", "d
 CATEGORICAL = ["purpose", "home_ownership", "region"]
 BATCH = 200_000  # applications generated and written per batch during set-up
 TRAIN_ROWS = 20_000
+# chunks nb.score may hold at once: two queued and one at work at each of its stages (read, predict, prepare),
+# and the one being inserted
+PIPELINE_CHUNKS = 10
 RESULT = "RESULT "  # prefix of the measurement's line on stdout (scrapbook prints its scraps there too)
 BACKENDS = ("sqlite", "postgresql")
 
@@ -423,7 +426,9 @@ def report(args, info: dict, runs: dict, wall_s: float, rerun_checked: bool, upt
     for backend in dict.fromkeys(row["warehouse"] for row in summary[1:]):
         quarter, full = [row for row in summary if row["warehouse"] == backend]
         print(f"{backend}: peak RSS at N/4 vs N: {quarter['peak_rss_mib']:.0f} MiB vs {full['peak_rss_mib']:.0f} MiB "
-              f"({quarter['rows']:,} vs {full['rows']:,} rows; raw at N: {raw['peak_rss_mib']:.0f} MiB)")
+              f"({quarter['rows']:,} vs {full['rows']:,} rows, {-(-quarter['rows'] // args.chunksize)} vs "
+              f"{-(-full['rows'] // args.chunksize)} chunks: a run of fewer chunks than the pipeline holds, about "
+              f"{PIPELINE_CHUNKS}, never fills it; raw at N: {raw['peak_rss_mib']:.0f} MiB)")
     print(f"predictions checked: each run holds exactly its rows after every measurement"
           f"{' and after re-running its run id' if rerun_checked else ' and after one re-run of the N/4 run id'}; "
           f"wall time {wall_s:.0f}s")
