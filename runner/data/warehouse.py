@@ -106,7 +106,7 @@ _REQUEST_COLUMNS = {  # name: (type, description, nullable); one row per scored 
 RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
 # How predictions are stored: ``predictions`` is a view joining one row per write (the run's columns, a batch number
 # and its row count) to the scores, three columns a row. A run's columns are the same on each of its rows: stored once,
-# a row takes 25 bytes, not 130, and a write of 1M rows a third of the time (docs/design/benchmarks.md).
+# the scores take a third of the space and about half the time to write (docs/design/benchmarks.md).
 PREDICTION_BATCHES = "prediction_batches"
 PREDICTION_SCORES = "prediction_scores"
 _BATCH_COLUMNS = ("run_id", "model_name", "model_version", "as_of", "scored_at", "namespace")
