@@ -218,8 +218,15 @@ def test_a_reader_that_fails_midway_fails_the_read_with_the_drivers_words(tmp_pa
 
 
 def readers() -> list[psutil.Process]:
-    return [child for child in psutil.Process().children(recursive=True) if "adbc_driver_sqlite" in
-            " ".join(child.cmdline())]
+    """sqlite's reader processes still running below this one (an ended one, a zombie not yet reaped, is not)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "adbc_driver_sqlite" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # ended while being looked at, or a zombie (psutil.ZombieProcess)
+            continue
+    return found
 
 
 # -- predictions: nb.score end to end -------------------------------------------------------------------------------

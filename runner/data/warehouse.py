@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ from runner.errors import ConfigError, DataContractError, RunnerError
 __all__ = ["Warehouse", "PREDICTIONS", "MONITORING_METRICS", "REQUESTS", "read_ahead"]
 
 PREDICTIONS = "predictions"
-CHUNK_ROWS = 5000  # rows per executemany batch of an INSERT
+CHUNK_ROWS = 5000  # rows per INSERT statement (sqlite, at most as many as its parameters allow) or executemany
 BACKOFF = (0.1, 5.0)  # seconds before the first retry of a write (doubling each time, with jitter), and the most
 # Transient failures by SQLSTATE (PostgreSQL; psycopg's .sqlstate, psycopg2's .pgcode): the transaction gave way to
 # another writer, so running it again can succeed. Class 08 and 57P01-57P03 are a connection lost or refused for now.
@@ -838,7 +838,7 @@ class Warehouse:
         columns), in the transaction of ``conn``; returns rows inserted.
 
         A table the dictionary declares goes in bulk, from Arrow columns, on the transaction's own connection:
-        sqlite by the driver's ``executemany`` of plain tuples, :data:`CHUNK_ROWS` rows at a time (values stored
+        sqlite by INSERT statements of up to :data:`CHUNK_ROWS` rows each, their values bound at once (values stored
         as SQLAlchemy stores them: dates and times as its text); PostgreSQL (psycopg) by ``COPY ... FROM STDIN
         (FORMAT BINARY)``, when the table's columns have the types the runner creates. Anything else goes
         through pandas' ``to_sql`` (not ``method="multi"``: SQLAlchemy compiles every multi-row VALUES
@@ -859,12 +859,8 @@ class Warehouse:
         return len(frame)
 
     def _max_parameters(self) -> int:
-        """Bound parameters one statement may carry (sqlite: 32766 since 3.32, 999 before), for key deletes."""
-        if self._engine.dialect.name == "sqlite":
-            import sqlite3
-
-            return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
-        return 30000
+        """Bound parameters one statement may carry (sqlite: :func:`_sqlite_max_parameters`), for key deletes."""
+        return _sqlite_max_parameters() if self._engine.dialect.name == "sqlite" else 30000
 
 
 @contextlib.contextmanager
@@ -1302,17 +1298,25 @@ def _bulk_writer(conn: sa.Connection, table: str, spec: TableSpec) -> _Bulk | No
     quote = dialect.identifier_preparer.quote
     listed = ", ".join(quote(name) for name in names)
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
-        sql = f"INSERT INTO {quote(table)} ({listed}) VALUES ({', '.join('?' * len(names))})"
+        # Many rows a statement (INSERT ... VALUES (?, ?), (?, ?), ...), as many as its parameters allow: the driver's
+        # executemany steps each row on its own, giving up the GIL and taking it back every time, and beside a
+        # thread that wants it (scoring's prediction) each row then waits for that thread's turn (a convoy; see
+        # docs/design/benchmarks.md). One statement of many rows takes it back once, and binds in one call.
+        width = len(names)
+        per_statement = max(1, min(CHUNK_ROWS, _sqlite_max_parameters() // width))
+        row = f"({', '.join('?' * width)})"
 
         def encode_sqlite(frame: pd.DataFrame, constants: dict[str, pd.Series]) -> list:
             fixed = {name: _sqlite_values(value, spec.columns[name].type)[0] for name, value in constants.items()}
-            return [list(zip(*(repeat(fixed[name]) if name in fixed else _sqlite_values(part[name], kind)
-                               for name, kind in zip(names, kinds))))
-                    for part in _parts(frame)]
+            return [tuple(chain.from_iterable(zip(*(repeat(fixed[name]) if name in fixed else
+                                                    _sqlite_values(part[name], kind)
+                                                    for name, kind in zip(names, kinds)))))
+                    for part in _parts(frame, per_statement)]
 
         def send_sqlite(encoded: list) -> None:
-            for rows in encoded:  # the driver's executemany of plain tuples, through SQLAlchemy (its events, its
-                conn.exec_driver_sql(sql, rows)  # errors), which hands tuples on as they are
+            for values in encoded:  # through SQLAlchemy (its events, its errors), which hands the values on as they are
+                rows = len(values) // width
+                conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({listed}) VALUES {', '.join([row] * rows)}", values)
 
         return _Bulk(encode_sqlite, send_sqlite)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
@@ -1344,10 +1348,17 @@ def _bulk_writer(conn: sa.Connection, table: str, spec: TableSpec) -> _Bulk | No
     return None
 
 
-def _parts(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
-    """``frame`` in parts of at most :data:`CHUNK_ROWS` rows."""
-    for start in range(0, len(frame), CHUNK_ROWS):
-        yield frame.iloc[start:start + CHUNK_ROWS]
+def _parts(frame: pd.DataFrame, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """``frame`` in parts of at most ``rows`` rows."""
+    for start in range(0, len(frame), rows):
+        yield frame.iloc[start:start + rows]
+
+
+def _sqlite_max_parameters() -> int:
+    """Bound parameters one sqlite statement may carry (32766 since SQLite 3.32, 999 before)."""
+    import sqlite3
+
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
 def _arrow(values: pd.Series):
