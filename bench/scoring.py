@@ -292,7 +292,12 @@ class Server:
 
         pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
         times = psutil.Process(pid).cpu_times()
-        live = sum(sum(child.cpu_times()[:2]) for child in psutil.Process(pid).children())
+        live = 0.0
+        for child in psutil.Process(pid).children():
+            try:
+                live += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:  # ended while we looked (an autovacuum worker): counted once it is reaped
+                pass
         return times.user + times.system + times.children_user + times.children_system + live
 
 
