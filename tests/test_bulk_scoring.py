@@ -1,6 +1,6 @@
 """Scoring moves its data in bulk (issue 16): chunked reads come as Arrow batches (ADBC; sqlite's in a reader process
-of its own), predictions and dictionary tables go in from Arrow columns (sqlite: the driver's executemany of plain
-tuples; PostgreSQL: binary COPY), and ``nb.score`` overlaps reading, predicting and writing. Each test runs on a sqlite
+of its own), predictions and dictionary tables go in from Arrow columns (sqlite: INSERTs of thousands of rows each;
+PostgreSQL: binary COPY), and ``nb.score`` overlaps reading, predicting and writing. Each test runs on a sqlite
 file and on a database of its own on the session's PostgreSQL; what it asserts is read back with a connection of the
 test's own (sqlite3, psycopg), never through the warehouse under test."""
 
@@ -174,6 +174,29 @@ def test_scores_pieced_together_from_several_frames_are_written_whole(url):
     Warehouse(url).write_predictions(scores, run_id="r", model_name="m", model_version="1", as_of="2026-01-31")
     assert rows(url, "SELECT entity_id, score FROM predictions ORDER BY score") == list(
         zip([*HOSTILE[:5], "z", *HOSTILE[5:]], np.linspace(0, 1, 10).tolist()))
+
+
+def test_sqlite_takes_thousands_of_scores_a_statement_and_keeps_each_value(tmp_path):
+    """sqlite's driver gives the interpreter up and takes it back for each row of an executemany, and beside a busy
+    thread (scoring's model) each row then waits for its turn: scores go in as statements of thousands of rows, as
+    many as sqlite's parameters allow, and every value lands in its row."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO"):
+            sent.append((statement.split("(")[0].split()[-1].strip('"'), executemany))
+
+    ids = [f"{HOSTILE[i % len(HOSTILE)]}-{i}" for i in range(12_000)]
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        Warehouse(url).write_predictions(pd.DataFrame({"entity_id": ids, "score": np.arange(12_000) / 12_000}),
+                                         run_id="r", model_name="m", model_version="1", as_of="2026-01-31")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+    assert sent == [("prediction_batches", False), *[("prediction_scores", False)] * 3], sent
+    assert rows(url, "SELECT entity_id, score FROM predictions ORDER BY score") == [
+        (entity, i / 12_000) for i, entity in enumerate(ids)]
 
 
 def test_a_date_given_as_text_compares_as_before_in_a_chunked_read(url, dictionary):
