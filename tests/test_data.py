@@ -292,6 +292,35 @@ def test_a_predictions_table_of_an_earlier_runner_moves_into_batches_and_reads_a
     assert rows(warehouse, "SELECT COUNT(*) FROM prediction_scores") == [(4,)]
 
 
+def test_a_table_of_the_users_own_under_a_storage_name_is_named_and_left_alone(tmp_path, month):
+    """A team whose warehouse already has a table called prediction_scores (theirs, other columns) gets one line
+    naming it when predictions are first written, and their table keeps its rows; a dictionary declaring one of the
+    runner's storage names cannot read or write it through the runner."""
+    apps, _ = month
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE prediction_scores (customer TEXT, churn REAL)"))
+        conn.execute(sa.text("INSERT INTO prediction_scores VALUES ('c1', 0.9), ('c2', 0.1)"))
+    theirs = DataDictionary.from_dict({"purposes": {"churn": "churn"}, "tables": {"prediction_scores": {
+        "description": "a team's own scores", "owner": "team", "columns": {
+            name: {"type": kind, "description": name, "nullable": True, "pii": False, "allowed_purposes": ["any"]}
+            for name, kind in (("customer", "string"), ("churn", "float"))}}}})
+    warehouse = Warehouse(url, theirs)
+    with pytest.raises(RunnerError) as raised:
+        warehouse.write_predictions(scores(apps.head(3)), run_id="r", model_name="m", model_version="1",
+                                    as_of="2026-01-31")
+    assert "'prediction_scores'" in str(raised.value) and "rename yours" in str(raised.value)
+    with pytest.raises(DataContractError, match="cannot write 'prediction_scores': the runner keeps predictions"):
+        warehouse.write_table("prediction_scores", pd.DataFrame({"customer": ["c3"], "churn": [0.5]}))
+    with pytest.raises(DataContractError, match="cannot read 'prediction_scores'"):
+        warehouse.for_purpose("churn").read_table("prediction_scores")
+    with pytest.raises(DataContractError, match="cannot read 'prediction_scores'"):
+        warehouse.for_purpose("churn").read_sql("SELECT customer FROM prediction_scores")
+    assert rows(warehouse, "SELECT * FROM prediction_scores ORDER BY customer") == [("c1", 0.9), ("c2", 0.1)]
+    inspector = sa.inspect(sa.create_engine(url))
+    assert inspector.get_table_names() == ["prediction_scores"] and inspector.get_view_names() == []
+
+
 def test_write_predictions_is_all_or_nothing(warehouse, month):
     apps, _ = month
     warehouse.write_predictions(scores(apps), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")

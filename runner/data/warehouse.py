@@ -109,6 +109,7 @@ RUN_TABLE_INDEXES = (("run_id",), ("as_of",))
 # the scores take a third of the space and about half the time to write (docs/design/benchmarks.md).
 PREDICTION_BATCHES = "prediction_batches"
 PREDICTION_SCORES = "prediction_scores"
+STORAGE_TABLES = (PREDICTION_BATCHES, PREDICTION_SCORES)  # behind the predictions view: the runner's names
 _BATCH_COLUMNS = ("run_id", "model_name", "model_version", "as_of", "scored_at", "namespace")
 _PREDICTIONS_VIEW = (f"SELECT b.run_id, b.model_name, b.model_version, b.as_of, s.entity_id, s.score, b.scored_at, "
                      f"b.namespace FROM {PREDICTION_SCORES} s JOIN {PREDICTION_BATCHES} b ON b.batch = s.batch")
@@ -508,6 +509,10 @@ class Warehouse:
     def _declaration(self, table: str, verb: str) -> DataDictionary:
         """The dictionary declaring ``table`` for the purpose rule: the project's, else the runner's for its
         run tables; any other table is refused (:class:`DataContractError`), since nothing would check it."""
+        if table in STORAGE_TABLES:
+            raise DataContractError(f"cannot {verb} {table!r}: the runner keeps predictions under that name (read "
+                                    f"them as 'predictions'); a table of your own needs another name in the data "
+                                    f"dictionary")
         if self.dictionary is not None and table in self.dictionary.tables:
             return self.dictionary
         if table in BUILTIN.tables:
@@ -1023,6 +1028,8 @@ def _ensure_predictions(conn: sa.Connection) -> None:
     tables, views = set(inspector.get_table_names()), set(inspector.get_view_names())
     if PREDICTIONS in views and {PREDICTION_BATCHES, PREDICTION_SCORES} <= tables:
         return
+    if PREDICTIONS not in views and tables & set(STORAGE_TABLES):  # the view comes with them: these are not ours
+        raise RunnerError(_not_ours(sorted(tables & set(STORAGE_TABLES))))
     batches, scores = _prediction_tables()
     batches.metadata.create_all(conn, checkfirst=True)
     quote = conn.dialect.identifier_preparer.quote
@@ -1041,6 +1048,14 @@ def _ensure_predictions(conn: sa.Connection) -> None:
                  PREDICTION_BATCHES, PREDICTION_SCORES)
     if PREDICTIONS not in views:
         conn.execute(sa.text(f"CREATE VIEW {PREDICTIONS} AS {_PREDICTIONS_VIEW}"))
+
+
+def _not_ours(tables: list[str]) -> str:
+    """Why predictions cannot be stored: tables under the runner's storage names that it did not make."""
+    names = " and ".join(repr(table) for table in tables)
+    return (f"the warehouse has a table {names} that the runner did not make, and the runner keeps predictions under "
+            f"{'that name' if len(tables) == 1 else 'those names'}; rename yours (in the warehouse and the data "
+            f"dictionary), then run again")
 
 
 def _now() -> pd.Timestamp:
