@@ -321,6 +321,19 @@ def test_a_table_of_the_users_own_under_a_storage_name_is_named_and_left_alone(t
     assert inspector.get_table_names() == ["prediction_scores"] and inspector.get_view_names() == []
 
 
+def test_a_fraction_in_an_int_column_is_refused_not_cut_and_nothing_is_written(warehouse, month):
+    """pandera alone converts 30.5 months to 30 without a word: the write names the column and the value."""
+    apps, _ = month
+    broken = apps.astype({"term_months": float})
+    broken.loc[3, "term_months"] = 30.5
+    with pytest.raises(DataContractError, match=r"term_months: .* failed for 1 rows \(e\.g\. 30\.5\)"):
+        warehouse.write_table("applications", broken)
+    assert "applications" not in warehouse.tables()
+    assert warehouse.write_table("applications", apps.astype({"term_months": float})) == len(apps)  # whole: kept
+    assert rows(warehouse, "SELECT typeof(term_months), COUNT(*) FROM applications GROUP BY 1") == [
+        ("integer", len(apps))]
+
+
 def test_write_predictions_is_all_or_nothing(warehouse, month):
     apps, _ = month
     warehouse.write_predictions(scores(apps), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")

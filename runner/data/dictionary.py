@@ -205,9 +205,9 @@ class DataDictionary:
 
     def validate(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The frame with the dictionary's dtypes; :class:`DataContractError` listing every failure."""
-        validated, error = self._check(table, frame)
-        if error is not None:
-            raise self._contract_error(table, summarize(_deduplicate(error.failure_cases))) from error
+        validated, failures = self._check(table, frame)
+        if failures is not None:
+            raise self._contract_error(table, summarize(_deduplicate(failures)))
         return validated
 
     def split_valid(self, table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -216,12 +216,12 @@ class DataDictionary:
         A problem of the whole frame (a missing or undeclared column) still raises.
         """
         frame = frame.reset_index(drop=True)
-        validated, error = self._check(table, frame)
-        if error is None:
+        validated, failures = self._check(table, frame)
+        if failures is None:
             return validated, frame.iloc[:0].assign(reason=pd.Series(dtype="str"))
-        failures = _deduplicate(error.failure_cases)
+        failures = _deduplicate(failures)
         if failures["index"].isna().any():
-            raise self._contract_error(table, summarize(failures)) from error
+            raise self._contract_error(table, summarize(failures))
         failures = failures.assign(reason=failures["column"].astype(str) + ": " + failures["check"].astype(str))
         reasons = failures.groupby(failures["index"].astype(int))["reason"].agg(lambda r: "; ".join(dict.fromkeys(r)))
         rejected = frame.loc[reasons.index].assign(reason=reasons.to_numpy())
@@ -281,12 +281,38 @@ class DataDictionary:
         return self.source or "data/dictionary.yaml"
 
     def _check(self, table: str, frame: pd.DataFrame):
-        """(validated frame, None) or (frame, pandera's ``SchemaErrors``)."""
+        """(validated frame, None) or (frame, failure cases: ``column``, ``check``, ``failure_case``, ``index``)."""
         pa = _pandera()
+        cut = self.fractions(table, frame)
         try:
-            return self.schema(table).validate(frame, lazy=True), None
+            validated = self.schema(table).validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
-            return frame, exc
+            cases = exc.failure_cases[list(cut.columns)]
+            return frame, cases if cut.empty else pd.concat([cases, cut], ignore_index=True)
+        return (validated, None) if cut.empty else (frame, cut)
+
+    def fractions(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Failure cases (as pandera's, a failed conversion) of numbers with a fraction in ``table``'s int columns.
+
+        pandera converts a float column to an int one as numpy does, cutting 2.5 to 2; the dictionary refuses it,
+        as :meth:`row_problems` does value by value."""
+        cases = []
+        for name, column in self.table(table).columns.items():
+            if column.type != "int" or name not in frame.columns:
+                continue
+            values = frame[name]
+            if values.dtype == object:
+                values = values.map(lambda value: value if isinstance(value, (float, np.floating)) else np.nan)
+            elif not pd.api.types.is_float_dtype(values.dtype):
+                continue
+            numbers = values.to_numpy(dtype=float, na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                cut = np.isfinite(numbers) & (numbers != np.trunc(numbers))
+            if cut.any():
+                cases.append(pd.DataFrame({"column": name, "check": f"coerce_dtype('{column.dtype}')",
+                                           "failure_case": numbers[cut], "index": frame.index[cut]}))
+        return (pd.concat(cases, ignore_index=True) if cases else
+                pd.DataFrame({name: pd.Series(dtype=object) for name in ("column", "check", "failure_case", "index")}))
 
     def _contract_error(self, table: str, failures: list[dict]) -> DataContractError:
         parts = []
