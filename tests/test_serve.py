@@ -220,6 +220,32 @@ def test_a_level_the_dictionary_allows_but_training_never_saw_is_scored_and_flag
 
 
 @pytest.mark.slow
+def test_a_request_id_sent_twice_counts_twice_and_one_that_is_not_an_id_is_replaced(trained, server):
+    """A caller that reuses its X-Request-ID makes two requests, not one of four rows; a header that is not an
+    id (5,000 characters, quotes and spaces) is not stored: the request gets an id of the server's, returned."""
+    from runner.data.warehouse import Warehouse
+    from runner.monitoring.usage import request_usage
+
+    root, _ = trained
+    for _ in range(2):
+        answer = httpx.post(f"{server.url}/invocations", json={"dataframe_records": ROWS},
+                            headers={"X-Request-ID": "again-7f3a"})
+        assert answer.status_code == 200 and answer.headers["x-request-id"] == "again-7f3a"
+    logged(root, "again-7f3a", 4)
+    usage = request_usage(Warehouse(f"sqlite:///{root / '.runner' / 'warehouse.db'}").read_requests("retain").pipe(
+        lambda rows: rows[rows["request_id"] == "again-7f3a"]))
+    assert usage["requests"] == 2 and usage["rows"] == 4
+    for hostile in ("x" * 5000, 'it\'s "quoted" -- ;', "has spaces in it", "ünïcödé-id"):
+        answer = httpx.post(f"{server.url}/invocations", json={"dataframe_records": ROWS[:1]},
+                            headers={"X-Request-ID": hostile.encode()})
+        given = answer.headers["x-request-id"]
+        assert answer.status_code == 200 and given == answer.json()["request_id"]
+        assert len(given) == 32 and int(given, 16) >= 0
+        assert [row["status"] for row in logged(root, given, 1)] == ["ok"]
+    assert not requests_rows(root, "length(request_id) > 128")
+
+
+@pytest.mark.slow
 def test_the_alias_moving_mid_traffic_switches_the_version_without_dropping_a_request(trained, server):
     """Requests keep coming while `runner promote` moves the champion to v2: every one is answered 200, the
     answers go from v1 to v2 within the refresh interval and stay there, and the switch is in the server's log."""

@@ -66,17 +66,20 @@ STATUS_RANK = {"ok": 0, "rejected": 1, "error": 2}  # a request's status is the 
 def request_usage(requests: pd.DataFrame) -> dict:
     """Counts and latency of served requests: rows of the ``requests`` table (one per scored row).
 
-    A request is a ``request_id``; its status is the worst of its rows' (``error`` over ``rejected`` over
-    ``ok``) and its latency the largest of its rows' (they share one). ``error_rate`` is the share of requests
+    A request is a ``request_id`` received at one ``received_at`` (a caller may send the same X-Request-ID
+    again: each time is a request of its own); its status is the worst of its rows' (``error`` over ``rejected``
+    over ``ok``) and its latency the largest of its rows' (they share one). ``error_rate`` is the share of requests
     that are not ``ok``: ``rejected_rate`` (400/422, the caller's inputs) plus ``failed_rate`` (500, the server
     or the model). Latency percentiles (``latency_p50_ms`` ...) are over requests, NaN without any.
     """
     status = requests["status"].astype(str)
+    keys = ["request_id", "received_at"] if "received_at" in requests.columns else ["request_id"]
     per_request = pd.DataFrame({
         "request_id": requests["request_id"].astype(str),
+        **({"received_at": requests["received_at"]} if "received_at" in keys else {}),
         "rank": status.map(STATUS_RANK).fillna(STATUS_RANK["error"]).astype(int),
         "latency_ms": pd.to_numeric(requests["latency_ms"], errors="coerce"),
-    }).groupby("request_id", sort=False).agg(rank=("rank", "max"), latency_ms=("latency_ms", "max"))
+    }).groupby(keys, sort=False, dropna=False).agg(rank=("rank", "max"), latency_ms=("latency_ms", "max"))
     count = len(per_request)
     rejected = int((per_request["rank"] == STATUS_RANK["rejected"]).sum())
     errors = int((per_request["rank"] == STATUS_RANK["error"]).sum())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -34,6 +35,9 @@ from runner.tracking.scoring import BadRequest, ServedVersion, parse_request, re
 
 log = logging.getLogger("runner.serve")
 MAX_LOGGED_BODY = 10_000  # characters of a refused body kept in the request log
+# A caller's X-Request-ID is kept when it is an id (as proxies and tracing systems make them); anything else (a
+# 60 KB header, spaces, quotes, control characters) gets one of the server's, which the answer's header returns.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/invocations")
     async def invocations(request: Request) -> JSONResponse:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id") or ""
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         body = await request.body()
         status, answer = await run_in_threadpool(service.score, body, request_id)
         return JSONResponse(answer, status_code=status, headers={"X-Request-ID": request_id})
