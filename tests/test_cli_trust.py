@@ -132,6 +132,22 @@ def test_runs_on_a_wide_terminal_shows_every_column(project, monkeypatch):
                              "ingest:succeeded", "train:succeeded", "monitor:failed"]
 
 
+def test_runs_piped_shows_every_column_and_a_run_a_line_however_wide(project, monkeypatch):
+    """Piped to grep or a file, with no COLUMNS to fit, nothing is left out or folded at 80 columns."""
+    records = write_runs(project)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    done = project.cli_process("runs")
+    assert done.returncode == 0, done.stderr
+    header, *lines = done.stdout.splitlines()
+    assert header.split() == ["run", "id", "pipeline", "trigger", "as_of", "status", "duration", "steps"]
+    assert [line.split() for line in lines] == [
+        [records[1].run_id, records[1].pipeline, "backfill", "2026-12-01", "succeeded", "9.0s", "ingest:succeeded",
+         "train:succeeded", "monitor:failed"],
+        [records[0].run_id, records[0].pipeline, "schedule", "2026-11-30", "failed", "123.4s", "ingest:succeeded",
+         "train:succeeded", "monitor:failed"]]
+    assert max(len(line) for line in lines) > 80
+
+
 # -- where a notebook runs --------------------------------------------------------------------
 
 

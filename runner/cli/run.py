@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -131,7 +133,11 @@ def runs(pipeline: str | None, status: str | None, limit: int, as_json: bool, co
     if not entries:
         out.print("no runs yet; start one with `runner run PIPELINE`")
         return
-    out.print(_runs_table(entries, out.width))
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        out.print(_runs_table(entries, out.width))
+    else:  # piped (to grep, a file): every column, a run a line, however wide
+        table = _runs_table(entries, None)
+        Console(file=out.file, highlight=False, soft_wrap=True, width=table.width).print(table)
     for entry in entries:
         if isinstance(entry, Unreadable):
             err.print(f"[yellow]warning:[/] {escape(entry.message)}")
@@ -141,11 +147,11 @@ RUNS_LEFT_OUT = ("trigger", "duration", "steps", "as_of")  # `runner runs` drops
 RUNS_FOLDED = {"pipeline": 8, "steps": 24}  # columns that fold, and at most the width they keep at least
 
 
-def _runs_table(records, width: int) -> Table:
-    """The runs as a table within ``width`` columns. A run id is never cut or folded: the pipeline and
-    steps columns fold, the columns of RUNS_LEFT_OUT are left out in turn, and on the narrowest
-    terminals the pipeline moves under the run id, until the rest fits. An unreadable record's row
-    shows its file where the steps go."""
+def _runs_table(records, width: int | None) -> Table:
+    """The runs as a table within ``width`` columns (None: as wide as they are; the table's ``width`` is then set
+    to that). A run id is never cut or folded: the pipeline and steps columns fold, the columns of RUNS_LEFT_OUT
+    are left out in turn, and on the narrowest terminals the pipeline moves under the run id, until the rest fits.
+    An unreadable record's row shows its file where the steps go."""
     from rich.text import Text
 
     from runner.store.records import Unreadable
@@ -177,6 +183,11 @@ def _runs_table(records, width: int) -> Table:
     def needs(names) -> int:  # columns are two spaces apart (no padding at the edges)
         return sum(least[name] for name in names) + 2 * (len(names) - 1)
 
+    unbounded = width is None
+    if unbounded:
+        least = natural
+        width = needs(list(natural))
+
     shown = list(natural)
     for name in RUNS_LEFT_OUT:
         if needs(shown) > width:
@@ -192,7 +203,7 @@ def _runs_table(records, width: int) -> Table:
     if "steps" in shown:
         folded["steps"] = spare - folded.get("pipeline", 0)
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False, width=width if unbounded else None)
     for name in shown:
         if name in folded:
             table.add_column(name, overflow="fold", max_width=max(1, folded[name]))
