@@ -8,6 +8,7 @@ notebooks with nbformat and the site's pages as files, and chromium clicks the t
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -112,6 +113,19 @@ def test_the_site_gives_a_notebook_page_a_header_and_a_code_toggle(starter):
     assert re.search(r"<b>as_of</b> \d{4}-\d\d-\d\d<", header), "the parameters the run set"
     assert '<label for="rn-hide-code"' in header and "Hide code" in header
     assert "<script" not in page.split("<main")[0].split("<body")[1], "the header runs no script"
+    # the page opens with the notebook's headline, which lists the reasons right below: the header does not repeat
+    # them (its badge keeps them in its title); a page without a headline gets them in the header
+    from runner.config import load_config
+    from runner.review.site import Site
+    from runner.store.records import RunStore
+
+    store = RunStore(str(starter["home"] / "runs"))
+    record = store.read(run_id)
+    reasons = record.steps["monitor"].verdict.reasons
+    assert reasons and 'class="rn-reasons"' not in header
+    assert all(html.escape(reason, quote=False) in page for reason in reasons)
+    listed = Site(load_config(starter["root"] / "runner.yaml"), store).notebook_header(record, "monitor.html").decode()
+    assert 'class="rn-reasons"' in listed and all(reason in html.unescape(listed) for reason in reasons)
     cells = page[page.index("<main"):].split('<div class="jp-Cell ')
     headline = next(cell for cell in cells if "celltag_runner-headline" in cell[:400])
     assert "runner-banner" in headline and "jp-Cell-inputWrapper" not in headline, "the copy shows its output only"

@@ -46,6 +46,7 @@ from typing import Any
 
 from runner.config import Config, templates
 from runner.errors import RunnerError
+from runner.notebook.adapter import HEADLINE_CELL_TAG
 from runner.review.views import (
     HIDDEN_SCRAPS,
     STATUSES,
@@ -78,6 +79,7 @@ NOTEBOOK_META = f'<meta http-equiv="Content-Security-Policy" content="{NOTEBOOK_
 HEAD = re.compile(rb"<head\b[^>]*>", re.IGNORECASE)
 BODY = re.compile(rb"<body\b[^>]*>", re.IGNORECASE)
 NOTEBOOK_HEADER = "notebook_header.html"  # the template of the header an executed notebook's page gets
+HEADLINE_CELL_CLASS = f"celltag_{HEADLINE_CELL_TAG}".encode()  # nbconvert's class of the runner's headline cell
 
 
 def environment():
@@ -181,17 +183,19 @@ class Site:
         path = self.notebook_path(record, file_name) if known else None
         if path is None:
             raise RunnerError(f"run {run_id} has no executed notebook page {file_name!r}")
-        return notebook_page(self.store.fs.cat_file(path), self.notebook_header(record, file_name))
+        return self._notebook_copy(record, file_name, path)
 
-    def notebook_header(self, record: RunRecord, page: str, root: str = "../../") -> bytes:
+    def notebook_header(self, record: RunRecord, page: str, root: str = "../../", *, headline: bool = False) -> bytes:
         """The header of an executed notebook's page ``page`` (a step's or an attempt's): the run (a link back to
-        its page), the pipeline, the step, its status and verdict, its parameters and a "hide code" toggle."""
+        its page), the pipeline, the step, its status and verdict, its parameters and a "hide code" toggle. The
+        verdict's reasons are listed unless the page opens with the notebook's ``headline`` (the runner's copy of
+        it), which says them right below: the badge keeps them in its title."""
         for step in record.steps.values():
             if page in pages_of(step):
                 attempt = next((a for a in step.attempts[:-1] if a.html == page), None)
                 status = attempt.status if attempt else record.step_status(step)
                 return self.env.get_template(NOTEBOOK_HEADER).render(
-                    root=root, run=record, step=step, attempt=attempt, status=status).encode()
+                    root=root, run=record, step=step, attempt=attempt, status=status, headline=headline).encode()
         return b""
 
     @functools.cached_property
@@ -388,7 +392,8 @@ class Site:
                 result.diffs += 1
 
     def _notebook_copy(self, record: RunRecord, page: str, source: str) -> bytes:
-        return notebook_page(self.store.fs.cat_file(source), self.notebook_header(record, page))
+        html = self.store.fs.cat_file(source)
+        return notebook_page(html, self.notebook_header(record, page, headline=HEADLINE_CELL_CLASS in html))
 
 
 def timeline_span(record: RunRecord, start: float | None) -> float:
