@@ -163,6 +163,32 @@ def test_chromium_hides_the_code_with_the_toggle(starter, browser):
     page.close()
 
 
+@pytest.mark.slow
+def test_the_header_links_show_on_the_notebook_page_but_not_in_the_run_pages_frame(starter, browser):
+    """In the run page's sandboxed frame, "← run" and "trends" would open the run page inside itself: not shown."""
+    from playwright.sync_api import expect
+
+    run_id = starter["runs"]["churn_score"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto((starter["home"] / "review" / "runs" / run_id / "monitor.html").as_uri())
+    expect(page.locator(".rn-nav")).to_have_count(2)
+    expect(page.get_by_role("link", name=f"← run {run_id}")).to_be_visible()
+    expect(page.get_by_role("link", name="trends")).to_be_visible()
+    page.goto((starter["home"] / "review" / "runs" / f"{run_id}.html").as_uri())
+    frames = page.locator("iframe.notebook")
+    assert frames.count() >= 2  # the score step's and the monitor step's
+    for index in range(frames.count()):
+        page.get_by_text("Show the executed notebook here").nth(index).click()
+        framed = page.frame_locator("iframe.notebook").nth(index)
+        expect(framed.locator(".rn-header")).to_be_visible()
+        expect(framed.get_by_text("Hide code")).to_be_visible()
+        expect(framed.locator(".rn-nav").first).to_be_hidden()
+        expect(framed.locator(".rn-nav").last).to_be_hidden()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "run-page-framed-notebook.png"), full_page=True)
+    page.close()
+
+
 # -- trend charts: no kernel ------------------------------------------------------------------------
 def test_site_trends_put_each_run_on_its_own_month_with_a_zero_based_labelled_axis():
     from runner.review.trends import positions, y_range
