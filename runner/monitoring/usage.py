@@ -73,10 +73,11 @@ def request_usage(requests: pd.DataFrame) -> dict:
     or the model). Latency percentiles (``latency_p50_ms`` ...) are over requests, NaN without any.
     """
     status = requests["status"].astype(str)
-    keys = ["request_id", "received_at"] if "received_at" in requests.columns else ["request_id"]
+    timed = "received_at" in requests.columns
+    keys = ["request_id", "received_at"] if timed else ["request_id"]
     per_request = pd.DataFrame({
         "request_id": requests["request_id"].astype(str),
-        **({"received_at": requests["received_at"]} if "received_at" in keys else {}),
+        **({"received_at": requests["received_at"]} if timed else {}),
         "rank": status.map(STATUS_RANK).fillna(STATUS_RANK["error"]).astype(int),
         "latency_ms": pd.to_numeric(requests["latency_ms"], errors="coerce"),
     }).groupby(keys, sort=False, dropna=False).agg(rank=("rank", "max"), latency_ms=("latency_ms", "max"))
