@@ -334,6 +334,23 @@ def test_a_fraction_in_an_int_column_is_refused_not_cut_and_nothing_is_written(w
         ("integer", len(apps))]
 
 
+def test_a_run_tables_later_chunks_refuse_a_fraction_in_an_int_column_too():
+    """After a run's first chunk, the run tables validate the rows' own columns only (the fast path): that path
+    refuses 2.5 in an int column as the whole validation does, rather than let pandera cut it to 2."""
+    from runner.data.warehouse import _validated
+
+    contract = DataDictionary.from_dict({"purposes": {"p": "a purpose"}, "tables": {"counts": {
+        "description": "a run table", "owner": "o", "columns": {
+            "run_id": {"type": "string", "description": "r", "nullable": False, "pii": False,
+                       "allowed_purposes": ["any"]},
+            "count": {"type": "int", "description": "c", "nullable": False, "pii": False,
+                      "allowed_purposes": ["any"]}}}}})
+    run = {"run_id": "r1"}
+    assert _validated(contract, "counts", pd.DataFrame({"count": [1.0, 2.0]}), run)["count"].tolist() == [1, 2]
+    with pytest.raises(DataContractError, match=r"count: .* failed for 1 rows \(e\.g\. 2\.5\)"):
+        _validated(contract, "counts", pd.DataFrame({"count": [1.0, 2.5]}), run)
+
+
 def test_write_predictions_is_all_or_nothing(warehouse, month):
     apps, _ = month
     warehouse.write_predictions(scores(apps), run_id="r1", model_name="m", model_version="1", as_of="2026-02-28")

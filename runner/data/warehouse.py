@@ -926,13 +926,17 @@ _END = object()  # what read_ahead's thread hands over after the last item
 
 def _validated(contract: DataDictionary, table: str, rows: pd.DataFrame, run: dict) -> pd.DataFrame:
     """``rows`` (a run's own columns) validated against the dictionary's declaration of those columns only, once
-    the run's columns were validated with its first rows; when they break it, the whole rows are validated again
-    for the dictionary's usual error, naming every failure."""
+    the run's columns were validated with its first rows; when they break it (a number with a fraction in an int
+    column too, which pandera's schema would cut), the whole rows are validated again for the dictionary's usual
+    error, naming every failure."""
     try:
-        return contract.schema(table, list(rows.columns)).validate(rows, lazy=True)
+        validated = contract.schema(table, list(rows.columns)).validate(rows, lazy=True)
     except Exception as exc:  # pandera's SchemaErrors: the dictionary's own validation says it in its words
         contract.validate(table, rows.assign(**run)[list(contract.table(table).columns)])
         raise RunnerError(f"{table} rows break the data dictionary: {str(exc).strip().splitlines()[0]}") from exc
+    if not contract.fractions(table, rows).empty:
+        contract.validate(table, rows.assign(**run)[list(contract.table(table).columns)])  # raises, naming them
+    return validated
 
 
 def _in_namespace(namespace: str | None) -> list:
