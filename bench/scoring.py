@@ -23,10 +23,13 @@ What each measurement reports: seconds, rows/s, rows/s per core of the machine, 
 thread; its children's: sqlite's ADBC reader process; and the PostgreSQL server's, read from its postmaster, which
 reaps its backends), peak RSS of the process and of its reader. Peak RSS is the process's ``VmHWM``
 (/proc/self/status), not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` over ``exec`` from the forking
-parent (a child of a 500 MiB parent starts at 500 MiB). Repeats alternate the modes and keep one run id per size, so
-from the second repeat on ``runner`` re-scores an existing run: after every ``runner`` measurement the run must hold
-exactly its rows (a re-run replaces, never duplicates). The machine's load average is recorded before and after
-each measurement (others' work on a shared machine shows there). Prints a table (median seconds, highest peak RSS)
+parent (a child of a 500 MiB parent starts at 500 MiB). Two cases of scoring, measured apart: ``runner`` is a new
+run (what a schedule starts: nothing of its run id or as_of stored yet), and its rows are deleted again after the
+measurement, untimed, so every repeat starts from the same warehouse; ``rescore`` scores the full month again under
+a run id scored before (a resume or re-run), which deletes the run's 1M earlier rows in the same transaction.
+After every measurement the run must hold exactly its rows (a re-run replaces, never duplicates). Repeats
+alternate the modes. The machine's load average is recorded before and after each measurement (others' work on a
+shared machine shows there). Prints a table (median seconds, highest peak RSS)
 and writes bench/results/scoring.json.
 """
 
@@ -153,17 +156,17 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(workdir: Path, kind: str, month: str, chunksize: int, url: str) -> dict:
+def measure(workdir: Path, kind: str, month: str, chunksize: int, url: str, run_id: str) -> dict:
     """One measurement in this process: seconds, CPU seconds, RSS before the timed part and peak RSS."""
     import scrapbook  # noqa: F401  preloaded by the kernels (runner.yaml defaults.preload), and nb.score glues
     for name in [name for name in os.environ if name.startswith(("RUNNER_", "MLFLOW_"))]:
         del os.environ[name]
     rows = json.loads((workdir / "setup.json").read_text())["months"][month]
-    run_id = f"bench-scoring-{month}"
     os.environ.update({
         "RUNNER_CONFIG": str(workdir / "runner.yaml"), "RUNNER_HOME": str(workdir / ".runner"),
         "RUNNER_RUN_ID": run_id, "RUNNER_PIPELINE": "credit_score", "RUNNER_STEP": "score",
-        "RUNNER_AS_OF": f"{month}-28", "RUNNER_WAREHOUSE_URL": url,
+        # the re-scored run has an as_of of its own: a new run of the same as_of, model and version would replace it
+        "RUNNER_AS_OF": f"{month}-{27 if kind == 'rescore' else 28}", "RUNNER_WAREHOUSE_URL": url,
     })
     from runner import nb
 
@@ -301,10 +304,12 @@ class Server:
         return times.user + times.system + times.children_user + times.children_system + live
 
 
-def in_process(workdir: Path, kind: str, month: str, chunksize: int, url: str, server: Server | None) -> dict:
-    """``measure`` in a fresh Python process, with the machine's load and the server's CPU around it."""
+def in_process(workdir: Path, kind: str, month: str, chunksize: int, url: str, server: Server | None,
+               run_id: str) -> dict:
+    """``measure`` in a fresh Python process, with the machine's load and the server's CPU around it. A new run's
+    rows are deleted after it (untimed, before the vacuum), so the next new run finds the warehouse as this one did."""
     command = [sys.executable, __file__, "--measure", kind, "--month", month, "--chunksize", str(chunksize),
-               "--workdir", str(workdir), "--url", url]
+               "--workdir", str(workdir), "--url", url, "--run", run_id]
     load, server_cpu = os.getloadavg()[0], server.cpu_s() if server else 0.0
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
@@ -313,9 +318,27 @@ def in_process(workdir: Path, kind: str, month: str, chunksize: int, url: str, s
     result = json.loads(lines[-1].removeprefix(RESULT))
     result.update(load_before=load, load_after=os.getloadavg()[0],
                   server_cpu_s=server.cpu_s() - server_cpu if server else 0.0)
+    if kind == "runner":
+        forget(url, run_id)
     if server:
         result.update(server.vacuum())
     return result
+
+
+def forget(url: str, run_id: str) -> None:
+    """Deletes a run's predictions, in the tables behind the ``predictions`` view (the runner has no verb for it:
+    production keeps what it scored)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            run = {"run": run_id}
+            conn.execute(sa.text("DELETE FROM prediction_scores WHERE batch IN "
+                                 "(SELECT batch FROM prediction_batches WHERE run_id = :run)"), run)
+            conn.execute(sa.text("DELETE FROM prediction_batches WHERE run_id = :run"), run)
+    finally:
+        engine.dispose()
 
 
 def stored_mib(workdir: Path) -> dict[str, float]:
@@ -354,9 +377,10 @@ def main() -> None:
     parser.add_argument("--chunksize", type=int, default=50_000)
     parser.add_argument("--workdir", type=Path, help="set up here, or reuse a folder set up for the same rows")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="warehouses to measure: sqlite,postgresql")
-    parser.add_argument("--measure", choices=["raw", "runner"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["raw", "runner", "rescore"], help=argparse.SUPPRESS)
     parser.add_argument("--month", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--setup-postgres", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -367,7 +391,8 @@ def main() -> None:
         print(RESULT + json.dumps(setup_postgres(args.workdir, args.url, args.rows)))
         return
     if args.measure:
-        print(RESULT + json.dumps(measure(args.workdir, args.measure, args.month, args.chunksize, args.url)))
+        print(RESULT + json.dumps(measure(args.workdir, args.measure, args.month, args.chunksize, args.url,
+                                          args.run)))
         return
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     if args.rows < 4 or args.repeat < 1 or not backends or set(backends) - set(BACKENDS):
@@ -385,24 +410,26 @@ def main() -> None:
             if done.returncode:
                 sys.exit(f"PostgreSQL set-up failed:\n{done.stderr[-4000:]}")
             info["postgresql"] = json.loads(done.stdout.splitlines()[-1].removeprefix(RESULT))
-        plan = [("raw", "sqlite", FULL_MONTH)] + [("runner", backend, month) for backend in backends
-                                                   for month in (QUARTER_MONTH, FULL_MONTH)]
+        plan = [("raw", "sqlite", FULL_MONTH)] + [(kind, backend, month) for backend in backends
+                                                   for kind, month in (("runner", QUARTER_MONTH), ("runner", FULL_MONTH),
+                                                                       ("rescore", FULL_MONTH))]
+        rescored = f"bench-scoring-{FULL_MONTH}-rescored"
+        for backend in backends:  # the run each re-score scores again, scored once untimed
+            in_process(workdir, "rescore", FULL_MONTH, args.chunksize, urls[backend],
+                       server if backend == "postgresql" else None, rescored)
         runs: dict[tuple[str, str, str], list[dict]] = {key: [] for key in plan}
-        for _ in range(args.repeat):  # alternating, so drift in machine load hits every mode alike
+        for repeat in range(args.repeat):  # alternating, so drift in machine load hits every mode alike
             for kind, backend, month in plan:
+                run_id = rescored if kind == "rescore" else f"bench-scoring-{month}-{repeat + 1}"
                 runs[kind, backend, month].append(in_process(workdir, kind, month, args.chunksize, urls[backend],
-                                                             server if backend == "postgresql" else None))
-        rerun_checked = args.repeat > 1
-        if not rerun_checked:  # one more, untimed, so that re-running a run id is always checked
-            for backend in backends:
-                in_process(workdir, "runner", QUARTER_MONTH, args.chunksize, urls[backend], None)
+                                                             server if backend == "postgresql" else None, run_id))
         from runner.data.warehouse import Warehouse
 
         for backend in backends:
             total = Warehouse(urls[backend]).read_sql("SELECT COUNT(*) AS n FROM predictions")["n"].iloc[0]
-            if total != args.rows + args.rows // 4:
-                sys.exit(f"predictions holds {total} rows in {backend} after all runs; expected "
-                         f"{args.rows + args.rows // 4}")
+            if total != args.rows:
+                sys.exit(f"predictions holds {total} rows in {backend} after all runs; expected {args.rows}, the "
+                         "re-scored run's (each new run's are deleted after it)")
         info["sqlite_predictions_mib"] = stored_mib(workdir)
     finally:
         if server is not None:
@@ -411,10 +438,10 @@ def main() -> None:
             temporary.cleanup()
     wall_s = time.perf_counter() - wall
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    report(args, info, runs, wall_s, rerun_checked, uptime_before, uptime_after)
+    report(args, info, runs, wall_s, uptime_before, uptime_after)
 
 
-def report(args, info: dict, runs: dict, wall_s: float, rerun_checked: bool, uptime_before: str,
+def report(args, info: dict, runs: dict, wall_s: float, uptime_before: str,
            uptime_after: str) -> None:
     cores = os.cpu_count() or 1
     summary = []
@@ -423,7 +450,7 @@ def report(args, info: dict, runs: dict, wall_s: float, rerun_checked: bool, upt
         cpu = statistics.median(m["cpu_s"] + m["reader_cpu_s"] + m["server_cpu_s"] for m in measured)
         rows = measured[0]["rows"]
         summary.append({
-            "mode": kind, "warehouse": backend if kind == "runner" else "(memory)", "month": month, "rows": rows,
+            "mode": kind, "warehouse": backend if kind != "raw" else "(memory)", "month": month, "rows": rows,
             "seconds": seconds, "rows_per_s": rows / seconds, "rows_per_s_per_core": rows / seconds / cores,
             "predict_s": statistics.median(m["predict_s"] for m in measured),
             "cpu_s": statistics.median(m["cpu_s"] for m in measured),
@@ -443,17 +470,17 @@ def report(args, info: dict, runs: dict, wall_s: float, rerun_checked: bool, upt
           f"writing {args.rows + args.rows // 4:,} applications"
           + (f"; copying them to PostgreSQL {info['postgresql']['copy_s']:.0f}s" if "postgresql" in info else "")
           + f"; medians of {args.repeat} run(s) each, each in a fresh process; {cores} cores")
-    print(f"{'rows':>11}  {'mode':<7}{'warehouse':<11}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'/core':>9}"
+    print(f"{'rows':>11}  {'mode':<8}{'warehouse':<11}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'/core':>9}"
           f"{'predict s':>10}{'CPU s':>7}{'reader':>7}{'server':>7}{'rows/CPU s':>11}{'peak MiB':>9}{'reader':>7}"
           f"  load before")
     for row in summary:
-        print(f"{row['rows']:>11,}  {row['mode']:<7}{row['warehouse']:<11}{row['seconds']:>8.2f}"
+        print(f"{row['rows']:>11,}  {row['mode']:<8}{row['warehouse']:<11}{row['seconds']:>8.2f}"
               f"{row['rows_per_s']:>10,.0f}{row['ratio']:>7.3f}{row['rows_per_s_per_core']:>9,.0f}"
               f"{row['predict_s']:>10.2f}{row['cpu_s']:>7.2f}{row['reader_cpu_s']:>7.2f}{row['server_cpu_s']:>7.2f}"
               f"{row['rows_per_cpu_s']:>11,.0f}{row['peak_rss_mib']:>9.0f}{row['reader_peak_rss_mib']:>7.0f}"
               f"  {row['load']}")
     print("ratio: rows/s over raw predict_proba's on an in-memory frame (runner includes reading from and writing "
-          "to the warehouse); /core: rows/s over the machine's cores; CPU s: the scoring process's, reader: "
+          "to the warehouse; runner: a new run, rescore: a run scored again, its earlier rows deleted); /core: rows/s over the machine's cores; CPU s: the scoring process's, reader: "
           "sqlite's ADBC reader process, server: PostgreSQL's")
     vacuums = [m for measured in runs.values() for m in measured if "vacuum_s" in m and m["rows"] == args.rows]
     if vacuums:
@@ -461,17 +488,16 @@ def report(args, info: dict, runs: dict, wall_s: float, rerun_checked: bool, upt
               f" s, {statistics.median(m['vacuum_server_cpu_s'] for m in vacuums):.2f} s of server CPU (median at N; "
               "what autovacuum would do later)")
     for backend in dict.fromkeys(row["warehouse"] for row in summary[1:]):
-        quarter, full = [row for row in summary if row["warehouse"] == backend]
+        quarter, full = [row for row in summary if row["warehouse"] == backend and row["mode"] == "runner"]
         print(f"{backend}: peak RSS at N/4 vs N: {quarter['peak_rss_mib']:.0f} MiB vs {full['peak_rss_mib']:.0f} MiB "
               f"({quarter['rows']:,} vs {full['rows']:,} rows, {-(-quarter['rows'] // args.chunksize)} vs "
               f"{-(-full['rows'] // args.chunksize)} chunks: a run of fewer chunks than the pipeline holds, about "
               f"{PIPELINE_CHUNKS}, never fills it; raw at N: {raw['peak_rss_mib']:.0f} MiB)")
     stored = info.get("sqlite_predictions_mib")
     if stored:
-        print(f"sqlite: predictions of {args.rows + args.rows // 4:,} rows take {sum(stored.values()):.1f} MiB, "
+        print(f"sqlite: predictions of {args.rows:,} rows (the re-scored run's) take {sum(stored.values()):.1f} MiB, "
               f"indexes included ({', '.join(f'{name} {mib:.1f}' for name, mib in stored.items())})")
-    print(f"predictions checked: each run holds exactly its rows after every measurement"
-          f"{' and after re-running its run id' if rerun_checked else ' and after one re-run of the N/4 run id'}; "
+    print(f"predictions checked: each run holds exactly its rows after every measurement, the re-scored one too; "
           f"wall time {wall_s:.0f}s")
     print(f"uptime before: {uptime_before}\nuptime after:  {uptime_after}")
     out = ROOT / "bench" / "results" / "scoring.json"
