@@ -1408,58 +1408,57 @@ _COPY_EPOCH_DAYS = 10957  # PostgreSQL counts dates and times from 2000-01-01, A
 _COPY_WIDTHS = {"int": ">i8", "float": ">f8", "bool": "u1", "date": ">i4", "datetime": ">i8"}
 
 
-def _copy_column(array, kind: str):
-    """(each value's length in bytes, -1 for a null; the values' bytes back to back) of an Arrow column in
-    PostgreSQL's binary format: int8, float8 and bool as big-endian bytes, dates as days and times as microseconds
-    since 2000-01-01, text as its UTF-8 (Arrow's own buffer)."""
+def _copy_column(array, kind: str) -> list:
+    """An Arrow column as PostgreSQL's binary COPY fields, in two Arrow binary columns: each value's length (4 bytes,
+    big-endian; -1 for a null), and its bytes (null for a null: :func:`_copy_rows` skips it). int8, float8 and bool
+    as big-endian bytes, dates as days and times as microseconds since 2000-01-01, text as its UTF-8."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if kind not in _COPY_WIDTHS:  # string, category: Arrow's UTF-8 as it is
+        data = array.cast(pa.binary())
+        lengths = pc.fill_null(pc.binary_length(data), -1).to_numpy(zero_copy_only=False)
+        return [_fixed_binary(lengths.astype(">i4")), data]
     valid = ~array.is_null().to_numpy(zero_copy_only=False)
-    if kind not in _COPY_WIDTHS:  # string, category
-        text = array.cast(pa.large_string())
-        offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset:text.offset + len(text) + 1]
-        data = text.buffers()[2]
-        payload = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
-        return np.where(valid, np.diff(offsets), -1), payload
     if kind == "date":
         array = pc.subtract(array.cast(pa.date32()).cast(pa.int32()), _COPY_EPOCH_DAYS)
     elif kind == "datetime":
         array = pc.subtract(array.cast(pa.int64()), _COPY_EPOCH_DAYS * 86_400_000_000)
     values = pc.fill_null(array, pa.scalar(0, array.type) if kind != "bool" else False).to_numpy(zero_copy_only=False)
     width = np.dtype(_COPY_WIDTHS[kind])
-    payload = values.astype(width).view(np.uint8).reshape(len(values), width.itemsize)[valid].reshape(-1)
-    return np.where(valid, width.itemsize, -1), payload
+    lengths = np.where(valid, width.itemsize, -1).astype(">i4")
+    return [_fixed_binary(lengths), _fixed_binary(values.astype(width), None if valid.all() else valid)]
 
 
-def _repeated(column, rows: int):
+def _fixed_binary(values, valid=None):
+    """Each element of a numpy array as an Arrow binary value of its bytes (null where ``valid`` is False)."""
+    import pyarrow as pa
+
+    mask = None if valid is None else pa.array(valid).buffers()[1]
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(values.dtype.itemsize), len(values),
+                                                [mask, pa.py_buffer(values)]).cast(pa.binary())
+
+
+def _repeated(column: list, rows: int) -> list:
     """A one-value :func:`_copy_column` as ``rows`` rows of that value."""
-    import numpy as np
+    import pyarrow as pa
 
-    lengths, payload = column
-    return np.repeat(lengths, rows), np.tile(payload, rows)
+    return [pa.repeat(part[0], rows) for part in column]
 
 
-def _copy_rows(columns) -> memoryview:
+def _copy_rows(columns: list) -> memoryview:
     """Rows of PostgreSQL's binary COPY (a field count, then each field's length and bytes) from
-    :func:`_copy_column` columns, laid out with numpy: no Python object per row or value."""
+    :func:`_copy_column` columns: joined row by row by Arrow, no Python object per row or value."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     rows = len(columns[0][0])
-    sizes = [np.maximum(lengths, 0) for lengths, _ in columns]
-    row_bytes = 2 + sum(4 + size for size in sizes)
-    starts = np.concatenate([[0], np.cumsum(row_bytes)[:-1]]).astype(np.int64)
-    out = np.empty(int(row_bytes.sum()), np.uint8)
-    out[starts[:, None] + np.arange(2)] = np.array([len(columns)], ">i2").view(np.uint8)
-    at = starts + 2
-    for (lengths, payload), size in zip(columns, sizes):
-        out[at[:, None] + np.arange(4)] = lengths.astype(">i4").view(np.uint8).reshape(rows, 4)
-        at = at + 4
-        if payload.size:  # byte k of a value's bytes lands k bytes after its field's start
-            out[np.repeat(at - (np.cumsum(size) - size), size) + np.arange(payload.size)] = payload
-        at = at + size
-    return memoryview(out)
+    count = pa.repeat(pa.scalar(len(columns).to_bytes(2, "big"), pa.binary()), rows)
+    joined = pc.binary_join_element_wise(count, *chain.from_iterable(columns), b"", null_handling="skip")
+    offsets = np.frombuffer(joined.buffers()[1], np.int32)[joined.offset:joined.offset + rows + 1]
+    return memoryview(joined.buffers()[2])[offsets[0]:offsets[-1]]
 
 
 @contextlib.contextmanager
