@@ -3,7 +3,9 @@
 ``runner``: ``runner.nb.score(model, ..., "applications", where="month = :month")`` exactly as the score notebook
 calls it: the month's applications read from the warehouse in chunks (Arrow batches), ``predict_proba`` per chunk,
 the scores written into ``predictions`` in one transaction, the three overlapping. ``raw``: ``predict_proba`` on the
-same rows already in memory (reading them is not timed), in the same run. Each measurement runs in a fresh process,
+same rows already in memory as ``nb.load`` reads them (reading them is not timed), in the same run; ``raw-python``:
+the same with the text columns turned into Python strings first, untimed, as ``nb.score`` hands chunks to the model
+(there the turning is timed): the baseline of a user who did that by hand. Each measurement runs in a fresh process,
 so its peak RSS is its own; ``runner`` runs on a month of a quarter of the rows and on a month of all of them, to
 show that its memory does not grow with rows, on each warehouse.
 
@@ -178,8 +180,10 @@ def measure(workdir: Path, kind: str, month: str, chunksize: int, url: str, run_
     import pyarrow  # noqa: F401  imported by any chunked read,
     import sqlglot  # noqa: F401  and by any where= (the purpose rule's parser): not what we measure
     result: dict = {"kind": kind, "month": month}
-    if kind == "raw":
+    if kind.startswith("raw"):
         frame = nb.load("applications", columns=features, where="month = :month", params={"month": month})
+        if kind == "raw-python":  # the text as nb.score hands it to the model (untimed here, timed there)
+            frame = nb._python_text(frame, features)
         result["rss_before_mib"] = _memory_kib("VmRSS") / 1024
         cpu = _cpu(resource.RUSAGE_SELF)
         started = time.perf_counter()
@@ -377,7 +381,7 @@ def main() -> None:
     parser.add_argument("--chunksize", type=int, default=50_000)
     parser.add_argument("--workdir", type=Path, help="set up here, or reuse a folder set up for the same rows")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="warehouses to measure: sqlite,postgresql")
-    parser.add_argument("--measure", choices=["raw", "runner", "rescore"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["raw", "raw-python", "runner", "rescore"], help=argparse.SUPPRESS)
     parser.add_argument("--month", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -410,7 +414,7 @@ def main() -> None:
             if done.returncode:
                 sys.exit(f"PostgreSQL set-up failed:\n{done.stderr[-4000:]}")
             info["postgresql"] = json.loads(done.stdout.splitlines()[-1].removeprefix(RESULT))
-        plan = [("raw", "sqlite", FULL_MONTH)] + [(kind, backend, month) for backend in backends
+        plan = [("raw", "sqlite", FULL_MONTH), ("raw-python", "sqlite", FULL_MONTH)] + [(kind, backend, month) for backend in backends
                                                    for kind, month in (("runner", QUARTER_MONTH), ("runner", FULL_MONTH),
                                                                        ("rescore", FULL_MONTH))]
         rescored = f"bench-scoring-{FULL_MONTH}-rescored"
@@ -450,7 +454,7 @@ def report(args, info: dict, runs: dict, wall_s: float, uptime_before: str,
         cpu = statistics.median(m["cpu_s"] + m["reader_cpu_s"] + m["server_cpu_s"] for m in measured)
         rows = measured[0]["rows"]
         summary.append({
-            "mode": kind, "warehouse": backend if kind != "raw" else "(memory)", "month": month, "rows": rows,
+            "mode": kind, "warehouse": backend if not kind.startswith("raw") else "(memory)", "month": month, "rows": rows,
             "seconds": seconds, "rows_per_s": rows / seconds, "rows_per_s_per_core": rows / seconds / cores,
             "predict_s": statistics.median(m["predict_s"] for m in measured),
             "cpu_s": statistics.median(m["cpu_s"] for m in measured),
@@ -462,32 +466,36 @@ def report(args, info: dict, runs: dict, wall_s: float, uptime_before: str,
             "reader_peak_rss_mib": max(m["reader_peak_rss_mib"] for m in measured),
             "load": [round(m["load_before"], 2) for m in measured],
         })
-    raw = summary[0]
+    raw, raw_python = summary[0], summary[1]
     for row in summary:
         row["ratio"] = row["rows_per_s"] / raw["rows_per_s"]
+        row["ratio_python"] = row["rows_per_s"] / raw_python["rows_per_s"]
     how = "reused" if info["reused"] else "took"
     print(f"set-up ({how}): {info['setup_s']:.0f}s, of which {info['data_s']:.0f}s generating, validating and "
           f"writing {args.rows + args.rows // 4:,} applications"
           + (f"; copying them to PostgreSQL {info['postgresql']['copy_s']:.0f}s" if "postgresql" in info else "")
           + f"; medians of {args.repeat} run(s) each, each in a fresh process; {cores} cores")
-    print(f"{'rows':>11}  {'mode':<8}{'warehouse':<11}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'/core':>9}"
+    print(f"{'rows':>11}  {'mode':<11}{'warehouse':<11}{'seconds':>8}{'rows/s':>10}{'ratio':>7}{'ratio py':>9}{'/core':>9}"
           f"{'predict s':>10}{'CPU s':>7}{'reader':>7}{'server':>7}{'rows/CPU s':>11}{'peak MiB':>9}{'reader':>7}"
           f"  load before")
     for row in summary:
-        print(f"{row['rows']:>11,}  {row['mode']:<8}{row['warehouse']:<11}{row['seconds']:>8.2f}"
-              f"{row['rows_per_s']:>10,.0f}{row['ratio']:>7.3f}{row['rows_per_s_per_core']:>9,.0f}"
+        print(f"{row['rows']:>11,}  {row['mode']:<11}{row['warehouse']:<11}{row['seconds']:>8.2f}"
+              f"{row['rows_per_s']:>10,.0f}{row['ratio']:>7.3f}{row['ratio_python']:>9.3f}"
+              f"{row['rows_per_s_per_core']:>9,.0f}"
               f"{row['predict_s']:>10.2f}{row['cpu_s']:>7.2f}{row['reader_cpu_s']:>7.2f}{row['server_cpu_s']:>7.2f}"
               f"{row['rows_per_cpu_s']:>11,.0f}{row['peak_rss_mib']:>9.0f}{row['reader_peak_rss_mib']:>7.0f}"
               f"  {row['load']}")
-    print("ratio: rows/s over raw predict_proba's on an in-memory frame (runner includes reading from and writing "
-          "to the warehouse; runner: a new run, rescore: a run scored again, its earlier rows deleted); /core: rows/s over the machine's cores; CPU s: the scoring process's, reader: "
+    print("ratio: rows/s over raw predict_proba's on an in-memory frame as nb.load reads it (runner includes reading "
+          "from and writing to the warehouse; runner: a new run, rescore: a run scored again, its earlier rows "
+          "deleted); ratio py: over raw-python's, predict_proba on that frame with its text already Python strings, "
+          "as nb.score hands chunks to the model (the turning untimed there); /core: rows/s over the machine's cores; CPU s: the scoring process's, reader: "
           "sqlite's ADBC reader process, server: PostgreSQL's")
     vacuums = [m for measured in runs.values() for m in measured if "vacuum_s" in m and m["rows"] == args.rows]
     if vacuums:
         print(f"PostgreSQL, after each measurement, untimed: VACUUM {statistics.median(m['vacuum_s'] for m in vacuums):.2f}"
               f" s, {statistics.median(m['vacuum_server_cpu_s'] for m in vacuums):.2f} s of server CPU (median at N; "
               "what autovacuum would do later)")
-    for backend in dict.fromkeys(row["warehouse"] for row in summary[1:]):
+    for backend in dict.fromkeys(row["warehouse"] for row in summary[2:]):
         quarter, full = [row for row in summary if row["warehouse"] == backend and row["mode"] == "runner"]
         print(f"{backend}: peak RSS at N/4 vs N: {quarter['peak_rss_mib']:.0f} MiB vs {full['peak_rss_mib']:.0f} MiB "
               f"({quarter['rows']:,} vs {full['rows']:,} rows, {-(-quarter['rows'] // args.chunksize)} vs "

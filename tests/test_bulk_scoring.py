@@ -40,7 +40,8 @@ EVENTS = {  # every type of the dictionary, most of them nullable
     "happened_at": {"type": "datetime", "nullable": True},
 }
 LOANS = {"loan_id": {"type": "string", "nullable": False}, "income": {"type": "float", "nullable": True},
-         "term": {"type": "int", "nullable": False}, "month": {"type": "string", "nullable": False}}
+         "term": {"type": "int", "nullable": False}, "month": {"type": "string", "nullable": False},
+         "channel": {"type": "string", "nullable": True}}
 DICTIONARY = {
     "purposes": {PURPOSE: "Deciding on loans."},
     "tables": {
@@ -211,10 +212,10 @@ def test_a_date_given_as_text_compares_as_before_in_a_chunked_read(url, dictiona
 
 def test_a_table_made_by_hand_with_other_types_is_written_through_sqlalchemy(url, backend, dictionary):
     run_sql(url, "CREATE TABLE loans (loan_id VARCHAR(40) NOT NULL, income REAL, term INTEGER NOT NULL, "
-                 "month VARCHAR(7) NOT NULL)")
+                 "month VARCHAR(7) NOT NULL, channel VARCHAR(10))")
     store = Warehouse(url, dictionary)
     assert store.write_table("loans", pd.DataFrame({"loan_id": ["L1", "L2"], "income": [10.5, None],
-                                                    "term": [12, 24], "month": "2026-01"})) == 2
+                                                    "term": [12, 24], "month": "2026-01", "channel": "web"})) == 2
     assert rows(url, "SELECT loan_id, income, term FROM loans ORDER BY loan_id") == [("L1", 10.5, 12),
                                                                                    ("L2", None, 24)]
 
@@ -274,7 +275,8 @@ class Model:
 def loans(n: int) -> pd.DataFrame:
     ids = [f"{HOSTILE[i % len(HOSTILE)][:50]}#{i}" for i in range(n)]
     return pd.DataFrame({"loan_id": ids, "income": [None if i % 5 == 0 else 900.0 + i for i in range(n)],
-                         "term": [12 * (1 + i % 3) for i in range(n)], "month": "2026-01"})
+                         "term": [12 * (1 + i % 3) for i in range(n)], "month": "2026-01",
+                         "channel": [None if i % 4 == 0 else HOSTILE[i % 6] for i in range(n)]})
 
 
 @pytest.fixture
@@ -311,6 +313,38 @@ def test_score_writes_every_row_with_its_lineage_in_one_transaction(scoring, url
         str(dt.datetime.now(dt.timezone.utc).year))
     back = scoring.read_predictions(run_id="r2")
     assert len(back) == 50 and str(back["scored_at"].dtype) == "datetime64[ns]"
+
+
+class TextModel(Model):
+    """A model of a text feature, which keeps each frame it is given."""
+
+    feature_names_in_ = np.array(["income", "channel"])
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[pd.DataFrame] = []
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.seen.append(frame.copy())
+        positive = frame["channel"].fillna("").str.len().to_numpy() / 20_000
+        return np.column_stack([1 - positive, positive])
+
+
+def test_score_gives_the_model_text_as_python_strings_with_the_same_dtype_and_values(scoring, url):
+    """Text features reach the model in pandas' Python-backed storage (scikit-learn's encoders then take the strings
+    as they are, instead of making one per value from Arrow): dtype ``str`` still, every value and NaN the same."""
+    model = TextModel()
+    nb.score(model, "lender", "3", "loans", chunksize=7)
+    given = pd.concat(model.seen, ignore_index=True)
+    assert {str(frame["channel"].dtype) for frame in model.seen} == {"str"}
+    assert {frame["channel"].dtype.storage for frame in model.seen} == {"python"}
+    loaded = nb.load("loans", columns=["income", "channel"])
+    assert loaded["channel"].dtype.storage == "pyarrow"  # what a notebook's own read gives stays as it was
+    pd.testing.assert_frame_equal(given, loaded, check_dtype=False)
+    assert given["channel"].isna().sum() == 13 and set(given["channel"].dropna()) == set(HOSTILE[:6])
+    stored = rows(url, "SELECT entity_id, score FROM predictions ORDER BY entity_id")
+    expected = loans(50).sort_values("loan_id")
+    assert [score for _, score in stored] == list(expected["channel"].fillna("").str.len() / 20_000)
 
 
 def test_a_model_failing_midway_leaves_no_row_of_the_run_and_the_earlier_run_whole(scoring, url):
