@@ -14,6 +14,7 @@ from conftest import is_kernel, write_notebook
 from runner.config import load_config
 from runner.notebook import adapter
 from runner.notebook.forkserver import SOCKET_ENV, ForkServer
+from runner.notebook.forkserver import Forked as ForkedHandle
 from runner.run.stepproc import StepProcesses
 from runner.store.records import RunStore
 
@@ -233,6 +234,81 @@ def test_a_server_stuck_in_an_import_is_not_waited_for_and_its_late_child_leaves
         for proc in [first, *([taken] if "taken" in locals() else [])]:
             proc.stdin.close()
         processes.close()
+
+
+def test_a_preload_that_never_ends_ends_the_server_which_says_why_and_kernels_start_at_once(tmp_path, monkeypatch):
+    """An import cannot be interrupted, and a server inside one answers nobody: each kernel would wait for it
+    (REPLY_TIMEOUT, 300 s) before starting the usual way. Past the preload timeout the server ends, its log naming the
+    import and what to do, and a kernel's request finds nobody at the socket: it starts the usual way at once."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from runner.notebook.forkserver import fork_kernel
+
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "hanging_preload.py").write_text("import time\ntime.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "modules"))
+    log = tmp_path / "kernels.log"
+    server = ForkServer(("hanging_preload",), log, preload_timeout=2)
+    try:
+        try:
+            ended = server._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server is still inside the import a minute later")
+        said = log.read_text()
+        assert ended == 3 and "importing hanging_preload took longer than 2 s" in said, said
+        assert "defaults.preload" in said
+        env = {**os.environ, **server.env}
+        assert fork_kernel([sys.executable, "-m", "ipykernel_launcher", "-f", str(tmp_path / "k.json")], env=env) is None
+    finally:
+        server.close()
+
+
+def test_a_kernel_whose_preload_never_ends_is_given_up_when_its_step_arrives(tmp_path, monkeypatch):
+    """A kernel started the usual way imports defaults.preload itself while it waits for its step. An import that
+    never ends would hold the step up to the shell channel's wait (300 s) per step: past the preload's deadline,
+    prepare gives the kernel up with a message that says so (the step then starts a kernel of its own), and the
+    kernel stuck in the import goes with shutdown."""
+    import time
+
+    import pytest
+
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "hanging_preload.py").write_text("import time\ntime.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "modules"))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.delenv(SOCKET_ENV, raising=False)  # no fork server: the kernel starts the usual way
+    kernel = adapter.Kernel(adapter.ensure_kernel(tmp_path))
+    pid = kernel.manager.provisioner.process.pid
+    try:
+        kernel.preload(["json", "hanging_preload"], imports_timeout=3)
+        time.sleep(1)  # the step arrives while the imports run
+        with pytest.raises(RuntimeError, match="imports of defaults.preload did not end in time"):
+            kernel.prepare({"STEP": "arrived"}, tmp_path)
+    finally:
+        kernel.shutdown()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_kernel_that_should_have_been_forked_imports_nothing_ahead_once_the_server_is_gone(tmp_path, monkeypatch):
+    """The fork server ends when a preload never ends (above); the kernels that then start the usual way do not
+    import the preloads themselves, which would hang each of them in turn: the step's kernel is ready at once."""
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "hanging_preload.py").write_text("import time\ntime.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "modules"))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    server = ForkServer((), tmp_path / "server.log")
+    server.close()  # gone, its socket named in the environment still
+    monkeypatch.setenv(SOCKET_ENV, server.socket)
+    kernel = adapter.Kernel(adapter.ensure_kernel(tmp_path))
+    try:
+        assert not isinstance(kernel.manager.provisioner.process, ForkedHandle), "started the usual way"
+        kernel.preload(["hanging_preload"], imports_timeout=3)
+        kernel.prepare({"STEP": "arrived"}, tmp_path)  # no RuntimeError: nothing was left importing
+    finally:
+        kernel.shutdown()
 
 
 def test_the_servers_log_is_moved_aside_once_it_grows_past_its_size(tmp_path):

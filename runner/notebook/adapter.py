@@ -285,18 +285,29 @@ class Kernel:
         self._run_sync = run_sync
         self._client = None
         self._preloading: str | None = None
+        self._preload_deadline = 0.0  # time.monotonic() by which the preload's imports must be done
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
         forkserver.use_forked_kernels(self.manager)
         run_sync(self.manager.start_kernel)()
 
-    def preload(self, modules: list[str], timeout: float = 60) -> None:
+    def preload(self, modules: list[str], timeout: float = 60,
+                imports_timeout: float = forkserver.PRELOAD_TIMEOUT) -> None:
         """Start importing ``modules`` in the kernel (installed libraries), without waiting for it; first, always,
-        the stand-in that puts off jsonschema's IRI grammars (:data:`DEFER_IRI_GRAMMARS`)."""
+        the stand-in that puts off jsonschema's IRI grammars (:data:`DEFER_IRI_GRAMMARS`). Imports still running
+        ``imports_timeout`` seconds from now make :meth:`prepare` give the kernel up (an import that hangs: one that
+        waits on a connection that never answers). A kernel that should have come from the fork server and did not
+        imports nothing ahead: the server is gone, and a preload that never ended is what ends it."""
+        import time
+
+        if os.environ.get(forkserver.SOCKET_ENV) and not isinstance(getattr(self.manager.provisioner, "process", None),
+                                                                  forkserver.Forked):
+            modules = []
         self._client = self.manager.client()
         self._client.start_channels()
         self._run_sync(self._client.wait_for_ready)(timeout=timeout)
         code = DEFER_IRI_GRAMMARS + "\n".join(f"try:\n    import {module}\nexcept Exception:\n    pass"
                                                for module in modules)
+        self._preload_deadline = time.monotonic() + imports_timeout
         self._preloading = self._client.execute(code, silent=True, store_history=False)
 
     def prepare(self, env: dict[str, str], cwd: str | Path, timeout: float = 60) -> None:
@@ -305,14 +316,22 @@ class Kernel:
         self._run_sync(self._execute_silently)(code, timeout)
 
     async def _execute_silently(self, code: str, timeout: float) -> None:
+        import queue
+        import time
+
         client = self._client
         try:
             if client is None:
                 client = self.manager.client()
                 client.start_channels()
                 await client.wait_for_ready(timeout=timeout)
-            while self._preloading:  # its reply comes first; imports may take a while
-                reply = await client.get_shell_msg(timeout=300)
+            while self._preloading:  # its reply comes first; imports may take a while, up to the preload's deadline
+                left = self._preload_deadline - time.monotonic()
+                try:
+                    reply = await client.get_shell_msg(timeout=max(left, 0.001))
+                except queue.Empty:
+                    raise RuntimeError("the kernel's imports of defaults.preload did not end in time; the kernel is "
+                                       "given up and the step starts one of its own") from None
                 if reply["parent_header"].get("msg_id") == self._preloading:
                     self._preloading = None
             reply = await client.execute_interactive(code, silent=True, store_history=False, timeout=timeout)

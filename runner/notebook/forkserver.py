@@ -52,6 +52,9 @@ REPLY_TIMEOUT = 300.0  # seconds a step process waits for its kernel's pid (the 
 # seconds the runner waits for a step process's pid: the server answers between two imports, so only an import that
 # hangs (a preload that connects somewhere) keeps it longer; the process then starts the usual way
 PROCESS_REPLY_TIMEOUT = 60.0
+# seconds one of the server's imports may take: past that the server ends (see _load), and every kernel and step
+# process of its runner starts the usual way instead of waiting for it
+PRELOAD_TIMEOUT = 120.0
 LOG_KEPT_BYTES = 1 << 20  # a server's log (every server of a home appends to one) moves to <log>.1 past this size
 POLL_SECONDS = 0.5  # how often the server and its kernels look for their owner, where a pidfd is not to be had
 _HEADER = struct.Struct("!Q")  # a request: its length, with the child's stdout and stderr (and stdin) attached
@@ -69,7 +72,8 @@ class ForkServer:
     to ``log``, which is moved to ``<log>.1`` first once it holds more than :data:`LOG_KEPT_BYTES`.
     """
 
-    def __init__(self, kernels: tuple[str, ...], log: str | Path, processes: tuple[str, ...] = ()):
+    def __init__(self, kernels: tuple[str, ...], log: str | Path, processes: tuple[str, ...] = (),
+                 preload_timeout: float = PRELOAD_TIMEOUT):
         import subprocess
 
         self._folder = tempfile.mkdtemp(prefix="runner-kernels-")  # 0700: only this user may ask it to fork
@@ -78,7 +82,7 @@ class ForkServer:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.socket)
         listener.listen(64)
-        modules = json.dumps({"processes": list(processes), "kernels": list(kernels)})
+        modules = json.dumps({"processes": list(processes), "kernels": list(kernels), "timeout": preload_timeout})
         env = {**os.environ, MODULES_ENV: modules, OWNER_ENV: str(os.getpid())}
         with contextlib.suppress(OSError):
             if os.path.getsize(log) > LOG_KEPT_BYTES:
@@ -301,11 +305,12 @@ def serve(fd: int, path: str, modules: dict[str, list[str]], owner: int) -> None
     """Import ``modules["processes"]``, then fork a child for each request on the listening socket ``fd`` (bound to
     ``path``, removed on the way out) until ``owner`` is gone, importing what kernels need between requests."""
     listener = socket.socket(fileno=fd)
+    timeout = float(modules.get("timeout", PRELOAD_TIMEOUT))
     try:
         _prepare()
         for entry in modules.get("processes", []):
-            _load(entry)
-        _serve(listener, owner, ["ipykernel.ipkernel", "ipykernel.kernelapp", *modules.get("kernels", [])])
+            _load(entry, timeout)
+        _serve(listener, owner, ["ipykernel.ipkernel", "ipykernel.kernelapp", *modules.get("kernels", [])], timeout)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -313,9 +318,9 @@ def serve(fd: int, path: str, modules: dict[str, list[str]], owner: int) -> None
             os.rmdir(os.path.dirname(path))
 
 
-def _serve(listener: socket.socket, owner: int, imports: list[str]) -> None:
-    """Serve requests until ``owner`` is gone; while ``imports`` remain, import one between looks at the socket,
-    and keep kernels' requests waiting until the last is imported."""
+def _serve(listener: socket.socket, owner: int, imports: list[str], timeout: float) -> None:
+    """Serve requests until ``owner`` is gone; while ``imports`` remain, import one between looks at the socket
+    (each within ``timeout`` seconds: :func:`_load`), and keep kernels' requests waiting until the last is imported."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -360,7 +365,7 @@ def _serve(listener: socket.socket, owner: int, imports: list[str]) -> None:
             elif received is not None:
                 fork(conn, *received)
         if imports:
-            _load(imports.pop(0))
+            _load(imports.pop(0), timeout)
             if not imports:
                 while waiting:
                     fork(*waiting.pop(0))
@@ -385,13 +390,33 @@ def _prepare() -> None:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
 
-def _load(entry: str) -> None:
+def _load(entry: str, timeout: float) -> None:
     """Import ``entry``'s module and, for ``module:function``, call the function; a failure is logged, not raised
-    (the child imports it again, and the notebook's own import reports it)."""
+    (the child imports it again, and the notebook's own import reports it).
+
+    An import still running after ``timeout`` seconds (a preload that connects somewhere that does not answer) ends
+    the server, saying so in its log: it cannot be interrupted, and while it runs the server answers nobody, so each
+    kernel of the runner would wait for it (:data:`REPLY_TIMEOUT`) before starting the usual way. With the server
+    gone, they find no one at the socket and start the usual way at once. The watching thread is joined before the
+    server goes on, so no thread of it is running when it forks."""
+    done = threading.Event()
+
+    def watch() -> None:
+        if not done.wait(timeout):
+            print(f"kernel fork server: importing {entry} took longer than {timeout:g} s, so the server stopped; "
+                  "kernels and step processes start the usual way. Check what the import waits for, or take it out "
+                  "of defaults.preload in runner.yaml", file=sys.stderr, flush=True)
+            os._exit(3)
+
+    watcher = threading.Thread(target=watch, name="runner-preload-watch", daemon=True)
+    watcher.start()
     try:
         _call(entry)
     except Exception as exc:
         print(f"kernel fork server: could not preload {entry}: {exc}", file=sys.stderr, flush=True)
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _call(entry: str) -> None:
