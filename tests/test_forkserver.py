@@ -13,8 +13,7 @@ from conftest import is_kernel, write_notebook
 
 from runner.config import load_config
 from runner.notebook import adapter
-from runner.notebook.forkserver import SOCKET_ENV, ForkServer
-from runner.notebook.forkserver import Forked as ForkedHandle
+from runner.notebook.forkserver import SOCKET_ENV, ForkServer, Forked
 from runner.run.stepproc import StepProcesses
 from runner.store.records import RunStore
 
@@ -171,7 +170,7 @@ def test_a_forked_process_has_its_pipes_and_its_exit_status_reaches_its_handle(t
     also when the server's word of it came in the same read as the child's pid."""
     import signal
 
-    from runner.notebook.forkserver import Forked, _read_line
+    from runner.notebook.forkserver import _read_line
 
     server = ForkServer((), tmp_path / "server.log", processes=("json",))
     try:
@@ -304,7 +303,7 @@ def test_a_kernel_that_should_have_been_forked_imports_nothing_ahead_once_the_se
     monkeypatch.setenv(SOCKET_ENV, server.socket)
     kernel = adapter.Kernel(adapter.ensure_kernel(tmp_path))
     try:
-        assert not isinstance(kernel.manager.provisioner.process, ForkedHandle), "started the usual way"
+        assert not isinstance(kernel.manager.provisioner.process, Forked), "started the usual way"
         kernel.preload(["hanging_preload"], imports_timeout=3)
         kernel.prepare({"STEP": "arrived"}, tmp_path)  # no RuntimeError: nothing was left importing
     finally:

@@ -12,8 +12,10 @@ import hashlib
 import json
 import math
 import os
+import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -297,8 +299,6 @@ class Kernel:
         ``imports_timeout`` seconds from now make :meth:`prepare` give the kernel up (an import that hangs: one that
         waits on a connection that never answers). A kernel that should have come from the fork server and did not
         imports nothing ahead: the server is gone, and a preload that never ended is what ends it."""
-        import time
-
         if os.environ.get(forkserver.SOCKET_ENV) and not isinstance(getattr(self.manager.provisioner, "process", None),
                                                                   forkserver.Forked):
             modules = []
@@ -316,9 +316,6 @@ class Kernel:
         self._run_sync(self._execute_silently)(code, timeout)
 
     async def _execute_silently(self, code: str, timeout: float) -> None:
-        import queue
-        import time
-
         client = self._client
         try:
             if client is None:
